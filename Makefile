@@ -1,0 +1,33 @@
+# Two entry points: `make demo` (the headline experiment) and `make test` (the suite).
+# Each creates .venv and installs nonrev on first use.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The CPU build of torch; a bare `torch` would pull a multi-gigabyte CUDA build.
+TORCH_CPU ?= torch==2.13.0
+
+.PHONY: install demo test bench bench-quick clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q $(TORCH_CPU)
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/nonrev demo --quick --out runs/demo-quick
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 tests
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks run --full
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m benchmarks run --quick
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,24 @@
+"""nonrev: diffusion models whose forward noising process breaks detailed balance.
+
+The forward process is ``dx = -A x dt + sqrt(2) dW`` with ``A = (I + Q) U``: ``U``
+symmetric positive definite fixes the stationary law ``N(0, U^{-1})`` and the
+antisymmetric ``Q`` adds probability currents that leave it unchanged.
+See ``docs/THEORY.md`` for the math.
+"""
+
+__version__ = "0.1.0"
+
+from .process import Kernel, OUProcess
+from .currents import current_summary, optimal_q, random_q, scaled_q
+from . import schedules
+
+__all__ = [
+    "__version__",
+    "Kernel",
+    "OUProcess",
+    "current_summary",
+    "optimal_q",
+    "random_q",
+    "scaled_q",
+    "schedules",
+]

@@ -1,0 +1,170 @@
+"""Choices of the antisymmetric current ``Q`` in ``A = (I + Q) U``.
+
+* :func:`optimal_q`: the Lelievre-Nier-Pavliotis construction, every eigenvalue of
+  ``A`` with real part ``Tr(U)/d`` (the largest relaxation rate any ``Q`` can give);
+* :func:`scaled_q`: ``gamma * Q`` (``Q(gamma) = gamma Q_opt`` interpolates between
+  reversible and optimal);
+* :func:`random_q`: a seeded random antisymmetric matrix of a given norm;
+* :func:`current_summary`: stiffness and transient figures of a choice.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .linalg import as_antisymmetric, as_spd, spd_sqrt
+
+
+def default_lambdas(dim: int) -> np.ndarray:
+    """The default free numbers of :func:`optimal_q`: geometric from 1 to ``dim**2``."""
+    return np.geomspace(1.0, float(max(dim, 2)) ** 2, dim)
+
+
+def constant_diagonal_basis(U: np.ndarray) -> np.ndarray:
+    """An orthogonal ``Psi`` with ``diag(Psi^T U Psi)`` constant, equal to ``Tr(U)/d``.
+
+    At most ``d - 1`` plane (Givens) rotations: rotate the plane of the largest and
+    the smallest remaining diagonal entries until the largest equals the mean, then
+    leave that index alone. O(d^2) work after the first product.
+    """
+    U = as_spd("U", U)
+    d = U.shape[0]
+    W = U.copy()
+    Psi = np.eye(d)
+    target = np.trace(U) / d
+    free = list(range(d))
+    scale = max(abs(target), 1e-300)
+    while len(free) > 1:
+        diag = np.diag(W)[free]
+        i = free[int(np.argmax(diag))]
+        j = free[int(np.argmin(diag))]
+        a, c, b = W[i, i], W[j, j], W[i, j]
+        if a - c <= 1e-15 * scale:  # all remaining entries already equal the mean
+            break
+        # With G = [[cos, -sin], [sin, cos]] acting on the (i, j) plane,
+        # (G^T W G)_ii = (a+c)/2 + R cos(2 theta - phi); choose it equal to target.
+        R = math.hypot((a - c) / 2, b)
+        phi = math.atan2(b, (a - c) / 2)
+        ratio = min(1.0, max(-1.0, (target - (a + c) / 2) / R))
+        theta = (math.acos(ratio) + phi) / 2
+        cs, sn = math.cos(theta), math.sin(theta)
+        G = np.array([[cs, -sn], [sn, cs]])
+        idx = [i, j]
+        W[:, idx] = W[:, idx] @ G
+        W[idx, :] = G.T @ W[idx, :]
+        Psi[:, idx] = Psi[:, idx] @ G
+        W[i, i] = target  # exact by construction; removes rounding drift
+        free.remove(i)
+    return Psi
+
+
+def optimal_q(U, lambdas=None) -> np.ndarray:
+    """The antisymmetric ``Q`` that maximises the relaxation rate of ``A = (I+Q)U``.
+
+    Every eigenvalue of the returned ``A`` has real part ``Tr(U)/d``, the upper
+    bound for any ``Q`` (Lelievre, Nier, Pavliotis 2013). Construction: in an
+    orthonormal basis ``Psi`` where ``W = Psi^T U Psi`` has constant diagonal, set
+    ``J_jk = (l_j + l_k)/(l_j - l_k) W_jk`` (``j != k``); then ``W + J`` satisfies
+    ``(W+J) L + L (W+J)^T = 2 (Tr U/d) L`` with ``L = diag(l) > 0``, so every
+    eigenvalue has real part ``Tr(U)/d``. Back in the original coordinates
+    ``Q = U^{-1/2} Psi J Psi^T U^{-1/2}``.
+
+    Parameters
+    ----------
+    U : (d, d) symmetric positive definite.
+    lambdas : (d,) distinct positive numbers, optional
+        The free numbers ``l_k``. They do not change the spectrum's real parts but
+        set the stiffness ``||Q||`` and the transient ``max_t ||exp(-tA)||``. Only
+        their ratios matter, through ``coth(log(l_j/l_k)/2)``.
+
+        Default (:func:`default_lambdas`): geometric from 1 to ``d^2``. The identity
+        above bounds the transient by ``sqrt(l_max / l_min)`` and the prefactors
+        by about ``2 (d-1) / log(l_max / l_min)``, so a wide geometric spread trades
+        stiffness for eigenvector conditioning. Measured by
+        ``python -m benchmarks.lambdas`` (U with eigenvalues evenly spread in
+        [0.25, 1.75], random basis, d = 64..512): the linear ``l_k = 1..d`` gives
+        ||Q|| about 25, 65, 86 at d = 64, 256, 512, geometric 1..d^2 about 4.4, 7.9,
+        10 with a smaller transient (1.3-1.5 against 1.8-2.0) and real parts still
+        equal to 1e-13. Much wider spreads (``l_k = e^k``) make the eigenvalues so
+        ill-conditioned that rounding alone moves their real parts by 10%.
+    """
+    U = as_spd("U", U)
+    d = U.shape[0]
+    if d == 1:
+        return np.zeros((1, 1))
+    if lambdas is None:
+        lambdas = default_lambdas(d)
+    lam = np.asarray(lambdas, dtype=float)
+    if lam.shape != (d,):
+        raise ValueError(f"lambdas must have shape ({d},), got {lam.shape}")
+    if not np.all(np.isfinite(lam)) or not np.all(lam > 0):
+        raise ValueError("lambdas must be finite and positive (any common sign works; "
+                         "pass their absolute values)")
+    if np.unique(lam).size != d:
+        raise ValueError("lambdas must be distinct")
+    log_l = np.log(lam)
+    Psi = constant_diagonal_basis(U)
+    W = Psi.T @ U @ Psi
+    diff = (log_l[:, None] - log_l[None, :]) / 2
+    np.fill_diagonal(diff, 1.0)  # placeholder, zeroed below
+    J = W / np.tanh(diff)  # (l_j + l_k)/(l_j - l_k) = coth(log(l_j/l_k)/2)
+    np.fill_diagonal(J, 0.0)
+    J = 0.5 * (J - J.T)
+    _, inv_half = spd_sqrt(U)
+    Q = inv_half @ Psi @ J @ Psi.T @ inv_half
+    return 0.5 * (Q - Q.T)
+
+
+def scaled_q(Q, gamma: float) -> np.ndarray:
+    """``gamma * Q``: with ``Q = optimal_q(U)``, 0 is reversible and 1 optimal."""
+    Q = as_antisymmetric("Q", Q)
+    g = float(gamma)
+    if not math.isfinite(g):
+        raise ValueError(f"gamma must be finite, got {gamma!r}")
+    return g * Q
+
+
+def random_q(dim: int, norm: float = 1.0, *, seed=None) -> np.ndarray:
+    """A random antisymmetric ``d x d`` matrix with spectral norm ``norm``.
+
+    ``seed``: an int or ``numpy.random.Generator``; the same seed gives the same Q.
+    """
+    if not isinstance(dim, (int, np.integer)) or dim < 1:
+        raise ValueError(f"dim must be a positive integer, got {dim!r}")
+    if not (math.isfinite(float(norm)) and float(norm) >= 0):
+        raise ValueError(f"norm must be a finite non-negative number, got {norm!r}")
+    rng = np.random.default_rng(seed)
+    G = rng.standard_normal((dim, dim))
+    K = G - G.T
+    n2 = np.linalg.norm(K, 2)
+    return K * (float(norm) / n2) if n2 > 0 else K
+
+
+def current_summary(U, Q, *, t_max: float | None = None, n_times: int = 200) -> dict:
+    """Stiffness and transient figures of ``A = (I + Q) U``, as a plain dict.
+
+    Keys: ``q_norm`` and ``a_norm`` (spectral norms), ``rate`` (min Re spec A),
+    ``bound`` (Tr U / d), ``rate_reversible`` (lambda_min U), ``transient``
+    (max over t of ``||exp(-tA)||_2``, on ``n_times`` log-spaced times up to ``t_max``,
+    default ``10 / rate``) and ``transient_time`` (where the maximum sits).
+    """
+    from .process import OUProcess
+
+    proc = OUProcess(U, Q)
+    rate = proc.relaxation_rate()
+    t_max = 10.0 / rate if t_max is None else float(t_max)
+    times = np.concatenate([[0.0], np.geomspace(1e-3 * t_max, t_max, n_times - 1)])
+    norms = np.array([np.linalg.norm(M, 2) for M in proc.mean_matrix(times)])
+    k = int(np.argmax(norms))
+    return {
+        "dim": proc.dim,
+        "q_norm": float(np.linalg.norm(proc.Q, 2)),
+        "a_norm": float(np.linalg.norm(proc.A, 2)),
+        "rate": rate,
+        "rate_reversible": float(np.linalg.eigvalsh(proc.U)[0]),
+        "bound": float(np.trace(proc.U) / proc.dim),
+        "transient": float(norms[k]),
+        "transient_time": float(times[k]),
+    }

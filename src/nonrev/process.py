@@ -1,0 +1,280 @@
+"""The non-reversible Ornstein-Uhlenbeck forward process and its exact Gaussian kernel.
+
+    dx = -A x dt + sqrt(2) dW,    A = (I + Q) U,
+
+with ``U`` symmetric positive definite and ``Q`` antisymmetric. For every ``Q`` the
+stationary law is ``N(0, U^{-1})``; ``Q = 0`` is the reversible process. The exact
+transition kernel is
+
+    x_t | x_0 ~ N(M_t x_0, Sigma_t),  M_t = exp(-t A),
+    Sigma_t = U^{-1} - M_t U^{-1} M_t^T = int_0^t exp(-s A) 2 exp(-s A^T) ds.
+
+The closed form ``U^{-1} - M U^{-1} M^T`` loses every digit to cancellation at small
+``t`` (``Sigma_t = 2 t I + O(t^2)``), so nonrev never uses it. ``_exact_pair`` computes
+``(M_t, Sigma_t)`` by scaling and squaring on the *pair*: a Taylor series of both at
+``h = t / 2^s`` with ``h ||A|| <= 1/4``, then ``s`` doublings
+
+    M_{2h} = M_h M_h,    Sigma_{2h} = M_h Sigma_h M_h^T + Sigma_h,
+
+whose terms are all positive semi-definite, so the relative accuracy of ``Sigma`` is
+kept at every ``t`` (tested to 1e-10 relative on t in [1e-8, 100], d up to 512 and
+cond(U) up to 1e4 against closed forms).
+
+On a grid of times the same semigroup law steps from one grid point to the next,
+``M_{t+g} = M_g M_t`` and ``Sigma_{t+g} = M_g Sigma_t M_g^T + Sigma_g``, with one
+exact pair per distinct gap ``g`` (a single one on a uniform grid); see
+:meth:`OUProcess.kernel`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .linalg import (
+    as_antisymmetric,
+    as_batch,
+    as_psd,
+    as_spd,
+    as_times,
+    as_vector,
+    psd_factor,
+    spd_inverse,
+    spd_sqrt,
+    sym,
+)
+
+_TAYLOR_THETA = 0.25  # ||h A||_1 bound at the base of the scaling and squaring
+
+
+def _exact_pair(A: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(exp(-t A), int_0^t exp(-s A) 2 exp(-s A^T) ds)`` to full relative accuracy."""
+    d = A.shape[0]
+    eye = np.eye(d)
+    if t == 0.0:
+        return eye.copy(), np.zeros((d, d))
+    norm = np.linalg.norm(A, 1)
+    s = 0 if t * norm <= _TAYLOR_THETA else int(math.ceil(math.log2(t * norm / _TAYLOR_THETA)))
+    h = t / 2.0**s
+    # Taylor series at h: M = sum (-hA)^k / k!, Sigma = sum_k h^{k+1}/(k+1)! L^k(2I)
+    # with L(X) = -(A X + X A^T), which keeps X symmetric (so X A^T = (A X)^T).
+    M = eye.copy()
+    term_m = eye.copy()
+    term_s = 2.0 * h * eye
+    S = term_s.copy()
+    for k in range(1, 40):
+        term_m = (-h / k) * (A @ term_m)
+        AX = A @ term_s
+        term_s = (-h / (k + 1)) * (AX + AX.T)
+        M += term_m
+        S += term_s
+        if (np.abs(term_m).max() <= 1e-18 * np.abs(M).max()
+                and np.abs(term_s).max() <= 1e-18 * np.abs(S).max()):
+            break
+    for _ in range(s):
+        S = sym(M @ S @ M.T + S)
+        M = M @ M
+    return M, S
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """The exact kernel of an :class:`OUProcess` on an increasing grid of times.
+
+    Attributes (torch tensors on one device and dtype; ``n`` grid points):
+
+    * ``times`` (n,): the grid, strictly increasing, in the process's intrinsic time.
+    * ``M`` (n, d, d): ``exp(-t_i A)``.
+    * ``Sigma`` (n, d, d): ``Sigma_{t_i}``.
+    * ``L`` (n, d, d): lower-triangular factors, ``L_i L_i^T = Sigma_i`` (zero at t = 0).
+    * ``step_M``, ``step_Sigma`` (n-1, d, d): the kernel of each gap, mapping
+      ``t_i`` to ``t_{i+1}``: ``M_{i+1} = step_M[i] M_i`` and
+      ``Sigma_{i+1} = step_M[i] Sigma_i step_M[i]^T + step_Sigma[i]``.
+    """
+
+    times: torch.Tensor
+    M: torch.Tensor
+    Sigma: torch.Tensor
+    L: torch.Tensor
+    step_M: torch.Tensor
+    step_Sigma: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.times.shape[0])
+
+    def index(self, t: float) -> int:
+        """Index of grid time ``t`` (to 1e-9 relative); ValueError if ``t`` is not on the grid."""
+        times = self.times.detach().cpu().double()
+        i = int(torch.argmin((times - float(t)).abs()))
+        if abs(float(times[i]) - float(t)) > 1e-9 * max(1.0, abs(float(t))):
+            raise ValueError(f"t = {t} is not a time of this kernel grid")
+        return i
+
+
+class OUProcess:
+    """The forward process ``dx = -(I + Q) U x dt + sqrt(2) dW``.
+
+    Parameters
+    ----------
+    U : (d, d) array_like
+        Symmetric positive definite. Fixes the stationary law ``N(0, U^{-1})``.
+    Q : (d, d) array_like, optional
+        Antisymmetric (``Q^T = -Q``). ``None`` means ``Q = 0`` (reversible).
+
+    Attributes ``U``, ``Q``, ``A = (I + Q) U``, ``stationary_cov = U^{-1}`` and
+    ``dim`` are float64 numpy arrays (``dim`` an int). The theory side (this class's
+    methods that return numpy) runs in float64; :meth:`kernel` and :meth:`sample`
+    return torch tensors on the device and dtype asked for.
+    """
+
+    def __init__(self, U, Q=None):
+        self.U = as_spd("U", U)
+        self.dim = int(self.U.shape[0])
+        if Q is None:
+            self.Q = np.zeros((self.dim, self.dim))
+        else:
+            self.Q = as_antisymmetric("Q", Q, dim=self.dim)
+        self.A = (np.eye(self.dim) + self.Q) @ self.U
+        self.stationary_cov = spd_inverse(self.U)
+
+    def __repr__(self) -> str:
+        return (f"OUProcess(dim={self.dim}, reversible={not np.any(self.Q)}, "
+                f"relaxation_rate={self.relaxation_rate():.4g})")
+
+    @property
+    def is_reversible(self) -> bool:
+        """True when ``Q = 0`` (detailed balance holds)."""
+        return not np.any(self.Q)
+
+    # ------------------------------------------------------------------ exact kernel
+    def mean_matrix(self, t) -> np.ndarray:
+        """``M_t = exp(-t A)``: (d, d) for a scalar ``t``, (len(t), d, d) for a 1-D array."""
+        times, scalar = as_times("t", t)
+        out = np.stack([_exact_pair(self.A, float(s))[0] for s in times])
+        return out[0] if scalar else out
+
+    def cov(self, t) -> np.ndarray:
+        """``Sigma_t``, the covariance of ``x_t | x_0``: (d, d) or (len(t), d, d)."""
+        times, scalar = as_times("t", t)
+        out = np.stack([_exact_pair(self.A, float(s))[1] for s in times])
+        return out[0] if scalar else out
+
+    def mean_and_cov(self, t) -> tuple[np.ndarray, np.ndarray]:
+        """``(M_t, Sigma_t)`` together, at the cost of one of them."""
+        times, scalar = as_times("t", t)
+        pairs = [_exact_pair(self.A, float(s)) for s in times]
+        M = np.stack([p[0] for p in pairs])
+        S = np.stack([p[1] for p in pairs])
+        return (M[0], S[0]) if scalar else (M, S)
+
+    def kernel(self, times, *, device=None, dtype=torch.float32) -> Kernel:
+        """Precompute the exact kernel on a strictly increasing grid of times.
+
+        The work is O(d^3) per grid point (three matrix products and a Cholesky
+        factorisation), plus one exact pair per distinct gap; a uniform grid has a
+        single gap. Computed in float64 and stored in ``dtype`` on ``device``.
+        """
+        grid, _ = as_times("times", times)
+        if grid.size >= 2 and not np.all(np.diff(grid) > 0):
+            raise ValueError("times must be strictly increasing")
+        n, d = grid.size, self.dim
+        opts = dict(device="cpu", dtype=dtype)
+        M_out = torch.empty((n, d, d), **opts)
+        S_out = torch.empty((n, d, d), **opts)
+        L_out = torch.empty((n, d, d), **opts)
+        gaps = np.diff(grid)
+        uniform = gaps.size > 0 and np.allclose(gaps, gaps[0], rtol=1e-12, atol=0.0)
+        if uniform:
+            gM, gS = _exact_pair(self.A, float(gaps[0]))
+            step_M = torch.as_tensor(gM, **opts).expand(n - 1, d, d)
+            step_S = torch.as_tensor(gS, **opts).expand(n - 1, d, d)
+        else:
+            step_M = torch.empty((max(n - 1, 0), d, d), **opts)
+            step_S = torch.empty((max(n - 1, 0), d, d), **opts)
+        M, S = _exact_pair(self.A, float(grid[0]))
+        for i in range(n):
+            if i > 0:
+                if not uniform:
+                    gM, gS = _exact_pair(self.A, float(gaps[i - 1]))
+                    step_M[i - 1] = torch.from_numpy(gM)
+                    step_S[i - 1] = torch.from_numpy(gS)
+                S = sym(gM @ S @ gM.T + gS)
+                M = gM @ M
+            M_out[i] = torch.from_numpy(M)
+            S_out[i] = torch.from_numpy(S)
+            L_out[i] = torch.from_numpy(psd_factor(S))
+        to = dict(device=device)
+        return Kernel(
+            times=torch.as_tensor(grid, dtype=dtype, device=device),
+            M=M_out.to(**to), Sigma=S_out.to(**to), L=L_out.to(**to),
+            step_M=step_M.to(**to), step_Sigma=step_S.to(**to),
+        )
+
+    def sample(self, x0, t, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw ``x_t | x_0`` exactly: ``M_t x_0 + L_t z``.
+
+        ``x0``: (B, d) tensor (or array). ``t``: a scalar, or a (B,) tensor/array of
+        per-row times. Returns a tensor on ``x0``'s device and dtype (float32 for arrays).
+        """
+        x0 = as_batch("x0", x0, self.dim)
+        times, scalar = as_times("t", t.detach().cpu().numpy() if torch.is_tensor(t) else t)
+        if not scalar and times.shape[0] != x0.shape[0]:
+            raise ValueError(f"t must be a scalar or have one time per row of x0 "
+                             f"({x0.shape[0]}), got {times.shape[0]}")
+        z = torch.randn(x0.shape, generator=generator, dtype=x0.dtype,
+                        device=generator.device if generator is not None else x0.device)
+        z = z.to(x0.device)
+        if scalar:
+            times = np.full(x0.shape[0], times[0])
+        out = torch.empty_like(x0)
+        for tv in np.unique(times):
+            rows = torch.as_tensor(np.nonzero(times == tv)[0], device=x0.device)
+            M, S = _exact_pair(self.A, float(tv))
+            Mt = torch.as_tensor(M, dtype=x0.dtype, device=x0.device)
+            Lt = torch.as_tensor(psd_factor(S), dtype=x0.dtype, device=x0.device)
+            out[rows] = x0[rows] @ Mt.T + z[rows] @ Lt.T
+        return out
+
+    # ------------------------------------------------------------------ rates
+    def relaxation_rate(self) -> float:
+        """Slowest decay rate of the mean, ``min Re spec(A)``.
+
+        ``lambda_min(U)`` when ``Q = 0``; at most ``Tr(U)/d`` for any ``Q``.
+        """
+        return float(np.linalg.eigvals(self.A).real.min())
+
+    def contraction_rate(self) -> float:
+        """Phase-space contraction rate ``Tr A = Tr U`` (``det M_t = exp(-t Tr U)``), any ``Q``."""
+        return float(np.trace(self.A))
+
+    def kl_to_stationary(self, t, mean0=None, cov0=None) -> np.ndarray | float:
+        """``KL(P_t || N(0, U^{-1}))`` in closed form for ``P_0 = N(mean0, cov0)``.
+
+        ``mean0`` defaults to 0 and ``cov0`` to 0 (a point mass: infinite KL at
+        t = 0). Computed as ``1/2 [sum_i (x_i - log(1 + x_i)) + m^T U m]`` with
+        ``x_i`` the eigenvalues of ``U^{1/2} M_t (C_0 - U^{-1}) M_t^T U^{1/2}`` and
+        ``m = M_t mean0``, which stays accurate when the KL is tiny (large t).
+        """
+        d = self.dim
+        times, scalar = as_times("t", t)
+        m0 = np.zeros(d) if mean0 is None else as_vector("mean0", mean0, d)
+        C0 = np.zeros((d, d)) if cov0 is None else as_psd("cov0", cov0, dim=d)
+        half, _ = spd_sqrt(self.U)
+        D0 = C0 - self.stationary_cov
+        out = np.empty(times.shape)
+        for i, s in enumerate(times):
+            M = _exact_pair(self.A, float(s))[0]
+            X = sym(half @ M @ D0 @ M.T @ half)
+            x = np.linalg.eigvalsh(X)
+            if np.any(x <= -1.0 + 1e-15):
+                out[i] = np.inf
+                continue
+            small = np.abs(x) < 1e-4
+            terms = np.where(small, x**2 / 2 - x**3 / 3 + x**4 / 4, x - np.log1p(x))
+            m = M @ m0
+            out[i] = 0.5 * (terms.sum() + m @ self.U @ m)
+        return float(out[0]) if scalar else out
+
