@@ -20,7 +20,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/nonrev demo --quick --out runs/demo-quick
 
+# One BLAS/OpenMP thread per pytest worker: two workers on two cores, each with
+# thread pools of its own, oversubscribe the machine and small torch ops then wait
+# tens of milliseconds for descheduled threads (measured: 30x slower sampling).
 test: $(STAMP)
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 \
 	$(BIN)/python -m pytest -q -n 2 tests
 
 bench: $(STAMP)
