@@ -5,6 +5,7 @@ non-zero exit code, never a traceback."""
 from __future__ import annotations
 
 import click
+import numpy as np
 
 from . import __version__
 
@@ -20,3 +21,109 @@ def main():
     dynamics commits to a class (speciation) and falls onto training points
     (collapse), for any U and Q.
     """
+
+
+# ----------------------------------------------------------------------------- analyze
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
+def _load_matrix(spec: str, option: str, d: int):
+    """A (d, d) matrix from a .npy/.npz/.csv file named by ``option``."""
+    from .data import load_array
+
+    try:
+        M = load_array(spec)
+    except ValueError as exc:
+        raise ValueError(f"{option}: {exc}") from None
+    if M.shape != (d, d):
+        raise ValueError(f"{option} {spec}: must be a ({d}, {d}) matrix, got {M.shape}")
+    return M
+
+
+def _format_time(t: float) -> str:
+    return "0 (never)" if t == 0.0 else f"{t:.4g}"
+
+
+def _print_table(report: dict, data_name: str, u_spec: str) -> None:
+    names = list(report["speciation"])
+    rows = [
+        ("data", f"{data_name}  (n = {report['n']}, d = {report['d']})"),
+        ("n_train", str(report["n_train"])),
+        ("classes", str(report["classes"]) if report["classes"] else "none (total covariance)"),
+        ("noise U", u_spec),
+        ("covariance eig", "min {min:.4g}   median {median:.4g}   max {max:.4g}".format(
+            **report["covariance"])),
+        ("rates", f"reversible lambda_min(U) {report['rates']['reversible']:.4g}   "
+                  f"bound Tr(U)/d {report['rates']['bound']:.4g}"),
+    ]
+    for key, val in rows:
+        click.echo(f"{key:<16}{val}")
+    click.echo("")
+    click.echo(f"{'':<16}" + "".join(f"{'Q = ' + n:>14}" for n in names))
+    table = [
+        ("rate", [f"{report['rates'][n]:.4g}" for n in names]),
+        ("t_S speciation", [_format_time(report["speciation"][n]) for n in names]),
+        ("t_C collapse", [_format_time(report["collapse"][n]) for n in names]),
+    ]
+    for key, vals in table:
+        click.echo(f"{key:<16}" + "".join(f"{v:>14}" for v in vals))
+
+
+@main.command()
+@click.argument("data", type=click.Path(dir_okay=True, path_type=str))
+@click.option("--key", default=None, metavar="NAME", help="Array to use in an .npz DATA file.")
+@click.option("--labels", "labels_path", default=None, metavar="FILE",
+              help="Class labels, one per sample (.npy/.npz/.csv/.txt). Without labels "
+                   "the total covariance plays the between-class covariance.")
+@click.option("--labels-key", default=None, metavar="NAME",
+              help="Array to use in an .npz labels file.")
+@click.option("--u", "u_spec", default="identity", show_default=True,
+              metavar="identity|data|FILE",
+              help="Noise precision U: the identity, the inverse Ledoit-Wolf covariance of "
+                   "the data scaled to Tr(U)/d = 1, or a (d, d) SPD matrix from a file.")
+@click.option("--q", "q_spec", default="optimal", show_default=True,
+              metavar="none|optimal|FILE",
+              help="Currents to compare: 'optimal' reports Q = 0 ('none') and the optimal "
+                   "current; 'none' only Q = 0; FILE (a (d, d) antisymmetric matrix) "
+                   "reports Q = 0 and that Q (as 'file').")
+@click.option("--n-train", type=click.IntRange(min=2), default=None,
+              help="Number of training points N in the collapse criterion [default: n].")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def analyze(data, key, labels_path, labels_key, u_spec, q_spec, n_train, as_json):
+    """Predict speciation (t_S) and collapse (t_C) times for the data in DATA.
+
+    DATA is an (n, d) array: .npy, .npz (see --key) or .csv (numbers, optional
+    header). The times come from the Gaussian criteria of docs/THEORY.md, sections
+    3 and 4, with the data's covariances. With U = identity every current gives
+    the same times; use --u data or --u FILE to see the effect of Q.
+    """
+    import json
+
+    from .currents import optimal_q
+    from .data import load_array, load_labels, u_from_data
+    from .regimes.theory import predict_regimes
+
+    try:
+        X = load_array(data, key)
+        n, d = X.shape
+        labels = None if labels_path is None else load_labels(labels_path, n, labels_key)
+        if u_spec == "identity":
+            U = np.eye(d)
+        elif u_spec == "data":
+            U = u_from_data(X)
+        else:
+            U = _load_matrix(u_spec, "--u", d)
+        currents = {"none": None}
+        if q_spec == "optimal":
+            currents["optimal"] = optimal_q(U)
+        elif q_spec != "none":
+            currents["file"] = _load_matrix(q_spec, "--q", d)
+        report = predict_regimes(X, U, currents, labels=labels, n_train=n_train)
+    except ValueError as exc:
+        raise click.ClickException(_one_line(exc)) from None
+    report["u"] = u_spec
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        _print_table(report, data, u_spec)

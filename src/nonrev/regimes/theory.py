@@ -1,0 +1,528 @@
+"""Predicted speciation and collapse times (docs/THEORY.md sections 3 and 4), float64.
+
+Notation: the forward process ``dx = -A x dt + sqrt(2) dW``, ``A = (I + Q) U``, has
+the kernel ``x_t | x_0 ~ N(M_t x_0, Sigma_t)`` (:class:`nonrev.OUProcess`).
+
+**Speciation.** Classes with between-class covariance ``C_b`` and within-class
+covariance ``C_w``. At time ``t`` the within-class covariance is
+``Gamma_t = M_t C_w M_t^T + Sigma_t`` and the class separation is ``M_t C_b M_t^T``;
+the signal-to-noise ratio
+
+    r(t) = lambda_max( Gamma_t^{-1/2} M_t C_b M_t^T Gamma_t^{-1/2} )
+         = largest generalised eigenvalue of (M_t C_b M_t^T, Gamma_t)
+
+decides whether the backward dynamics has committed to a class. ``t_S`` is the
+largest ``t`` with ``r(t) >= 1``.
+
+**Collapse.** ``N`` training points of covariance ``C``. The Mahalanobis SNR
+spectrum ``s_i(t)`` is the set of eigenvalues of ``Sigma_t^{-1} M_t C M_t^T`` and
+the entropy gap between the Gaussian approximation of ``P_t`` and one kernel is
+
+    g(t) = (1/2) log det(I + Sigma_t^{-1} M_t C M_t^T) = (1/2) sum_i log(1 + s_i(t)).
+
+``t_C`` is the largest ``t`` with ``g(t) >= log N`` (random-energy condensation).
+``g`` is non-increasing for every ``A``: with ``G_t = M_t C M_t^T + Sigma_t``, both
+``G_t`` and ``Sigma_t`` solve ``dX/dt = 2I - A X - X A^T``, so
+``d/dt log det X = 2 tr X^{-1} - 2 tr A`` and ``g'(t) = tr G_t^{-1} - tr Sigma_t^{-1}
+<= 0`` because ``G_t >= Sigma_t``. The crossing is therefore unique.
+
+**How the times are found.** Both quantities are bounded by a Q-independent
+envelope. In the ``U``-norm every ``Q`` contracts at least as fast as
+``lambda_min(U) = u``: ``||U^{1/2} M_t U^{-1/2}||_2 <= e^{-u t}``. With
+``C <= c U^{-1}`` (``c = lambda_max(U^{1/2} C U^{1/2})``) this gives
+``M_t C M_t^T <= c (U^{-1} - Sigma_t)`` and ``Sigma_t >= (1 - e^{-2ut}) U^{-1}``, so
+
+    r(t) <= b / (e^{2ut} - 1),      g(t) <= (d/2) log(1 + c / (e^{2ut} - 1))
+
+(``b`` the same constant for ``C_b``; nonrev uses the O(d^2) bound
+``c <= Tr(U C)``, which enters only through a logarithm). Beyond the time where the envelope meets the
+threshold the criterion surely fails. From there a log-spaced scan walks down in
+``t`` to the first point where the criterion holds (the largest crossing that the
+scan resolves), and ``scipy.optimize.brentq`` on ``log t`` refines it to 1e-8
+relative.
+
+**Cost.** In general one evaluation needs ``(M_t, Sigma_t)`` from
+:meth:`OUProcess.mean_and_cov` and a Cholesky factorisation: O(d^3), of order 10 s
+at d = 2048 on two cores, and a time needs about 10 evaluations. When ``Q``
+commutes with ``U`` (``Q = 0``, or ``U = c I`` with any ``Q``), ``M_t = e^{-tU} R_t``
+with ``R_t = exp(-t Q U)`` orthogonal and commuting with ``U``, and
+``Sigma_t = U^{-1}(I - e^{-2tU})``; the rotation drops out of every spectrum, so in
+the eigenbasis ``U = V diag(lam) V^T``
+
+    Sigma_t^{-1/2} M_t X M_t^T Sigma_t^{-1/2}  ~  D_a V^T X V D_a,
+    a_i(t)^2 = lam_i / (e^{2 t lam_i} - 1),
+
+one eigendecomposition of ``U`` up front and no matrix exponential at all. For
+``U = c I`` this reduces to scalars: ``s_i(t) = c gamma_i / (e^{2ct} - 1)`` with
+``gamma_i`` the eigenvalues of ``C`` (see :func:`isotropic_collapse_time`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import scipy.linalg
+from scipy.optimize import brentq
+
+from ..linalg import (
+    as_count,
+    as_labels,
+    as_psd,
+    as_samples,
+    as_times,
+    as_positive_float,
+    psd_factor,
+    psd_spectrum,
+    sym,
+)
+from ..process import OUProcess
+
+__all__ = [
+    "class_covariances",
+    "collapse_entropy_gap",
+    "collapse_snr_spectrum",
+    "collapse_time",
+    "collapse_time_from_data",
+    "isotropic_collapse_time",
+    "predict_regimes",
+    "speciation_snr",
+    "speciation_time",
+    "speciation_time_from_data",
+]
+
+#: Speciation scan: t_max down to this fraction of t_max, 8 points per decade.
+SPECIATION_FLOOR = 1e-6
+_SPECIATION_STEP = 10.0 ** 0.125
+#: Collapse scan (g is monotone, so coarse steps only bracket the root).
+COLLAPSE_FLOOR = 1e-12
+_COLLAPSE_STEP = 4.0
+#: brentq tolerance on log t, i.e. relative tolerance on t.
+_LOG_T_TOL = 1e-8
+#: Relative tolerance for "Q commutes with U" and "U is a multiple of I".
+_COMMUTE_TOL = 1e-12
+_TINY = 1e-300
+
+
+# ----------------------------------------------------------------------------- frames
+@dataclass(frozen=True)
+class _Frame:
+    """How to whiten by the kernel of ``process``.
+
+    ``eigvals`` is ``None`` for the general route (``mean_and_cov`` at each t). When
+    ``Q`` commutes with ``U`` it holds the eigenvalues of ``U`` and ``eigvecs`` its
+    eigenvectors (``None`` when ``U`` is diagonal: the identity basis).
+    """
+
+    process: OUProcess
+    eigvals: np.ndarray | None = None
+    eigvecs: np.ndarray | None = None
+
+    @property
+    def isotropic(self) -> bool:
+        """``U = c I`` (then ``eigvals`` holds ``d`` copies of ``c``)."""
+        return self.eigvals is not None and bool(np.all(self.eigvals == self.eigvals[0]))
+
+
+def _check_process(process) -> OUProcess:
+    if not isinstance(process, OUProcess):
+        raise ValueError(f"process must be an OUProcess, got {type(process).__name__}")
+    return process
+
+
+def _frame(process: OUProcess, exploit_symmetry: bool = True) -> _Frame:
+    """The cheapest exact route for ``process`` (``exploit_symmetry=False``: general)."""
+    _check_process(process)
+    U, Q = process.U, process.Q
+    if not exploit_symmetry:
+        return _Frame(process)
+    off_diag = U - np.diag(np.diag(U))
+    scale = np.linalg.norm(U)
+    if np.linalg.norm(off_diag) <= _COMMUTE_TOL * scale:
+        lam = np.diag(U).copy()
+        if np.ptp(lam) <= _COMMUTE_TOL * np.abs(lam).max():
+            lam = np.full_like(lam, lam.mean())  # exactly isotropic
+        if _commutes(Q, U):
+            return _Frame(process, lam, None)
+        return _Frame(process)
+    if _commutes(Q, U):
+        lam, V = np.linalg.eigh(U)
+        return _Frame(process, lam, V)
+    return _Frame(process)
+
+
+def _commutes(Q: np.ndarray, U: np.ndarray) -> bool:
+    q = np.linalg.norm(Q)
+    return q == 0.0 or np.linalg.norm(Q @ U - U @ Q) <= _COMMUTE_TOL * q * np.linalg.norm(U)
+
+
+def _whitened(frame: _Frame, covs: list[np.ndarray]) -> Callable[[float], list[np.ndarray]]:
+    """``t -> [K_t(C) for C in covs]``, the covariances whitened by the kernel.
+
+    ``K_t(C) = T_t C T_t^T`` with ``T_t = R_t Sigma_t^{-1/2} M_t`` for one orthogonal
+    ``R_t`` (the same for every ``C``), so any spectrum built from the ``K_t`` is
+    that of ``Sigma_t^{-1/2} M_t C M_t^T Sigma_t^{-1/2}``.
+
+    * General route: ``T_t = L_t^{-1} M_t``, ``L_t`` the Cholesky factor of
+      ``Sigma_t`` (``L^{-1} = R Sigma^{-1/2}``); ``K = W W^T`` with ``W = L^{-1} M F``
+      and ``F F^T = C``, PSD by construction.
+    * Commuting route: ``T_t = D_a V^T`` with ``a_i^2 = lam_i / (e^{2 t lam_i} - 1)``,
+      so ``K_t(C)_{ij} = a_i a_j (V^T C V)_{ij}``: O(d^2) per time.
+    """
+    if frame.eigvals is not None:
+        lam = frame.eigvals
+        V = frame.eigvecs
+        rotated = [C if V is None else sym(V.T @ C @ V) for C in covs]
+
+        def at(t: float) -> list[np.ndarray]:
+            with np.errstate(over="ignore"):
+                a = np.sqrt(lam / np.expm1(2.0 * t * lam))
+            return [a[:, None] * Cr * a[None, :] for Cr in rotated]
+        return at
+
+    factors = [psd_factor(C) for C in covs]
+
+    def at(t: float) -> list[np.ndarray]:
+        M, S = frame.process.mean_and_cov(float(t))
+        L = np.linalg.cholesky(S)
+        out = []
+        for F in factors:
+            W = scipy.linalg.solve_triangular(L, M @ F, lower=True)
+            out.append(sym(W @ W.T))
+        return out
+    return at
+
+
+def _envelope_time(frame: _Frame, C: np.ndarray, level: float) -> float:
+    """A time beyond which ``lambda_max(Sigma_t^{-1} M_t C M_t^T) < level`` for any Q.
+
+    From ``s_max(t) <= c / (e^{2ut} - 1)`` (module docstring) with
+    ``c = lambda_max(U^{1/2} C U^{1/2}) <= Tr(U C)`` (an O(d^2) bound; it enters only
+    through a logarithm) and ``u = lambda_min(U)``; 25% margin.
+    """
+    c = float(np.sum(frame.process.U * C))
+    if frame.eigvals is not None:
+        u = float(frame.eigvals.min())
+    else:
+        u = float(scipy.linalg.eigh(frame.process.U, eigvals_only=True,
+                                    subset_by_index=[0, 0])[0])
+    return 1.25 * np.log1p(c / level) / (2.0 * u)
+
+
+def _largest_crossing(h: Callable[[float], float], t_max: float, step: float,
+                      floor: float) -> float:
+    """Largest ``t`` in ``[floor * t_max, t_max)`` with ``h(t) >= 0``, or 0.0 if none.
+
+    ``h(t) < 0`` must hold for all ``t >= t_max`` (the envelope guarantees it).
+    Walks down ``t_max / step^k`` to the first ``h >= 0``, then brentq on ``x = log t``
+    between that point and the previous one. Values are cached, so brentq does not
+    recompute the bracket ends (each value may cost a d x d matrix exponential).
+    """
+    cache: dict[float, float] = {}
+
+    def hx(x: float) -> float:
+        if x not in cache:
+            cache[x] = h(float(np.exp(x)))
+        return cache[x]
+
+    x_hi = float(np.log(t_max))
+    x = x_hi - np.log(step)
+    x_floor = float(np.log(floor * t_max))
+    while x >= x_floor:
+        val = hx(x)
+        if val == 0.0:
+            return float(np.exp(x))
+        if val > 0.0:
+            return float(np.exp(brentq(hx, x, x_hi, xtol=_LOG_T_TOL)))
+        x_hi, x = x, x - np.log(step)
+    return 0.0
+
+
+# ----------------------------------------------------------------------------- speciation
+def _speciation_inputs(process, between_cov, within_cov):
+    frame = _frame(process)
+    d = process.dim
+    Cb = as_psd("between_cov", between_cov, dim=d)
+    Cw = None if within_cov is None else as_psd("within_cov", within_cov, dim=d)
+    if Cw is not None and not np.any(Cw):
+        Cw = None
+    return frame, Cb, Cw
+
+
+def _speciation_ratio(frame: _Frame, Cb: np.ndarray, Cw: np.ndarray | None):
+    """``t -> r(t)``: the largest generalised eigenvalue of the whitened pair
+    ``(K_t(C_b), I + K_t(C_w))``, i.e. of ``(M_t C_b M_t^T, Gamma_t)``."""
+    d = Cb.shape[0]
+    whiten = _whitened(frame, [Cb] if Cw is None else [Cb, Cw])
+
+    def ratio(t: float) -> float:
+        K = whiten(t)
+        G = None if Cw is None else np.eye(d) + K[1]
+        return float(scipy.linalg.eigh(K[0], G, eigvals_only=True,
+                                       subset_by_index=[d - 1, d - 1])[0])
+    return ratio
+
+
+def speciation_snr(process: OUProcess, between_cov, within_cov, times):
+    """The speciation signal-to-noise ratio ``r(t)`` at each of ``times`` (> 0).
+
+    ``r(t) = lambda_max(Gamma_t^{-1/2} M_t C_b M_t^T Gamma_t^{-1/2})`` with
+    ``Gamma_t = M_t C_w M_t^T + Sigma_t`` (``C_w = 0`` when ``within_cov`` is None),
+    computed as the largest generalised eigenvalue of ``(M_t C_b M_t^T, Gamma_t)``
+    after whitening by ``Sigma_t``. Returns a float for a scalar time, else an array
+    of shape ``(len(times),)``. Speciation happens where ``r`` falls through 1.
+    """
+    frame, Cb, Cw = _speciation_inputs(process, between_cov, within_cov)
+    grid, scalar = as_times("times", times, allow_zero=False)
+    ratio = _speciation_ratio(frame, Cb, Cw)
+    out = np.array([ratio(t) for t in grid])
+    return float(out[0]) if scalar else out
+
+
+def speciation_time(process: OUProcess, between_cov, within_cov=None) -> float:
+    """Predicted speciation time ``t_S``: the largest ``t`` with ``r(t) >= 1``.
+
+    ``r`` is :func:`speciation_snr`. For two symmetric classes ``+-mu`` this is
+    ``m_t^T Gamma_t^{-1} m_t = 1`` with ``m_t = M_t mu`` (``C_b = mu mu^T``); for
+    ``U = I, Q = 0, C_w = sigma^2 I`` it is ``t_S = (1/2) log(|mu|^2 - sigma^2 + 1)``.
+
+    Parameters
+    ----------
+    process : OUProcess
+    between_cov : (d, d) PSD, ``C_b = sum_k w_k (mu_k - mu)(mu_k - mu)^T``.
+    within_cov : (d, d) PSD or None, ``C_w = sum_k w_k Cov_k``; None means 0 (use the
+        total covariance as ``between_cov`` when there are no labels).
+
+    Returns 0.0 when the criterion never holds: ``C_b = 0``, or ``r(t) < 1`` at every
+    scanned time down to ``SPECIATION_FLOOR * t_max`` (e.g. ``r(0) = lambda_max(C_b,
+    C_w) < 1``: the classes overlap too much ever to be told apart). Accurate to
+    about 1e-8 relative on the scanned crossing (the scan has 8 points per decade,
+    so a crossing pair closer than that is not resolved).
+    """
+    frame, Cb, Cw = _speciation_inputs(process, between_cov, within_cov)
+    if not np.any(Cb):
+        return 0.0
+    t_max = _envelope_time(frame, Cb, 1.0)  # r(t) <= s_max(t) for C = C_b
+    ratio = _speciation_ratio(frame, Cb, Cw)
+    return _largest_crossing(lambda t: np.log(max(ratio(t), _TINY)), t_max,
+                             _SPECIATION_STEP, SPECIATION_FLOOR)
+
+
+# ----------------------------------------------------------------------------- collapse
+def _collapse_inputs(process, data_cov):
+    frame = _frame(process)
+    C = as_psd("data_cov", data_cov, dim=process.dim)
+    return frame, C
+
+
+def _isotropic_snr(c: float, gammas: np.ndarray, t: float) -> np.ndarray:
+    """``s_i(t) = c gamma_i / (e^{2ct} - 1)`` for ``U = c I`` (any Q)."""
+    with np.errstate(over="ignore"):
+        return c * gammas / np.expm1(2.0 * c * t)
+
+
+def _collapse_gap(frame: _Frame, C: np.ndarray):
+    """``t -> g(t) = (1/2) log det(I + K_t(C))``, by one Cholesky factorisation."""
+    if frame.isotropic:
+        c = float(frame.eigvals[0])
+        gammas = psd_spectrum("data_cov", C)[1]
+        return lambda t: 0.5 * float(np.log1p(_isotropic_snr(c, gammas, t)).sum())
+    whiten = _whitened(frame, [C])
+    d = C.shape[0]
+
+    def gap(t: float) -> float:
+        L = np.linalg.cholesky(np.eye(d) + whiten(t)[0])
+        return float(np.log(np.diag(L)).sum())
+    return gap
+
+
+def collapse_snr_spectrum(process: OUProcess, data_cov, times) -> np.ndarray:
+    """The Mahalanobis SNR spectrum ``s_1(t) >= ... >= s_d(t) >= 0`` at each time (> 0).
+
+    ``s_i(t)`` are the eigenvalues of ``Sigma_t^{-1} M_t C M_t^T`` (computed as those
+    of the PSD matrix ``W^T W``, ``W = L_t^{-1} M_t C^{1/2}``). For ``U = c I``:
+    ``s_i(t) = c gamma_i / (e^{2ct} - 1)``. Shape ``(d,)`` for a scalar time, else
+    ``(len(times), d)``.
+    """
+    frame, C = _collapse_inputs(process, data_cov)
+    grid, scalar = as_times("times", times, allow_zero=False)
+    if frame.isotropic:
+        c = float(frame.eigvals[0])
+        gammas = psd_spectrum("data_cov", C)[1]
+        out = np.stack([_isotropic_snr(c, gammas, t)[::-1] for t in grid])
+    else:
+        whiten = _whitened(frame, [C])
+        out = np.stack([np.clip(np.linalg.eigvalsh(whiten(t)[0])[::-1], 0.0, None)
+                        for t in grid])
+    return out[0] if scalar else out
+
+
+def collapse_entropy_gap(process: OUProcess, data_cov, times):
+    """``g(t) = (1/2) log det(I + Sigma_t^{-1} M_t C M_t^T) = (1/2) sum_i log(1 + s_i(t))``.
+
+    The entropy of the Gaussian approximation of ``P_t`` minus that of one kernel;
+    collapse happens where it falls through ``log N``. Non-increasing in ``t`` for
+    every ``Q`` (module docstring). Float for a scalar time, else ``(len(times),)``.
+    """
+    frame, C = _collapse_inputs(process, data_cov)
+    grid, scalar = as_times("times", times, allow_zero=False)
+    gap = _collapse_gap(frame, C)
+    out = np.array([gap(t) for t in grid])
+    return float(out[0]) if scalar else out
+
+
+def isotropic_collapse_time(c: float, data_eigvals, n_train: int) -> float:
+    """``t_C`` for ``U = c I`` (any Q) from the eigenvalues ``gamma_i`` of ``C`` alone.
+
+    With ``y = e^{2ct} - 1`` the criterion reads
+    ``(1/2) sum_i log(1 + c gamma_i / y) = log N``; the left side decreases in ``y``
+    and is bracketed by ``y_lo = c gamma_max / (N^2 - 1)`` (one eigenvalue alone
+    reaches ``log N``) and ``y_hi = c gamma_max / (N^{2/d} - 1)`` (all equal to the
+    largest), so brentq on ``log y`` converges without a scan; ``t = log1p(y)/(2c)``.
+    For ``C = sigma^2 I`` this is Biroli's ``t_C = (1/2c) log(1 + c sigma^2 /
+    (N^{2/d} - 1))``. Returns 0.0 when ``C = 0``.
+    """
+    c = as_positive_float("c", c)
+    gammas = np.asarray(data_eigvals, dtype=np.float64)
+    if gammas.ndim != 1 or gammas.size == 0:
+        raise ValueError(f"data_eigvals must be a non-empty 1-D array, got shape {gammas.shape}")
+    if not np.all(np.isfinite(gammas)):
+        raise ValueError("data_eigvals contains NaN or inf")
+    if gammas.min() < 0:
+        raise ValueError(f"data_eigvals must be non-negative, got {gammas.min():.3g}")
+    n = as_count("n_train", n_train, minimum=2)
+    top = float(gammas.max())
+    if top == 0.0:
+        return 0.0
+    log_n = np.log(n)
+    d = gammas.size
+
+    def h(log_y: float) -> float:
+        return 0.5 * float(np.log1p(c * gammas / np.exp(log_y)).sum()) - log_n
+
+    lo = np.log(c * top) - np.log(np.expm1(2.0 * log_n)) - 1.0  # margins: strict bracket
+    hi = np.log(c * top) - np.log(np.expm1(2.0 * log_n / d)) + 1.0
+    y = np.exp(brentq(h, lo, hi, xtol=_LOG_T_TOL))
+    return float(np.log1p(y) / (2.0 * c))
+
+
+def collapse_time(process: OUProcess, data_cov, n_train: int) -> float:
+    """Predicted collapse time ``t_C``: the largest ``t`` with ``g(t) >= log N``.
+
+    ``g`` is :func:`collapse_entropy_gap`, ``C = data_cov`` (d, d) PSD and
+    ``N = n_train >= 2``. ``g`` is non-increasing, so the crossing is unique: it is
+    bracketed by walking down from the envelope bound in steps of 4 and refined by
+    brentq to about 1e-8 relative. Each step costs one O(d^3) evaluation (a
+    matrix exponential pair in general; only a Cholesky factorisation when ``Q``
+    commutes with ``U``; nothing for ``U = c I``, see :func:`isotropic_collapse_time`).
+    Returns 0.0 when ``C = 0`` or the crossing lies below ``COLLAPSE_FLOOR * t_max``.
+    """
+    frame, C = _collapse_inputs(process, data_cov)
+    n = as_count("n_train", n_train, minimum=2)
+    if not np.any(C):
+        return 0.0
+    if frame.isotropic:
+        return isotropic_collapse_time(float(frame.eigvals[0]), psd_spectrum("data_cov", C)[1], n)
+    # g(t) <= (d/2) log(1 + s_max(t)) < log N once s_max(t) < N^{2/d} - 1.
+    t_max = _envelope_time(frame, C, np.expm1(2.0 * np.log(n) / process.dim))
+    gap = _collapse_gap(frame, C)
+    log_log_n = np.log(np.log(n))
+    return _largest_crossing(lambda t: np.log(max(gap(t), _TINY)) - log_log_n, t_max,
+                             _COLLAPSE_STEP, COLLAPSE_FLOOR)
+
+
+# ----------------------------------------------------------------------------- from data
+def _sample_covariance(X: np.ndarray) -> np.ndarray:
+    """``(1/n) sum_i (x_i - mean)(x_i - mean)^T``: the covariance of the empirical law."""
+    Xc = X - X.mean(axis=0)
+    return sym(Xc.T @ Xc) / X.shape[0]
+
+
+def class_covariances(X, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Between- and within-class covariances of labelled data.
+
+    With classes ``k`` (sorted as ``numpy.unique(labels)``), weights ``w_k = n_k / n``,
+    class means ``mu_k`` and overall mean ``mu``:
+
+        C_b = sum_k w_k (mu_k - mu)(mu_k - mu)^T,
+        C_w = sum_k w_k Cov_k,   Cov_k = (1/n_k) sum_{i in k} (x_i - mu_k)(x_i - mu_k)^T,
+
+    so ``C_b + C_w`` is the total covariance (1/n normalisation, law of total
+    covariance). Returns ``(C_b, C_w, w)``.
+    """
+    X = as_samples("X", X)
+    y = as_labels("labels", labels, X.shape[0])
+    _, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    n = X.shape[0]
+    w = counts / n
+    means = np.zeros((counts.size, X.shape[1]))
+    np.add.at(means, inverse, X)
+    means /= counts[:, None]
+    D = means - X.mean(axis=0)
+    between = sym((D.T * w) @ D)
+    R = X - means[inverse]
+    within = sym(R.T @ R) / n
+    return between, within, w
+
+
+def speciation_time_from_data(process: OUProcess, X, labels=None) -> float:
+    """:func:`speciation_time` with covariances estimated from samples ``X`` (n, d).
+
+    With labels: ``C_b, C_w`` from :func:`class_covariances` (at least 2 classes).
+    Without: ``C_b`` = the total covariance and ``C_w = 0``.
+    """
+    X = as_samples("X", X, dim=_check_process(process).dim)
+    if labels is None:
+        return speciation_time(process, _sample_covariance(X))
+    between, within, w = class_covariances(X, labels)
+    if w.size < 2:
+        raise ValueError(f"labels must name at least 2 classes, got {w.size}")
+    return speciation_time(process, between, within)
+
+
+def collapse_time_from_data(process: OUProcess, X) -> float:
+    """:func:`collapse_time` for training set ``X`` (n, d): ``C`` its covariance
+    (1/n normalisation), ``N = n``."""
+    X = as_samples("X", X, dim=_check_process(process).dim)
+    return collapse_time(process, _sample_covariance(X), X.shape[0])
+
+
+def predict_regimes(X, U, currents: dict, labels=None, n_train: int | None = None) -> dict:
+    """Predicted ``t_S`` and ``t_C`` of data ``X`` (n, d) for several currents.
+
+    ``currents`` maps a name to an antisymmetric ``Q`` (or None for ``Q = 0``); every
+    one uses the same ``U``. ``n_train`` defaults to ``n``. Returns a JSON-ready
+    dict: ``n``, ``d``, ``n_train``, ``classes`` (0 without labels),
+    ``covariance`` (min/median/max eigenvalue of the data covariance), ``rates``
+    (``reversible = lambda_min(U)``, ``bound = Tr(U)/d`` and, per current, the
+    relaxation rate ``min Re spec(A)``), ``speciation`` and ``collapse`` (per
+    current name, a time).
+    """
+    X = as_samples("X", X)
+    n, d = X.shape
+    n_train = n if n_train is None else as_count("n_train", n_train, minimum=2)
+    C = _sample_covariance(X)
+    _, gammas = psd_spectrum("data covariance", C)
+    if labels is not None:
+        between, within, w = class_covariances(X, labels)
+        if w.size < 2:
+            raise ValueError(f"labels must name at least 2 classes, got {w.size}")
+    else:
+        between, within, w = C, None, np.zeros(0)
+    base = OUProcess(U)
+    out = {
+        "n": n, "d": d, "n_train": n_train, "classes": int(w.size),
+        "covariance": {"min": float(gammas[0]), "median": float(np.median(gammas)),
+                       "max": float(gammas[-1])},
+        "rates": {"reversible": float(np.linalg.eigvalsh(base.U)[0]),
+                  "bound": float(np.trace(base.U) / d)},
+        "speciation": {}, "collapse": {},
+    }
+    for name, Q in currents.items():
+        proc = base if Q is None else OUProcess(base.U, Q)
+        out["rates"][name] = proc.relaxation_rate()
+        out["speciation"][name] = speciation_time(proc, between, within)
+        out["collapse"][name] = collapse_time(proc, C, n_train)
+    return out
