@@ -42,8 +42,8 @@ scan resolves), and ``scipy.optimize.brentq`` on ``log t`` refines it to 1e-8
 relative.
 
 **Cost.** In general one evaluation needs ``(M_t, Sigma_t)`` from
-:meth:`OUProcess.mean_and_cov` and a Cholesky factorisation: O(d^3), of order 10 s
-at d = 2048 on two cores, and a time needs about 10 evaluations. When ``Q``
+:meth:`OUProcess.mean_and_cov` and a Cholesky factorisation: O(d^3), 15-25 s
+at d = 2048 on two busy cores (a collapse time took 8 evaluations, 183 s). When ``Q``
 commutes with ``U`` (``Q = 0``, or ``U = c I`` with any ``Q``), ``M_t = e^{-tU} R_t``
 with ``R_t = exp(-t Q U)`` orthogonal and commuting with ``U``, and
 ``Sigma_t = U^{-1}(I - e^{-2tU})``; the rotation drops out of every spectrum, so in
@@ -340,8 +340,9 @@ def _collapse_gap(frame: _Frame, C: np.ndarray):
 def collapse_snr_spectrum(process: OUProcess, data_cov, times) -> np.ndarray:
     """The Mahalanobis SNR spectrum ``s_1(t) >= ... >= s_d(t) >= 0`` at each time (> 0).
 
-    ``s_i(t)`` are the eigenvalues of ``Sigma_t^{-1} M_t C M_t^T`` (computed as those
-    of the PSD matrix ``W^T W``, ``W = L_t^{-1} M_t C^{1/2}``). For ``U = c I``:
+    ``s_i(t)`` are the eigenvalues of ``Sigma_t^{-1} M_t C M_t^T``, computed as those
+    of the symmetric PSD matrix ``W W^T``, ``W = L_t^{-1} M_t C^{1/2}`` with
+    ``L_t L_t^T = Sigma_t`` (or its commuting-route equivalent). For ``U = c I``:
     ``s_i(t) = c gamma_i / (e^{2ct} - 1)``. Shape ``(d,)`` for a scalar time, else
     ``(len(times), d)``.
     """
