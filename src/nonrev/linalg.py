@@ -183,20 +183,71 @@ def as_vector(name: str, v, dim: int) -> np.ndarray:
     return arr
 
 
-def as_batch(name: str, x, dim: int) -> torch.Tensor:
-    """A finite floating (B, dim) tensor; numpy input becomes a float32 tensor."""
+def as_batch(name: str, x, dim: int | None, *, min_rows: int = 0) -> torch.Tensor:
+    """A finite floating (B, dim) tensor; numpy input becomes a float32 tensor.
+
+    ``dim=None`` accepts any positive number of columns; ``min_rows`` is the least
+    number of rows ``B`` accepted (0 by default).
+    """
+    cols = "d" if dim is None else dim
     if not torch.is_tensor(x):
         try:
             x = torch.as_tensor(np.asarray(x, dtype=np.float32))
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"{name} must be a numeric (B, {dim}) array ({exc})") from None
+            raise ValueError(f"{name} must be a numeric (B, {cols}) array ({exc})") from None
     if not torch.is_floating_point(x):
         x = x.float()
-    if x.ndim != 2 or x.shape[1] != dim:
-        raise ValueError(f"{name} must have shape (B, {dim}), got {tuple(x.shape)}")
+    if x.ndim != 2 or (dim is not None and x.shape[1] != dim) or x.shape[1] == 0:
+        raise ValueError(f"{name} must have shape (B, {cols}), got {tuple(x.shape)}")
+    if x.shape[0] < min_rows:
+        raise ValueError(f"{name} must have at least {min_rows} row(s), got {x.shape[0]}")
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or inf")
     return x
+
+
+def as_array(name: str, X, shape: tuple) -> np.ndarray:
+    """A finite float64 array whose shape matches ``shape`` (``None`` = any size >= 1).
+
+    E.g. ``as_array("means", m, (None, d))`` for K >= 1 rows of length ``d``.
+    """
+    try:
+        arr = np.array(X, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a numeric array ({exc})") from None
+    want = "(" + ", ".join("n" if s is None else str(s) for s in shape)
+    want += ",)" if len(shape) == 1 else ")"
+    if arr.ndim != len(shape) or any(
+        (s is None and n < 1) or (s is not None and n != s) for s, n in zip(shape, arr.shape)
+    ):
+        raise ValueError(f"{name} must have shape {want}, got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or inf")
+    return arr
+
+
+def as_time(name: str, t, *, allow_zero: bool = True) -> float:
+    """A single finite time ``t >= 0`` (``> 0`` unless ``allow_zero``) as a python float."""
+    if torch.is_tensor(t):
+        t = t.detach().cpu().numpy()
+    arr, scalar = as_times(name, t, allow_zero=allow_zero)
+    if not scalar:
+        raise ValueError(f"{name} must be a single number, got an array of shape {arr.shape}")
+    return float(arr[0])
+
+
+def as_weights(name: str, w, n: int, *, tol: float = 1e-6) -> np.ndarray:
+    """Probability weights: shape (n,), finite, non-negative, summing to 1 within ``tol``.
+
+    Returned as float64, renormalised to sum to 1 exactly (to rounding).
+    """
+    arr = as_vector(name, w, n)
+    if np.any(arr < 0):
+        raise ValueError(f"{name} must be non-negative, got {arr[arr < 0][:3].tolist()}")
+    total = float(arr.sum())
+    if abs(total - 1.0) > tol:
+        raise ValueError(f"{name} must sum to 1 (within {tol:g}), got {total!r}")
+    return arr / total
 
 
 def as_samples(name: str, X, *, dim: int | None = None, min_rows: int = 2,

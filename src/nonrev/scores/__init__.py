@@ -1,0 +1,15 @@
+"""Scores: callables ``score(x, t) -> grad_x log p_t(x)`` for a process's marginals.
+
+* :class:`GaussianMixtureScore`: exact score of a Gaussian mixture (full covariances,
+  point masses allowed) pushed through the kernel.
+* :class:`EmpiricalScore`: exact score of N equal-weight training points (the score
+  that memorises), streamed over the points in chunks.
+
+``x`` is a (B, d) float32 or float64 torch tensor on any device and ``t`` a python
+float; the result has ``x``'s shape, dtype and device.
+"""
+
+from .empirical import EmpiricalScore, default_chunk_size
+from .mixture import GaussianMixtureScore
+
+__all__ = ["EmpiricalScore", "GaussianMixtureScore", "default_chunk_size"]
