@@ -3,14 +3,15 @@
 The forward process is ``dx = -A x dt + sqrt(2) dW`` with ``A = (I + Q) U``: ``U``
 symmetric positive definite fixes the stationary law ``N(0, U^{-1})`` and the
 antisymmetric ``Q`` adds probability currents that leave it unchanged.
-See ``docs/THEORY.md`` for the math.
+See docs/THEORY.md in the repository for the math.
 """
 
 __version__ = "0.1.0"
 
 from .process import Kernel, OUProcess
 from .currents import current_summary, optimal_q, random_q, scaled_q
-from . import schedules
+from .samplers import sample, time_grid
+from . import regimes, schedules, scores
 
 __all__ = [
     "__version__",
@@ -20,5 +21,9 @@ __all__ = [
     "optimal_q",
     "random_q",
     "scaled_q",
+    "regimes",
+    "sample",
     "schedules",
+    "scores",
+    "time_grid",
 ]

@@ -1,5 +1,14 @@
-"""Speciation and collapse: predicted by theory (:mod:`.theory`)."""
+"""Speciation and collapse: predicted by theory (:mod:`.theory`) and measured in the
+reverse dynamics (:mod:`.measure`)."""
 
+from .measure import (
+    clone_agreement,
+    collapse_lock_times,
+    excess_entropy,
+    memorised_fraction,
+    speciation_threshold,
+    speciation_time_measured,
+)
 from .theory import (
     class_covariances,
     collapse_entropy_gap,
@@ -14,6 +23,12 @@ from .theory import (
 )
 
 __all__ = [
+    "clone_agreement",
+    "collapse_lock_times",
+    "excess_entropy",
+    "memorised_fraction",
+    "speciation_threshold",
+    "speciation_time_measured",
     "class_covariances",
     "collapse_entropy_gap",
     "collapse_snr_spectrum",
