@@ -1,0 +1,260 @@
+"""The headline experiment: what the optimal current does to relaxation, speciation
+and collapse, each predicted and measured.
+
+Setting: ``U`` with eigenvalues evenly spread over ``[spectrum_min, spectrum_max]``
+in a random orthonormal basis (seeded), ``Q = gamma * optimal_q(U)`` for each gamma.
+
+1. Relaxation: reversible rate ``lambda_min(U)``, the rate with each current, the
+   bound ``Tr(U)/d``; ``||exp(-tA)||_2`` and the closed-form ``KL(P_t || N(0, U^-1))``
+   for the speciation data's Gaussian moment match, and the horizon ``T`` where that
+   KL falls to 1e-3.
+2. Speciation: two classes ``+-mu`` (``|mu|^2 = mu_norm2``, within-class ``sigma^2 I``)
+   split along the slowest and along the fastest eigenvector of ``U``; predicted
+   ``t_S`` (``nonrev.regimes.speciation_time``) against the crossing of the cloning
+   curve ``phi(t)`` with 0.775 (exact mixture score, Euler-Maruyama).
+3. Collapse: ``n_train`` points from ``N(0, I)`` in ``collapse.dim`` dimensions;
+   predicted ``t_C`` (``collapse_time`` with the sample covariance) against the
+   median per-trajectory lock time under the exact empirical score, the memorised
+   fraction of the final samples, and the Monte Carlo excess entropy against theory.
+
+Reverse runs start from exact draws of ``P_T`` (data pushed forward with the exact
+kernel), so ``T`` only has to be above the times being measured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..currents import current_summary, optimal_q, scaled_q
+from ..process import OUProcess
+from ..regimes.measure import (
+    clone_agreement,
+    collapse_lock_times,
+    excess_entropy,
+    memorised_fraction,
+    speciation_time_measured,
+)
+from ..regimes.theory import collapse_entropy_gap, collapse_time, speciation_time
+from ..scores import EmpiricalScore, GaussianMixtureScore
+from .config import ConfigError, field
+
+KL_HORIZON = 1e-3
+
+
+@dataclass
+class SpeciationConfig:
+    mu_norm2: float = field(40.0, min=1e-6, help="|mu|^2 of the two class means +-mu")
+    sigma: float = field(1.0, min=1e-6, help="within-class standard deviation")
+    n_pairs: int = field(2000, min=10, help="clone pairs per branch time")
+    dt: float = field(0.01, min=1e-5, max=1.0, help="step of the reverse SDE")
+    branch_factors: list[float] = field([0.6, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5],
+                                        help="branch times as multiples of the predicted t_S")
+    method: str = field("euler_maruyama", choices=("euler_maruyama", "ancestral"))
+
+    def validate(self, prefix=""):
+        if any(f <= 0 for f in self.branch_factors):
+            raise ConfigError(f"{prefix}branch_factors: must all be > 0")
+
+
+@dataclass
+class CollapseConfig:
+    dim: int = field(64, min=2, help="dimension of the collapse study")
+    n_train: int = field(2000, min=2, help="training points, drawn from N(0, I)")
+    n_traj: int = field(400, min=10, help="reverse trajectories")
+    dt: float = field(0.005, min=1e-5, max=1.0)
+    start_factor: float = field(3.0, min=1.01, help="T = start_factor * predicted t_C")
+    n_mc: int = field(2000, min=10, help="Monte Carlo draws per excess-entropy time")
+    entropy_times: int = field(12, min=2, help="times of the excess-entropy curve")
+
+
+@dataclass
+class HeadlineConfig:
+    dim: int = field(32, min=2, help="dimension of the relaxation and speciation studies")
+    spectrum_min: float = field(0.25, min=1e-6)
+    spectrum_max: float = field(1.75, min=1e-6)
+    gammas: list[float] = field([0.0, 1.0], help="Q = gamma * Q_optimal for each gamma")
+    seed: int = field(0, min=0)
+    device: str = field("cpu")
+    speciation: SpeciationConfig = field(SpeciationConfig())
+    collapse: CollapseConfig = field(CollapseConfig())
+
+    def validate(self, prefix=""):
+        if self.spectrum_max < self.spectrum_min:
+            raise ConfigError(f"{prefix}spectrum_max: must be >= spectrum_min")
+        if len(set(self.gammas)) != len(self.gammas):
+            raise ConfigError(f"{prefix}gammas: must be distinct")
+        try:
+            torch.device(self.device)
+        except RuntimeError as exc:
+            raise ConfigError(f"{prefix}device: {exc}") from None
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"{prefix}device: {self.device!r} asked for, but CUDA is not available")
+
+
+def quick_config() -> HeadlineConfig:
+    """Sized for under 3 minutes on 2 CPU cores (``nonrev demo --quick``)."""
+    return HeadlineConfig(
+        dim=16,
+        speciation=SpeciationConfig(n_pairs=600, branch_factors=[0.7, 0.85, 1.0, 1.15, 1.3]),
+        collapse=CollapseConfig(dim=32, n_train=500, n_traj=300, n_mc=1000, entropy_times=8),
+    )
+
+
+def current_label(gamma: float) -> str:
+    """'none' for gamma = 0, 'optimal' for 1, else 'gamma=<x>'."""
+    return "none" if gamma == 0 else "optimal" if gamma == 1 else f"gamma={gamma:g}"
+
+
+def _spectrum_u(dim: int, lo: float, hi: float, seed: int):
+    rng = np.random.default_rng(seed)
+    V, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
+    lam = np.linspace(lo, hi, dim)
+    return (V * lam) @ V.T, V, lam
+
+
+def _horizon(proc: OUProcess, cov0: np.ndarray, level: float = KL_HORIZON) -> float:
+    """Smallest T on a fine grid with KL(P_T || stationary) <= level (closed form)."""
+    t_hi = 1.0
+    while proc.kl_to_stationary(t_hi, cov0=cov0) > level:
+        t_hi *= 2
+    grid = np.linspace(0, t_hi, 401)[1:]
+    kl = proc.kl_to_stationary(grid, cov0=cov0)
+    return float(grid[np.argmax(kl <= level)])
+
+
+def _relaxation(cfg: HeadlineConfig, U, V, processes: dict) -> dict:
+    d = cfg.dim
+    mu = V[:, 0] * np.sqrt(cfg.speciation.mu_norm2)
+    cov0 = cfg.speciation.sigma**2 * np.eye(d) + np.outer(mu, mu)
+    rev_rate = float(np.linalg.eigvalsh(U)[0])
+    t_max = 6.0 / rev_rate
+    times = np.linspace(0, t_max, 121)
+    rows = []
+    for gamma, proc in processes.items():
+        summary = current_summary(U, proc.Q, t_max=t_max)
+        norms = [float(np.linalg.norm(M, 2)) for M in proc.mean_matrix(times)]
+        kl = proc.kl_to_stationary(times[1:], cov0=cov0)
+        rows.append({
+            "gamma": gamma, "q": current_label(gamma), "rate": proc.relaxation_rate(),
+            "q_norm": summary["q_norm"], "a_norm": summary["a_norm"],
+            "transient": summary["transient"], "horizon": _horizon(proc, cov0),
+            "norm_curve": norms, "kl_curve": [float("inf")] + kl.tolist(),
+        })
+    opt = [r for r in rows if r["gamma"] == 1.0]
+    return {
+        "reversible_rate": rev_rate,
+        "optimal_rate": OUProcess(U, optimal_q(U)).relaxation_rate() if not opt else opt[0]["rate"],
+        "bound": float(np.trace(U) / d),
+        "kl_level": KL_HORIZON,
+        "kl_data": "moment-matched Gaussian of the slow-direction speciation data",
+        "times": times.tolist(),
+        "currents": rows,
+    }
+
+
+def _speciation(cfg: HeadlineConfig, V, processes: dict, gen: torch.Generator, progress) -> list:
+    sc, d = cfg.speciation, cfg.dim
+    rows = []
+    for direction, col in (("slow", 0), ("fast", d - 1)):
+        mu = V[:, col] * np.sqrt(sc.mu_norm2)
+        means, covs = np.stack([mu, -mu]), np.stack([sc.sigma**2 * np.eye(d)] * 2)
+        axis = torch.tensor(mu, dtype=torch.float32, device=cfg.device)
+
+        def classify(x, axis=axis):
+            return (x @ axis > 0).long()
+
+        for gamma, proc in processes.items():
+            t_pred = speciation_time(proc, np.outer(mu, mu), sc.sigma**2 * np.eye(d))
+            branch = t_pred * np.asarray(sc.branch_factors)
+            T = 1.5 * float(branch.max())
+            steps = max(1, int(round(T / sc.dt)))
+            # exact start: the mixture pushed forward to T
+            signs = torch.randint(0, 2, (sc.n_pairs,), generator=gen) * 2 - 1
+            x0 = signs[:, None].double() * torch.tensor(mu)[None, :] \
+                + sc.sigma * torch.randn(sc.n_pairs, d, generator=gen, dtype=torch.float64)
+            x_T = proc.sample(x0, T, generator=gen).float().to(cfg.device)
+            score = GaussianMixtureScore(proc, means, covs)
+            res = clone_agreement(score, proc, classify, branch, sc.n_pairs, T=T, steps=steps,
+                                  method=sc.method, generator=gen, x_T=x_T)
+            meas = speciation_time_measured(res)
+            rows.append({
+                "direction": direction, "q": current_label(gamma), "gamma": gamma,
+                "t_predicted": t_pred, "t_measured": meas["t"],
+                "t_measured_low": meas["t_low"], "t_measured_high": meas["t_high"],
+                "rel_error": meas["t"] / t_pred - 1 if t_pred > 0 else float("nan"),
+                "threshold": meas["threshold"], "T": T, "steps": steps,
+                "branch_times": res["branch_times"].tolist(), "phi": res["phi"].tolist(),
+                "ci_low": res["ci_low"].tolist(), "ci_high": res["ci_high"].tolist(),
+            })
+            progress(f"speciation {direction}/{current_label(gamma)}")
+    return rows
+
+
+def _collapse(cfg: HeadlineConfig, gen: torch.Generator, progress) -> dict:
+    cc = cfg.collapse
+    U, _, _ = _spectrum_u(cc.dim, cfg.spectrum_min, cfg.spectrum_max, cfg.seed + 1)
+    rng = np.random.default_rng(cfg.seed + 2)
+    X = rng.standard_normal((cc.n_train, cc.dim))
+    C = np.cov(X.T)
+    pts = torch.tensor(X, dtype=torch.float32, device=cfg.device)
+    Q_opt = optimal_q(U)
+    rows = []
+    for gamma in cfg.gammas:
+        proc = OUProcess(U, scaled_q(Q_opt, gamma))
+        t_pred = collapse_time(proc, C, cc.n_train)
+        score = EmpiricalScore(proc, pts)
+        T = cc.start_factor * t_pred
+        steps = max(1, int(round(T / cc.dt)))
+        pick = torch.randint(0, cc.n_train, (cc.n_traj,), generator=gen)
+        x_T = proc.sample(torch.tensor(X)[pick], T, generator=gen).float().to(cfg.device)
+        lock = collapse_lock_times(score, proc, n=cc.n_traj, T=T, steps=steps, generator=gen,
+                                   x_T=x_T)
+        mem = memorised_fraction(lock["samples"], pts)
+        e_times = np.geomspace(0.25 * t_pred, 4.0 * t_pred, cc.entropy_times)
+        f_mc = excess_entropy(score, proc, pts, e_times, n_mc=cc.n_mc, generator=gen)
+        gap = collapse_entropy_gap(proc, C, e_times)
+        f_th = np.maximum(0.0, (np.log(cc.n_train) - gap) / cc.dim)
+        rows.append({
+            "q": current_label(gamma), "gamma": gamma, "n_train": cc.n_train, "dim": cc.dim,
+            "t_predicted": t_pred, "t_measured": lock["median"],
+            "t_measured_q25": lock["q25"], "t_measured_q75": lock["q75"],
+            "rel_error": lock["median"] / t_pred - 1,
+            "memorised_fraction": mem["fraction"], "T": T, "steps": steps,
+            "lock_times": lock["lock_times"].tolist(),
+            "entropy": {"times": e_times.tolist(), "measured": f_mc.tolist(),
+                        "theory": f_th.tolist()},
+        })
+        progress(f"collapse {current_label(gamma)}")
+    return {"rows": rows, "rate_reversible": float(np.linalg.eigvalsh(U)[0])}
+
+
+def run_headline(cfg: HeadlineConfig, progress=None) -> dict:
+    """Run the study; returns a JSON-serialisable results dict (see module docstring).
+
+    ``progress``: optional callable receiving a short stage name after each stage.
+    """
+    t0 = time.perf_counter()
+    progress = progress or (lambda name: None)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    U, V, _ = _spectrum_u(cfg.dim, cfg.spectrum_min, cfg.spectrum_max, cfg.seed)
+    Q_opt = optimal_q(U)
+    processes = {g: OUProcess(U, scaled_q(Q_opt, g)) for g in cfg.gammas}
+    relaxation = _relaxation(cfg, U, V, processes)
+    progress("relaxation")
+    speciation = _speciation(cfg, V, processes, gen, progress)
+    collapse = _collapse(cfg, gen, progress)
+    return {
+        "experiment": "headline",
+        "config": dataclasses.asdict(cfg),
+        "versions": {"nonrev": __version__, "torch": torch.__version__, "numpy": np.__version__},
+        "relaxation": relaxation,
+        "speciation": speciation,
+        "collapse": collapse["rows"],
+        "runtime_s": time.perf_counter() - t0,
+    }
