@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/nonrev demo --quick --out runs/demo-quick
+	$(BIN)/nonrev demo --quick --out runs/demo-quick --overwrite
 
 # One BLAS/OpenMP thread per pytest worker: two workers on two cores, each with
 # thread pools of its own, oversubscribe the machine and small torch ops then wait

@@ -10,6 +10,7 @@ from nonrev.cli import main
 
 TINY = {
     "dim": 4,
+    "gammas": [0.0, 1.0],
     "speciation": {"n_pairs": 40, "branch_factors": [0.8, 1.2], "dt": 0.02},
     "collapse": {"dim": 6, "n_train": 30, "n_traj": 20, "dt": 0.02, "n_mc": 30,
                  "entropy_times": 3},
@@ -94,6 +95,10 @@ def test_demo_unparseable_or_missing_config_and_existing_out(tmp_path, tiny_conf
     res = runner.invoke(main, ["demo", "--config", str(tiny_config), "--out",
                                str(tmp_path / "exists")])
     assert res.exit_code != 0 and "already exists" in res.output
+    res = runner.invoke(main, ["demo", "--config", str(tiny_config), "--out",
+                               str(tmp_path / "exists"), "--overwrite"])
+    assert res.exit_code == 0 and (tmp_path / "exists" / "report.md").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml", "exists", "tiny.yaml"]
 
 
 def test_demo_interrupted_run_leaves_nothing(tmp_path, tiny_config, monkeypatch):

@@ -160,7 +160,9 @@ def _stage_count(cfg) -> int:
 
 @main.command()
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Output folder (must not exist yet). Default: runs/demo-<timestamp>.")
+              help="Output folder. Default: runs/demo-<timestamp>.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace OUT if it exists (only once the new run has finished).")
 @click.option("--quick", is_flag=True,
               help="Small sizes: under 3 minutes on 2 CPU cores, same story.")
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Overrides the config's seed.")
@@ -173,7 +175,7 @@ def _stage_count(cfg) -> int:
               help="CPU threads for torch. The demo's matrices are small, and two thread "
                    "pools (torch's and numpy's) contend on few cores: 1 was 12x faster "
                    "than 2 on a 2-core machine.")
-def demo(out_dir, quick, seed, device, config_file, print_config, threads):
+def demo(out_dir, quick, seed, device, config_file, print_config, threads, overwrite):
     """The headline experiment: relaxation, speciation and collapse, with and
     without the optimal current, each predicted and measured.
 
@@ -209,8 +211,9 @@ def demo(out_dir, quick, seed, device, config_file, print_config, threads):
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         out_dir = os.path.join("runs", f"demo-{'quick-' if quick else ''}{stamp}")
     out = Path(out_dir)
-    if out.exists():
-        raise click.ClickException(f"--out {out}: already exists; choose a new folder")
+    if out.exists() and not (overwrite and out.is_dir()):
+        raise click.ClickException(f"--out {out}: already exists; choose a new folder "
+                                   "or pass --overwrite")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
@@ -222,7 +225,13 @@ def demo(out_dir, quick, seed, device, config_file, print_config, threads):
             results = run_headline(cfg, progress=progress)
         (tmp / "results.json").write_text(json.dumps(results, indent=1))
         write_report(results, tmp)
-        os.replace(tmp, out)
+        if out.exists():  # --overwrite: swap only now that the new run is complete
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / out.name)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -51,7 +51,7 @@ KL_HORIZON = 1e-3
 class SpeciationConfig:
     mu_norm2: float = field(40.0, min=1e-6, help="|mu|^2 of the two class means +-mu")
     sigma: float = field(1.0, min=1e-6, help="within-class standard deviation")
-    n_pairs: int = field(2000, min=10, help="clone pairs per branch time")
+    n_pairs: int = field(4000, min=10, help="clone pairs per branch time")
     dt: float = field(0.01, min=1e-5, max=1.0, help="step of the reverse SDE")
     branch_factors: list[float] = field([0.6, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5],
                                         help="branch times as multiples of the predicted t_S")
@@ -66,7 +66,7 @@ class SpeciationConfig:
 class CollapseConfig:
     dim: int = field(64, min=2, help="dimension of the collapse study")
     n_train: int = field(2000, min=2, help="training points, drawn from N(0, I)")
-    n_traj: int = field(400, min=10, help="reverse trajectories")
+    n_traj: int = field(1000, min=10, help="reverse trajectories")
     dt: float = field(0.005, min=1e-5, max=1.0)
     start_factor: float = field(3.0, min=1.01, help="T = start_factor * predicted t_C")
     n_mc: int = field(2000, min=10, help="Monte Carlo draws per excess-entropy time")
@@ -78,7 +78,7 @@ class HeadlineConfig:
     dim: int = field(32, min=2, help="dimension of the relaxation and speciation studies")
     spectrum_min: float = field(0.25, min=1e-6)
     spectrum_max: float = field(1.75, min=1e-6)
-    gammas: list[float] = field([0.0, 1.0], help="Q = gamma * Q_optimal for each gamma")
+    gammas: list[float] = field([0.0, 0.5, 1.0], help="Q = gamma * Q_optimal for each gamma")
     seed: int = field(0, min=0)
     device: str = field("cpu")
     speciation: SpeciationConfig = field(SpeciationConfig())
@@ -101,8 +101,9 @@ def quick_config() -> HeadlineConfig:
     """Sized for under 3 minutes on 2 CPU cores (``nonrev demo --quick``)."""
     return HeadlineConfig(
         dim=16,
-        speciation=SpeciationConfig(n_pairs=600, branch_factors=[0.7, 0.85, 1.0, 1.15, 1.3]),
-        collapse=CollapseConfig(dim=32, n_train=500, n_traj=300, n_mc=1000, entropy_times=8),
+        gammas=[0.0, 1.0],
+        speciation=SpeciationConfig(n_pairs=2000, branch_factors=[0.7, 0.85, 1.0, 1.15, 1.3]),
+        collapse=CollapseConfig(dim=32, n_train=500, n_traj=400, n_mc=1000, entropy_times=8),
     )
 
 
