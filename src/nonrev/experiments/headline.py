@@ -18,7 +18,8 @@ in a random orthonormal basis (seeded), ``Q = gamma * optimal_q(U)`` for each ga
    fraction of the final samples, and the Monte Carlo excess entropy against theory.
 
 Reverse runs start from exact draws of ``P_T`` (data pushed forward with the exact
-kernel), so ``T`` only has to be above the times being measured.
+kernel), so ``T`` only has to be above the times being measured. The per-row work
+(one speciation or collapse row) is in :mod:`.cell`, which sweeps run cell by cell.
 """
 
 from __future__ import annotations
@@ -33,15 +34,8 @@ import torch
 from .. import __version__
 from ..currents import current_summary, optimal_q, scaled_q
 from ..process import OUProcess
-from ..regimes.measure import (
-    clone_agreement,
-    collapse_lock_times,
-    excess_entropy,
-    memorised_fraction,
-    speciation_time_measured,
-)
-from ..regimes.theory import collapse_entropy_gap, collapse_time, speciation_time
-from ..scores import EmpiricalScore, GaussianMixtureScore
+from .cell import class_mean, collapse_row, speciation_row
+from .cell import spectrum_u as _spectrum_u
 from .config import ConfigError, field
 
 KL_HORIZON = 1e-3
@@ -112,13 +106,6 @@ def current_label(gamma: float) -> str:
     return "none" if gamma == 0 else "optimal" if gamma == 1 else f"gamma={gamma:g}"
 
 
-def _spectrum_u(dim: int, lo: float, hi: float, seed: int):
-    rng = np.random.default_rng(seed)
-    V, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
-    lam = np.linspace(lo, hi, dim)
-    return (V * lam) @ V.T, V, lam
-
-
 def _horizon(proc: OUProcess, cov0: np.ndarray, level: float = KL_HORIZON) -> float:
     """Smallest T on a fine grid with KL(P_T || stationary) <= level (closed form)."""
     t_hi = 1.0
@@ -160,39 +147,16 @@ def _relaxation(cfg: HeadlineConfig, U, V, processes: dict) -> dict:
 
 
 def _speciation(cfg: HeadlineConfig, V, processes: dict, gen: torch.Generator, progress) -> list:
-    sc, d = cfg.speciation, cfg.dim
+    sc = cfg.speciation
     rows = []
-    for direction, col in (("slow", 0), ("fast", d - 1)):
-        mu = V[:, col] * np.sqrt(sc.mu_norm2)
-        means, covs = np.stack([mu, -mu]), np.stack([sc.sigma**2 * np.eye(d)] * 2)
-        axis = torch.tensor(mu, dtype=torch.float32, device=cfg.device)
-
-        def classify(x, axis=axis):
-            return (x @ axis > 0).long()
-
+    for direction in ("slow", "fast"):
+        mu = class_mean(V, direction, sc.mu_norm2)
         for gamma, proc in processes.items():
-            t_pred = speciation_time(proc, np.outer(mu, mu), sc.sigma**2 * np.eye(d))
-            branch = t_pred * np.asarray(sc.branch_factors)
-            T = 1.5 * float(branch.max())
-            steps = max(1, int(round(T / sc.dt)))
-            # exact start: the mixture pushed forward to T
-            signs = torch.randint(0, 2, (sc.n_pairs,), generator=gen) * 2 - 1
-            x0 = signs[:, None].double() * torch.tensor(mu)[None, :] \
-                + sc.sigma * torch.randn(sc.n_pairs, d, generator=gen, dtype=torch.float64)
-            x_T = proc.sample(x0, T, generator=gen).float().to(cfg.device)
-            score = GaussianMixtureScore(proc, means, covs)
-            res = clone_agreement(score, proc, classify, branch, sc.n_pairs, T=T, steps=steps,
-                                  method=sc.method, generator=gen, x_T=x_T)
-            meas = speciation_time_measured(res)
-            rows.append({
-                "direction": direction, "q": current_label(gamma), "gamma": gamma,
-                "t_predicted": t_pred, "t_measured": meas["t"],
-                "t_measured_low": meas["t_low"], "t_measured_high": meas["t_high"],
-                "rel_error": meas["t"] / t_pred - 1 if t_pred > 0 else float("nan"),
-                "threshold": meas["threshold"], "T": T, "steps": steps,
-                "branch_times": res["branch_times"].tolist(), "phi": res["phi"].tolist(),
-                "ci_low": res["ci_low"].tolist(), "ci_high": res["ci_high"].tolist(),
-            })
+            row = speciation_row(proc, mu, sigma=sc.sigma, n_pairs=sc.n_pairs, dt=sc.dt,
+                                 branch_factors=sc.branch_factors, method=sc.method,
+                                 generator=gen, device=cfg.device)
+            rows.append({"direction": direction, "q": current_label(gamma), "gamma": gamma,
+                         **row})
             progress(f"speciation {direction}/{current_label(gamma)}")
     return rows
 
@@ -202,35 +166,15 @@ def _collapse(cfg: HeadlineConfig, gen: torch.Generator, progress) -> dict:
     U, _, _ = _spectrum_u(cc.dim, cfg.spectrum_min, cfg.spectrum_max, cfg.seed + 1)
     rng = np.random.default_rng(cfg.seed + 2)
     X = rng.standard_normal((cc.n_train, cc.dim))
-    C = np.cov(X.T)
-    pts = torch.tensor(X, dtype=torch.float32, device=cfg.device)
     Q_opt = optimal_q(U)
     rows = []
     for gamma in cfg.gammas:
         proc = OUProcess(U, scaled_q(Q_opt, gamma))
-        t_pred = collapse_time(proc, C, cc.n_train)
-        score = EmpiricalScore(proc, pts)
-        T = cc.start_factor * t_pred
-        steps = max(1, int(round(T / cc.dt)))
-        pick = torch.randint(0, cc.n_train, (cc.n_traj,), generator=gen)
-        x_T = proc.sample(torch.tensor(X)[pick], T, generator=gen).float().to(cfg.device)
-        lock = collapse_lock_times(score, proc, n=cc.n_traj, T=T, steps=steps, generator=gen,
-                                   x_T=x_T)
-        mem = memorised_fraction(lock["samples"], pts)
-        e_times = np.geomspace(0.25 * t_pred, 4.0 * t_pred, cc.entropy_times)
-        f_mc = excess_entropy(score, proc, pts, e_times, n_mc=cc.n_mc, generator=gen)
-        gap = collapse_entropy_gap(proc, C, e_times)
-        f_th = np.maximum(0.0, (np.log(cc.n_train) - gap) / cc.dim)
-        rows.append({
-            "q": current_label(gamma), "gamma": gamma, "n_train": cc.n_train, "dim": cc.dim,
-            "t_predicted": t_pred, "t_measured": lock["median"],
-            "t_measured_q25": lock["q25"], "t_measured_q75": lock["q75"],
-            "rel_error": lock["median"] / t_pred - 1,
-            "memorised_fraction": mem["fraction"], "T": T, "steps": steps,
-            "lock_times": lock["lock_times"].tolist(),
-            "entropy": {"times": e_times.tolist(), "measured": f_mc.tolist(),
-                        "theory": f_th.tolist()},
-        })
+        row = collapse_row(proc, X, n_traj=cc.n_traj, dt=cc.dt, start_factor=cc.start_factor,
+                           generator=gen, device=cfg.device, entropy_times=cc.entropy_times,
+                           n_mc=cc.n_mc)
+        rows.append({"q": current_label(gamma), "gamma": gamma, "n_train": cc.n_train,
+                     "dim": cc.dim, **row})
         progress(f"collapse {current_label(gamma)}")
     return {"rows": rows, "rate_reversible": float(np.linalg.eigvalsh(U)[0])}
 
