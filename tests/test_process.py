@@ -171,10 +171,11 @@ def test_rates_and_kl(rng):
             ref = 0.5 * (np.trace(P_inv @ C) - d + m @ P_inv @ m
                          - np.linalg.slogdet(C)[1] - np.linalg.slogdet(P_inv)[1])
             assert np.isclose(proc.kl_to_stationary(t, m0, C0), ref, rtol=1e-8)
-        # decays at twice the relaxation rate, and stays accurate when tiny
-        kl = proc.kl_to_stationary([60.0, 61.0], m0, C0)
+        # decays at twice the relaxation rate (averaged over a long window: with a
+        # current the complex eigenvalues make it oscillate), and stays accurate when tiny
+        kl = proc.kl_to_stationary([30.0, 60.0], m0, C0)
         assert 0 < kl[1] < kl[0]
-        assert np.isclose(np.log(kl[0] / kl[1]), 2 * proc.relaxation_rate(), rtol=0.05)
+        assert np.isclose(np.log(kl[0] / kl[1]) / 30, 2 * proc.relaxation_rate(), rtol=0.05)
     assert rev.kl_to_stationary(0.0) == np.inf
 
 

@@ -29,6 +29,7 @@ exact pair per distinct gap ``g`` (a single one on a uniform grid); see
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -139,6 +140,7 @@ class OUProcess:
             self.Q = as_antisymmetric("Q", Q, dim=self.dim)
         self.A = (np.eye(self.dim) + self.Q) @ self.U
         self.stationary_cov = spd_inverse(self.U)
+        self._cache: OrderedDict[float, tuple[np.ndarray, np.ndarray]] = OrderedDict()
 
     def __repr__(self) -> str:
         return (f"OUProcess(dim={self.dim}, reversible={not np.any(self.Q)}, "
@@ -152,23 +154,74 @@ class OUProcess:
     # ------------------------------------------------------------------ exact kernel
     def mean_matrix(self, t) -> np.ndarray:
         """``M_t = exp(-t A)``: (d, d) for a scalar ``t``, (len(t), d, d) for a 1-D array."""
-        times, scalar = as_times("t", t)
-        out = np.stack([_exact_pair(self.A, float(s))[0] for s in times])
-        return out[0] if scalar else out
+        return self.mean_and_cov(t)[0]
 
     def cov(self, t) -> np.ndarray:
         """``Sigma_t``, the covariance of ``x_t | x_0``: (d, d) or (len(t), d, d)."""
-        times, scalar = as_times("t", t)
-        out = np.stack([_exact_pair(self.A, float(s))[1] for s in times])
-        return out[0] if scalar else out
+        return self.mean_and_cov(t)[1]
 
     def mean_and_cov(self, t) -> tuple[np.ndarray, np.ndarray]:
-        """``(M_t, Sigma_t)`` together, at the cost of one of them."""
+        """``(M_t, Sigma_t)`` together, at the cost of one of them.
+
+        Times kept by :meth:`prefetch` are looked up; others are computed exactly.
+        """
         times, scalar = as_times("t", t)
-        pairs = [_exact_pair(self.A, float(s)) for s in times]
+        pairs = [self._pair(float(s)) for s in times]
         M = np.stack([p[0] for p in pairs])
         S = np.stack([p[1] for p in pairs])
         return (M[0], S[0]) if scalar else (M, S)
+
+    # Pairs kept by prefetch(): a bounded LRU keyed by the exact float time.
+    _CACHE_BYTES = 256 * 2**20
+
+    def _pair(self, t: float) -> tuple[np.ndarray, np.ndarray]:
+        hit = self._cache.get(t)
+        if hit is not None:
+            self._cache.move_to_end(t)
+            return hit
+        return _exact_pair(self.A, t)
+
+    @staticmethod
+    def _is_uniform(grid: np.ndarray) -> bool:
+        gaps = np.diff(grid)
+        return gaps.size > 0 and bool(np.allclose(gaps, gaps[0], rtol=1e-12, atol=0.0))
+
+    def _step_pairs(self, grid: np.ndarray):
+        """Yield ``(M_t, Sigma_t, M_gap, Sigma_gap)`` along an increasing grid by the
+        semigroup law; the gap pair of the first point is ``None``. One exact pair per
+        gap, a single one on a uniform grid."""
+        gaps = np.diff(grid)
+        uniform = self._is_uniform(grid)
+        if uniform:
+            gM, gS = _exact_pair(self.A, float(gaps[0]))
+        M, S = self._pair(float(grid[0]))
+        yield M, S, None, None
+        for g in gaps:
+            if not uniform:
+                gM, gS = _exact_pair(self.A, float(g))
+            S = sym(gM @ S @ gM.T + gS)
+            M = gM @ M
+            yield M, S, gM, gS
+
+    def prefetch(self, times) -> None:
+        """Precompute ``(M_t, Sigma_t)`` on an increasing grid (three matrix products a
+        point) and keep them for :meth:`mean_and_cov`, so that scores evaluated along a
+        sampler's grid skip the per-time exact computation. Memory is bounded
+        (256 MiB of pairs, least recently used dropped); grids that would not fit are
+        kept only in part.
+        """
+        grid, _ = as_times("times", times)
+        grid = np.unique(grid)
+        cache = self._cache
+        capacity = max(1, self._CACHE_BYTES // (16 * self.dim**2))
+        if all(float(t) in cache for t in grid):
+            return
+        grid = grid[-capacity:]
+        for t, (M, S, _, _) in zip(grid, self._step_pairs(grid)):
+            cache[float(t)] = (M, S)
+            cache.move_to_end(float(t))
+        while len(cache) > capacity:
+            cache.popitem(last=False)
 
     def kernel(self, times, *, device=None, dtype=torch.float32) -> Kernel:
         """Precompute the exact kernel on a strictly increasing grid of times.
@@ -187,35 +240,24 @@ class OUProcess:
         M_all = np.empty((n, d, d))
         S_all = np.empty((n, d, d))
         L_all = np.empty((n, d, d))
-        gaps = np.diff(grid)
-        uniform = gaps.size > 0 and np.allclose(gaps, gaps[0], rtol=1e-12, atol=0.0)
-        if uniform:
-            gM, gS = _exact_pair(self.A, float(gaps[0]))
-            step_M = np.broadcast_to(gM, (n - 1, d, d))
-            step_S = np.broadcast_to(gS, (n - 1, d, d))
-        else:
-            step_M = np.empty((max(n - 1, 0), d, d))
-            step_S = np.empty((max(n - 1, 0), d, d))
-        M, S = _exact_pair(self.A, float(grid[0]))
-        for i in range(n):
-            if i > 0:
-                if not uniform:
-                    gM, gS = _exact_pair(self.A, float(gaps[i - 1]))
-                    step_M[i - 1], step_S[i - 1] = gM, gS
-                S = sym(gM @ S @ gM.T + gS)
-                M = gM @ M
+        uniform = self._is_uniform(grid)  # then every step is the same: store one
+        step_M = np.empty((1 if uniform else max(n - 1, 0), d, d))
+        step_S = np.empty_like(step_M)
+        for i, (M, S, gM, gS) in enumerate(self._step_pairs(grid)):
             M_all[i], S_all[i], L_all[i] = M, S, psd_factor(S)
+            if i > 0 and (i == 1 or not uniform):
+                step_M[i - 1], step_S[i - 1] = gM, gS
 
         def out(a):
-            return torch.from_numpy(np.ascontiguousarray(a)).to(
-                device=device, dtype=dtype)
+            return torch.from_numpy(a).to(device=device, dtype=dtype)
 
-        step = (lambda a: torch.from_numpy(np.array(a[:1])).to(device=device, dtype=dtype)
-                .expand(n - 1, d, d)) if uniform else out
+        def steps(a):
+            return out(a).expand(n - 1, d, d) if uniform else out(a)
+
         return Kernel(
             times=torch.as_tensor(grid, dtype=dtype, device=device),
             M=out(M_all), Sigma=out(S_all), L=out(L_all),
-            step_M=step(step_M), step_Sigma=step(step_S),
+            step_M=steps(step_M), step_Sigma=steps(step_S),
         )
 
     def sample(self, x0, t, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -237,7 +279,7 @@ class OUProcess:
         out = torch.empty_like(x0)
         for tv in np.unique(times):
             rows = torch.as_tensor(np.nonzero(times == tv)[0], device=x0.device)
-            M, S = _exact_pair(self.A, float(tv))
+            M, S = self._pair(float(tv))
             Mt = torch.as_tensor(M, dtype=x0.dtype, device=x0.device)
             Lt = torch.as_tensor(psd_factor(S), dtype=x0.dtype, device=x0.device)
             out[rows] = x0[rows] @ Mt.T + z[rows] @ Lt.T

@@ -206,6 +206,7 @@ def sample(
         g_dev = generator.device if generator is not None else device
         return torch.randn(x.shape, generator=generator, dtype=dtype, device=g_dev).to(device)
 
+    process.prefetch(grid)  # scores look (M_t, Sigma_t) up instead of recomputing them
     h = np.diff(grid)  # step i goes from grid[i+1] down to grid[i]
     if method in _EXPLICIT:
         a_norm = np.linalg.norm(process.A, 2)
