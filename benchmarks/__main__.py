@@ -1,0 +1,112 @@
+"""Run nonrev's benchmarks: ``python -m benchmarks run --quick|--full [--only a,b]``.
+
+Quick: every benchmark at small sizes (under 5 minutes on 2 CPU cores), all results
+in ``benchmarks/results/quick.json``. Full: one ``benchmarks/results/<name>.json``
+per benchmark. A markdown table of the figures of merit is printed at the end. The
+figures are ratios measured within one run; where a goal is missed, the JSON says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+NAMES = ("kernel", "empirical_score", "samplers", "horizon", "reference", "lambdas")
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _atomic_write(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=1, default=float)
+    os.replace(tmp, path)
+
+
+def headline_rows(name: str, res: dict) -> list[tuple[str, str, str]]:
+    """(benchmark, figure, value) rows for the summary table."""
+    def f(x, nd=2):
+        return "n/a" if x is None else f"{x:.{nd}f}"
+
+    rows = []
+    if name == "kernel":
+        for c in res["cases"]:
+            rows.append((name, f"d={c['d']}: speedup vs expm / full naive / Van Loan",
+                         f"{f(c['speedup_vs_expm'], 1)} / {f(c['speedup_vs_full'], 1)} / "
+                         f"{f(c['speedup_vs_vanloan'], 1)}"))
+        rows.append((name, "per-point time scaling exponent in d", f(res["scaling_exponent"])))
+    elif name == "empirical_score":
+        rows.append((name, "gemm_ratio (goal >= 0.6)", f(res["gemm_ratio"])))
+        rows.append((name, "naive_speedup (goal >= 5)", f(res["naive_speedup"], 1)))
+    elif name == "samplers":
+        for m, v in res["methods"].items():
+            rows.append((name, f"steps to sliced W2 within 10% of converged: {m}",
+                         str(v["steps_needed"])))
+        rows.append((name, "exact / Euler-Maruyama steps (goal <= 0.25)",
+                     f(res["exact_over_euler_steps"])))
+    elif name == "horizon":
+        rows.append((name, f"KL horizon speedup (bound {res['bound']:.2f}, goal >= 0.8 bound)",
+                     f(res["speedup"])))
+        rows.append((name, "sample-level horizon speedup", f(res["sample_level"]["speedup"])))
+    elif name == "reference":
+        rows.append((name, "phi intervals overlap with the plain loop", str(res["intervals_overlap"])))
+        rows.append((name, "speed ratio plain loop / nonrev", f(res["speed_ratio"], 1)))
+    elif name == "lambdas":
+        for r in res["rows"]:
+            rows.append((name, f"d={r['d']} {r['lambdas']}: ||Q||, horizon speedup",
+                         f"{r['q_norm']:.3g}, {r['horizon_speedup']:.2f}"))
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["run"])
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="small sizes (default)")
+    size.add_argument("--full", action="store_true", help="full sizes")
+    parser.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(NAMES)}")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: see README, notes on performance)")
+    parser.add_argument("--out", default=None, help="where to write (default benchmarks/results)")
+    args = parser.parse_args(argv)
+    quick = not args.full
+    names = NAMES if args.only is None else tuple(args.only.split(","))
+    unknown = [n for n in names if n not in NAMES]
+    if unknown:
+        parser.error(f"--only: unknown benchmark(s) {', '.join(unknown)}; valid: {', '.join(NAMES)}")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    out_dir = Path(args.out) if args.out else RESULTS
+    everything, table = {}, []
+    for name in names:
+        t0 = time.perf_counter()
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        mod = importlib.import_module(f"benchmarks.{name}")
+        res = mod.run(quick=quick, device=args.device)
+        res["seconds"] = time.perf_counter() - t0
+        everything[name] = res
+        table += headline_rows(name, res)
+        if not quick:
+            _atomic_write(out_dir / f"{name}.json", res)
+    if quick:
+        _atomic_write(out_dir / "quick.json", everything)
+    print("| benchmark | figure | value |\n|---|---|---|")
+    for row in table:
+        print("| " + " | ".join(row) + " |")
+    missed = [f"{n}.{k}" for n, r in everything.items() for k, ok in r.get("goals_met", {}).items()
+              if not ok]
+    print(f"\ngoals missed: {', '.join(missed) if missed else 'none'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
