@@ -47,8 +47,15 @@ def test_demo_end_to_end(tmp_path, tiny_config):
     for c in r["collapse"]:
         assert {"q", "t_predicted", "t_measured", "memorised_fraction"} <= set(c)
     assert "versions" in r and r["versions"]["nonrev"]
+    st = r["steering"]
+    assert {"objective", "direction", "q_norm_max", "n_train", "search", "Q", "rows"} <= set(st)
+    assert [s["q"] for s in st["rows"]] == ["none", "optimal", "steered"]
+    for s in st["rows"]:
+        assert {"q", "q_norm", "rate", "t_predicted", "t_measured", "t_collapse"} <= set(s)
+    assert "steering.png" in files
     report = (out / "report.md").read_text()
     assert "![speciation](speciation.png)" in report
+    assert "![steering](steering.png)" in report
     # no partial folders left beside the output
     assert [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []
 

@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 from .process import Kernel, OUProcess
 from .currents import current_summary, optimal_q, random_q, scaled_q
 from .samplers import sample, time_grid
+from .steering import steer_q
 from . import regimes, schedules, scores
 
 __all__ = [
@@ -25,5 +26,6 @@ __all__ = [
     "sample",
     "schedules",
     "scores",
+    "steer_q",
     "time_grid",
 ]

@@ -242,3 +242,7 @@ def demo(out_dir, quick, seed, device, config_file, print_config, threads, overw
     click.echo(f"\nrelaxation rate: reversible {rel['reversible_rate']:.3g}, optimal "
                f"{rel['optimal_rate']:.3g}, bound Tr(U)/d {rel['bound']:.3g}")
     click.echo(f"runtime {results['runtime_s']:.0f} s; report: {out / 'report.md'}")
+
+
+from .cli_steer import steer  # noqa: E402  (nonrev steer lives in its own module)
+main.add_command(steer)

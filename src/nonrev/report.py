@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-COLORS = {"none": "tab:blue", "optimal": "tab:red"}
+COLORS = {"none": "tab:blue", "optimal": "tab:red", "steered": "tab:green"}
 
 
 def _color(q: str, k: int) -> str:
@@ -99,6 +99,38 @@ def figure_collapse(res: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def figure_steering(res: dict, path: Path) -> None:
+    st = res["steering"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for k, r in enumerate(st["rows"]):
+        c = _color(r["q"], k)
+        t = np.asarray(r["branch_times"])
+        ax1.plot(t, r["phi"], "o-", color=c, label=f"Q: {r['q']} measured t_S = {_fmt(r['t_measured'], 2)}")
+        ax1.fill_between(t, r["ci_low"], r["ci_high"], color=c, alpha=0.2)
+        ax1.axvline(r["t_predicted"], color=c, ls="--", lw=1.2,
+                    label=f"Q: {r['q']} predicted t_S = {r['t_predicted']:.2f}")
+    ax1.axhline(st["rows"][0]["threshold"], color="gray", ls=":", lw=1)
+    ax1.set_xlabel("branch time t (intrinsic units)")
+    ax1.set_ylabel("phi(t) = P(clones in the same class)")
+    ax1.set_title(f"Classes split along the {st['direction']}est direction of U")
+    ax1.set_ylim(0.4, 1.02)
+    ax1.legend(fontsize=7)
+    names = [r["q"] for r in st["rows"]]
+    x = np.arange(len(names))
+    for j, (key, label) in enumerate((("t_predicted", "t_S predicted"), ("t_measured", "t_S measured"),
+                                      ("t_collapse", "t_C predicted"))):
+        vals = [r[key] if r[key] is not None and np.isfinite(r[key]) else 0.0 for r in st["rows"]]
+        ax2.bar(x + (j - 1) * 0.27, vals, 0.27, label=label, color=plt.cm.Greys(0.35 + 0.25 * j))
+    ax2.set_xticks(x, [f"Q: {n}\nrate {r['rate']:.2f}, ||Q|| {r['q_norm']:.1f}" for n, r in zip(names, st["rows"])],
+                   fontsize=8)
+    ax2.set_ylabel("time (intrinsic units)")
+    ax2.set_title(f"Same budget ||Q||_2 <= {st['q_norm_max']:.2f}, objective {st['objective']}")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def summary_rows(res: dict) -> list[tuple]:
     """(regime, case, predicted, measured, relative error) rows for tables."""
     out = []
@@ -108,6 +140,10 @@ def summary_rows(res: dict) -> list[tuple]:
     for r in res["collapse"]:
         out.append(("collapse", f"N={r['n_train']} d={r['dim']} / Q {r['q']}", r["t_predicted"],
                     r["t_measured"], r["rel_error"]))
+    for r in (res.get("steering") or {}).get("rows", []):
+        if r["q"] == "steered":
+            out.append(("speciation", f"{res['steering']['direction']} / Q steered", r["t_predicted"],
+                        r["t_measured"], r["rel_error"]))
     return out
 
 
@@ -189,7 +225,27 @@ def write_report(res: dict, out_dir) -> list[str]:
         "finite-size effect seen at every size tried so far (docs/THEORY.md, section 4). The Monte "
         "Carlo excess entropy (right) is near 0 well below t_C and meets the theory curve well above "
         "it; near t_C it lags the theory, so it is a poor estimator of t_C itself.")
+    files = ["results.json", "report.md", "relaxation.png", "speciation.png", "collapse.png"]
+    if res.get("steering"):
+        st = res["steering"]
+        figure_steering(res, out / "steering.png")
+        files.append("steering.png")
+        r0, r1, r2 = ({r["q"]: r for r in st["rows"]}[q] for q in ("none", "optimal", "steered"))
+        lines += [
+            "", "## 4. Steering", "", "![steering](steering.png)", "",
+            f"The current can also be chosen for a goal (nonrev.steer_q). Within the optimal current's "
+            f"stiffness budget ||Q||_2 <= {st['q_norm_max']:.2f}, the current that maximises t_S for the "
+            f"{st['direction']}-direction split moves the predicted t_S to {r2['t_predicted']:.2f}, against "
+            f"{r0['t_predicted']:.2f} with Q = 0 and {r1['t_predicted']:.2f} with the optimal current; cloning "
+            f"measures {_fmt(r2['t_measured'], 2)}, {_fmt(r0['t_measured'], 2)} and "
+            f"{_fmt(r1['t_measured'], 2)}. The steered current relaxes at {r2['rate']:.3g}, the optimal "
+            f"one at {r1['rate']:.3g} (Q = 0: {r0['rate']:.3g}). The predicted t_C for N = "
+            f"{st['n_train']} points of the mixture is {r0['t_collapse']:.3f}, {r1['t_collapse']:.3f} and "
+            f"{r2['t_collapse']:.3f} ({100 * (r2['t_collapse'] / r0['t_collapse'] - 1):+.1f}% from Q = 0 "
+            f"to steered, against {100 * (r2['t_predicted'] / r0['t_predicted'] - 1):+.0f}% for t_S). The search "
+            f"(best start: {st['search']['start']}) took {st['search']['runtime_s']:.1f} s and "
+            f"{st['search']['kernel_evaluations']} kernel evaluations."]
     lines += ["", "## Files", "",
               "results.json holds every number above, the configuration and the versions."]
     (out / "report.md").write_text("\n".join(lines) + "\n")
-    return ["results.json", "report.md", "relaxation.png", "speciation.png", "collapse.png"]
+    return files

@@ -37,6 +37,7 @@ from ..process import OUProcess
 from .cell import class_mean, collapse_row, speciation_row
 from .cell import spectrum_u as _spectrum_u
 from .config import ConfigError, field
+from .steering import run_steering
 
 KL_HORIZON = 1e-3
 
@@ -68,6 +69,16 @@ class CollapseConfig:
 
 
 @dataclass
+class SteeringConfig:
+    """The steering section (:mod:`.steering`); cloning uses the speciation sizes."""
+
+    enabled: bool = field(True, help="steer Q to maximise t_S of the fast-direction split")
+    n_train: int = field(2000, min=2, help="training points N of the predicted t_C")
+    n_random: int = field(2, min=0, help="random starts of the search (besides Q = 0, optimal)")
+    max_iter: int = field(100, min=1, help="search iterations per start")
+
+
+@dataclass
 class HeadlineConfig:
     dim: int = field(32, min=2, help="dimension of the relaxation and speciation studies")
     spectrum_min: float = field(0.25, min=1e-6)
@@ -77,6 +88,7 @@ class HeadlineConfig:
     device: str = field("cpu")
     speciation: SpeciationConfig = field(SpeciationConfig())
     collapse: CollapseConfig = field(CollapseConfig())
+    steering: SteeringConfig = field(SteeringConfig())
 
     def validate(self, prefix=""):
         if self.spectrum_max < self.spectrum_min:
@@ -194,6 +206,7 @@ def run_headline(cfg: HeadlineConfig, progress=None) -> dict:
     progress("relaxation")
     speciation = _speciation(cfg, V, processes, gen, progress)
     collapse = _collapse(cfg, gen, progress)
+    steering = run_steering(cfg, U, V) if cfg.steering.enabled else None
     return {
         "experiment": "headline",
         "config": dataclasses.asdict(cfg),
@@ -201,5 +214,6 @@ def run_headline(cfg: HeadlineConfig, progress=None) -> dict:
         "relaxation": relaxation,
         "speciation": speciation,
         "collapse": collapse["rows"],
+        "steering": steering,
         "runtime_s": time.perf_counter() - t0,
     }

@@ -1,0 +1,168 @@
+"""``nonrev steer``: choose the current Q for a goal on the regimes of a data set
+(:func:`nonrev.steer_q`) and save it, reusable by ``nonrev analyze --q``."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import click
+import numpy as np
+
+from .steering import OBJECTIVES
+
+
+def _check_out(out_path: str) -> Path:
+    """The --out path: a .npy file in an existing folder (checked before any work)."""
+    out = Path(out_path)
+    if out.suffix.lower() != ".npy":
+        raise ValueError(f"--out {out}: must end in .npy (nonrev analyze --q reads it)")
+    if out.is_dir():
+        raise ValueError(f"--out {out}: is a folder")
+    if not out.parent.is_dir():
+        raise ValueError(f"--out {out}: folder {str(out.parent)!r} does not exist")
+    return out
+
+
+def _save_atomic(out: Path, Q: np.ndarray) -> None:
+    """Write ``Q`` to ``out`` through a temporary file in the same folder and
+    ``os.replace``, so ``out`` is either the old file or the complete new one."""
+    tmp = out.parent / f".{out.name}.{os.getpid()}.partial"
+    try:
+        with open(tmp, "wb") as fh:
+            np.save(fh, Q)
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _print_table(info: dict, data: str, u_spec: str, n: int, d: int, classes: int,
+                 out: Path, reuse: str) -> None:
+    from .cli import _format_time
+
+    refs = info["references"]
+    gamma = info["optimal_gamma"]
+    opt_name = "optimal" if gamma == 1.0 else f"optimal x{gamma:.3g}"
+    cols = [("none", refs["zero"]), (opt_name, refs["optimal"]), ("steered", info)]
+    budget = "none" if info["q_norm_max"] is None else f"||Q||_2 <= {info['q_norm_max']:.4g}"
+    rate = "none" if info["min_rate"] is None else f">= {info['min_rate']:.4g}"
+    target = f" (target t_S = {info['target']:.4g})" if info["target"] is not None else ""
+    click.echo(f"{'data':<16}{data}  (n = {n}, d = {d}, "
+               f"{f'{classes} classes' if classes else 'no labels: total covariance'})")
+    click.echo(f"{'noise U':<16}{u_spec}")
+    click.echo(f"{'objective':<16}{info['objective']}: {OBJECTIVES[info['objective']]}{target}")
+    click.echo(f"{'constraints':<16}budget {budget}   rate {rate}   "
+               f"(bound Tr(U)/d {info['bound']:.4g})")
+    click.echo("")
+    click.echo(f"{'':<16}" + "".join(f"{'Q = ' + name:>18}" for name, _ in cols))
+    rows = [
+        ("||Q||_2", [f"{c['q_norm']:.4g}" for _, c in cols]),
+        ("rate", [f"{c['rate']:.4g}" for _, c in cols]),
+        ("t_S speciation", [_format_time(c["t_speciation"]) for _, c in cols]),
+        ("t_C collapse", [_format_time(c["t_collapse"]) for _, c in cols]),
+        ("objective", [f"{c['value']:.4g}" for _, c in cols]),
+    ]
+    for key, vals in rows:
+        click.echo(f"{key:<16}" + "".join(f"{v:>18}" for v in vals))
+    iters = sum(s["iterations"] for s in info["starts"])
+    click.echo(f"\nsearch: best start {info['start']}, {len(info['starts'])} starts, {iters} "
+               f"iterations, {info['kernel_evaluations']} kernel evaluations, "
+               f"{info['runtime_s']:.1f} s")
+    if u_spec == "identity":
+        click.echo("note: with U = identity no current moves t_S or t_C (docs/THEORY.md, "
+                   "section 1); use --u data or --u FILE")
+    click.echo(f"saved Q ({d} x {d}) to {out}; reuse: {reuse}")
+
+
+@click.command()
+@click.argument("data", type=click.Path(path_type=str))
+@click.option("--key", default=None, metavar="NAME", help="Array to use in an .npz DATA file.")
+@click.option("--labels", "labels_path", default=None, metavar="FILE",
+              help="Class labels, one per sample (.npy/.npz/.csv/.txt). Without labels "
+                   "the total covariance plays the between-class covariance.")
+@click.option("--labels-key", default=None, metavar="NAME",
+              help="Array to use in an .npz labels file.")
+@click.option("--objective", type=click.Choice(list(OBJECTIVES)), required=True,
+              help="speciation_early: maximise t_S (commit to a class sooner in the "
+                   "backward run); speciation_late: minimise t_S; window: maximise "
+                   "t_S - t_C; target_speciation: reach --target.")
+@click.option("--target", type=float, default=None, metavar="T",
+              help="The wanted t_S (with --objective target_speciation).")
+@click.option("--q-norm-max", type=float, default=None, metavar="X",
+              help="Stiffness budget ||Q||_2 <= X [default: the norm of the optimal current].")
+@click.option("--min-rate", type=float, default=None, metavar="R",
+              help="Require the relaxation rate min Re spec((I+Q)U) >= R (below Tr(U)/d).")
+@click.option("--u", "u_spec", default="data", show_default=True, metavar="identity|data|FILE",
+              help="Noise precision U, as in nonrev analyze. With the identity no current "
+                   "moves anything.")
+@click.option("--n-train", type=click.IntRange(min=2), default=None,
+              help="Number of training points N in the collapse criterion [default: n].")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the random starts of the search.")
+@click.option("--out", "out_path", required=True, metavar="Q.npy",
+              help="Where to save Q (.npy); written atomically.")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def steer(data, key, labels_path, labels_key, objective, target, q_norm_max, min_rate, u_spec,
+          n_train, seed, out_path, as_json):
+    """Choose the current Q for a goal on the regimes of DATA and save it.
+
+    DATA is an (n, d) array (.npy, .npz or .csv, as for nonrev analyze). The search
+    maximises or minimises the predicted speciation time t_S (or t_S - t_C) over
+    antisymmetric Q within the constraints, by gradients through the criteria of
+    docs/THEORY.md (nonrev.steer_q), from Q = 0, the optimal current and random
+    starts. Prints the predicted times before (Q = 0, the optimal current) and after
+    (the steered Q), and saves Q for nonrev analyze --q.
+    """
+    import json
+    import shlex
+
+    from .cli import _load_matrix, _one_line
+    from .currents import optimal_q
+    from .data import load_array, load_labels, u_from_data
+    from .regimes.theory import _sample_covariance, class_covariances
+    from .steering import steer_q
+
+    try:
+        out = _check_out(out_path)
+        X = load_array(data, key)
+        n, d = X.shape
+        classes = 0
+        within = None
+        if labels_path is not None:
+            between, within, w = class_covariances(X, load_labels(labels_path, n, labels_key))
+            classes = int(w.size)
+            if classes < 2:
+                raise ValueError(f"labels must name at least 2 classes, got {classes}")
+        else:
+            between = _sample_covariance(X)
+        if u_spec == "identity":
+            U = np.eye(d)
+        elif u_spec == "data":
+            U = u_from_data(X)
+        else:
+            U = _load_matrix(u_spec, "--u", d)
+        budget = q_norm_max if q_norm_max is not None else float(np.linalg.norm(optimal_q(U), 2))
+        Q, info = steer_q(U, between, within, objective=objective, target=target,
+                          q_norm_max=budget, min_rate=min_rate, data_cov=_sample_covariance(X),
+                          n_train=n if n_train is None else n_train, generator=seed)
+    except ValueError as exc:
+        raise click.ClickException(_one_line(exc)) from None
+    try:
+        _save_atomic(out, Q)
+    except OSError as exc:
+        raise click.ClickException(_one_line(f"--out {out}: cannot write ({exc})")) from None
+    reuse = ["nonrev", "analyze", data, "--u", u_spec, "--q", str(out)]
+    if key is not None:
+        reuse += ["--key", key]
+    if labels_path is not None:
+        reuse += ["--labels", labels_path] + (["--labels-key", labels_key] if labels_key else [])
+    if n_train is not None:
+        reuse += ["--n-train", str(n_train)]
+    reuse = shlex.join(reuse)
+    if as_json:
+        click.echo(json.dumps({**info, "u": u_spec, "out": str(out), "reuse": reuse}, indent=2))
+    else:
+        _print_table(info, data, u_spec, n, d, classes, out, reuse)
