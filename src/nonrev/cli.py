@@ -244,5 +244,7 @@ def demo(out_dir, quick, seed, device, config_file, print_config, threads, overw
     click.echo(f"runtime {results['runtime_s']:.0f} s; report: {out / 'report.md'}")
 
 
+from .cli_sweep import sweep  # noqa: E402  (nonrev sweep lives in its own module)
+main.add_command(sweep)
 from .cli_steer import steer  # noqa: E402  (nonrev steer lives in its own module)
 main.add_command(steer)

@@ -123,3 +123,15 @@ def field(default, **meta):
     if dataclasses.is_dataclass(default):
         return dataclasses.field(default_factory=lambda: dataclasses.replace(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def check_field(cls, name: str, value, *, key: str | None = None):
+    """Validate one value for field ``name`` of config dataclass ``cls`` and return it
+    converted (ints to floats where a float is expected): its type, range and choices,
+    but not the cross-field checks of ``validate``. ``key`` names the value in error
+    messages (default ``name``), e.g. ``grid.gamma[2]``."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if name not in fields:
+        raise ConfigError(f"unknown key {key or name} (valid keys: {', '.join(fields)})")
+    hints = typing.get_type_hints(cls)
+    return _check_value(key or name, value, hints[name], fields[name].metadata)
