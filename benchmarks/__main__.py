@@ -17,7 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-NAMES = ("kernel", "empirical_score", "samplers", "horizon", "reference", "lambdas")
+NAMES = ("kernel", "empirical_score", "samplers", "horizon", "reference", "lambdas",
+         "finite_size")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -57,6 +58,10 @@ def headline_rows(name: str, res: dict) -> list[tuple[str, str, str]]:
     elif name == "reference":
         rows.append((name, "phi intervals overlap with the plain loop", str(res["intervals_overlap"])))
         rows.append((name, "speed ratio plain loop / nonrev", f(res["speed_ratio"], 1)))
+    elif name == "finite_size":
+        for r in res["rows"]:
+            rows.append((name, f"collapse gap at d={r['d']}, N={r['n_train']}",
+                         f"{100 * r['gap']:+.1f}%"))
     elif name == "lambdas":
         for r in res["rows"]:
             rows.append((name, f"d={r['d']} {r['lambdas']}: ||Q||, horizon speedup",
