@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 NAMES = ("kernel", "empirical_score", "samplers", "horizon", "reference", "lambdas",
-         "finite_size")
+         "finite_size", "steering")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -62,6 +62,9 @@ def headline_rows(name: str, res: dict) -> list[tuple[str, str, str]]:
         for r in res["rows"]:
             rows.append((name, f"collapse gap at d={r['d']}, N={r['n_train']}",
                          f"{100 * r['gap']:+.1f}%"))
+    elif name == "steering":
+        for r in res.get("cases", []):
+            rows.append((name, f"steer_q d={r['d']}: seconds", f"{r['wall_s']:.1f}"))
     elif name == "lambdas":
         for r in res["rows"]:
             rows.append((name, f"d={r['d']} {r['lambdas']}: ||Q||, horizon speedup",

@@ -50,9 +50,9 @@ def case(d: int, objective: str = "speciation_early") -> dict:
     }
 
 
-def run(quick: bool) -> dict:
+def run(quick: bool = True, device: str = "cpu") -> dict:
     dims = (16, 32) if quick else (32, 64, 128)
-    return {"cases": [case(d) for d in dims], "machine": machine_info("cpu")}
+    return {"cases": [case(d) for d in dims], "machine": machine_info(device)}
 
 
 if __name__ == "__main__":

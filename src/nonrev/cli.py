@@ -154,10 +154,6 @@ def _headline_config(quick: bool, config_file, seed, device):
     return from_dict(HeadlineConfig, base)
 
 
-def _stage_count(cfg) -> int:
-    return 1 + 3 * len(cfg.gammas)  # relaxation, 2 speciation rows and 1 collapse row per gamma
-
-
 @main.command()
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Output folder. Default: runs/demo-<timestamp>.")
@@ -179,9 +175,10 @@ def demo(out_dir, quick, seed, device, config_file, print_config, threads, overw
     """The headline experiment: relaxation, speciation and collapse, with and
     without the optimal current, each predicted and measured.
 
-    Writes OUT/results.json, relaxation.png, speciation.png, collapse.png and
-    report.md. Everything is written to a temporary folder beside OUT and moved
-    into place at the end, so a failed or interrupted run leaves no partial OUT.
+    Writes OUT/results.json, relaxation.png, speciation.png, collapse.png,
+    steering.png (unless steering.enabled is false) and report.md. Everything is
+    written to a temporary folder beside OUT and moved into place at the end, so
+    a failed or interrupted run leaves no partial OUT.
     """
     import datetime
     import json
@@ -194,7 +191,7 @@ def demo(out_dir, quick, seed, device, config_file, print_config, threads, overw
     from tqdm import tqdm
 
     from .experiments.config import ConfigError, to_dict
-    from .experiments.headline import run_headline
+    from .experiments.headline import run_headline, stage_count
     from .report import summary_rows, write_report
 
     import torch
@@ -217,7 +214,7 @@ def demo(out_dir, quick, seed, device, config_file, print_config, threads, overw
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        with tqdm(total=_stage_count(cfg), desc="nonrev demo", unit="stage") as bar:
+        with tqdm(total=stage_count(cfg), desc="nonrev demo", unit="stage") as bar:
             def progress(name):
                 bar.set_postfix_str(name)
                 bar.update(1)
@@ -248,3 +245,4 @@ from .cli_sweep import sweep  # noqa: E402  (nonrev sweep lives in its own modul
 main.add_command(sweep)
 from .cli_steer import steer  # noqa: E402  (nonrev steer lives in its own module)
 main.add_command(steer)
+from .cli_learn import LEARN_COMMANDS; [main.add_command(c) for c in LEARN_COMMANDS]  # noqa: E402,E702 (nonrev train, sample, study: cli_learn.py)

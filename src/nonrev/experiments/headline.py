@@ -103,6 +103,12 @@ class HeadlineConfig:
             raise ConfigError(f"{prefix}device: {self.device!r} asked for, but CUDA is not available")
 
 
+def stage_count(cfg: HeadlineConfig) -> int:
+    """Stages reported to ``progress`` by :func:`run_headline`: relaxation, two
+    speciation rows and one collapse row per gamma, and steering when enabled."""
+    return 1 + 3 * len(cfg.gammas) + int(cfg.steering.enabled)
+
+
 def quick_config() -> HeadlineConfig:
     """Sized for under 3 minutes on 2 CPU cores (``nonrev demo --quick``)."""
     return HeadlineConfig(
@@ -206,7 +212,10 @@ def run_headline(cfg: HeadlineConfig, progress=None) -> dict:
     progress("relaxation")
     speciation = _speciation(cfg, V, processes, gen, progress)
     collapse = _collapse(cfg, gen, progress)
-    steering = run_steering(cfg, U, V) if cfg.steering.enabled else None
+    steering = None
+    if cfg.steering.enabled:
+        steering = run_steering(cfg, U, V)
+        progress("steering")
     return {
         "experiment": "headline",
         "config": dataclasses.asdict(cfg),
