@@ -46,9 +46,9 @@ KL_HORIZON = 1e-3
 class SpeciationConfig:
     mu_norm2: float = field(40.0, min=1e-6, help="|mu|^2 of the two class means +-mu")
     sigma: float = field(1.0, min=1e-6, help="within-class standard deviation")
-    n_pairs: int = field(4000, min=10, help="clone pairs per branch time")
+    n_pairs: int = field(8000, min=10, help="clone pairs per branch time")
     dt: float = field(0.01, min=1e-5, max=1.0, help="step of the reverse SDE")
-    branch_factors: list[float] = field([0.6, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5],
+    branch_factors: list[float] = field([0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.35, 1.5],
                                         help="branch times as multiples of the predicted t_S")
     method: str = field("euler_maruyama", choices=("euler_maruyama", "ancestral"))
 
@@ -59,8 +59,8 @@ class SpeciationConfig:
 
 @dataclass
 class CollapseConfig:
-    dim: int = field(64, min=2, help="dimension of the collapse study")
-    n_train: int = field(2000, min=2, help="training points, drawn from N(0, I)")
+    dim: int = field(96, min=2, help="dimension of the collapse study")
+    n_train: int = field(8000, min=2, help="training points, drawn from N(0, I)")
     n_traj: int = field(1000, min=10, help="reverse trajectories")
     dt: float = field(0.005, min=1e-5, max=1.0)
     start_factor: float = field(3.0, min=1.01, help="T = start_factor * predicted t_C")
