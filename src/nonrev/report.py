@@ -68,7 +68,7 @@ def figure_speciation(res: dict, path: Path) -> None:
         ax.set_ylabel("phi(t) = P(clones in the same class)")
         ax.set_title(f"Classes split along the {direction}est direction of U")
         ax.set_ylim(0.4, 1.02)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="lower left")  # phi falls to the right: that corner is empty
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
