@@ -152,24 +152,9 @@ def test_bad_input(problem):
         sample(score, proc, n=2, T=1.0, save_times=[3.0])
 
 
-def _mixture_problem():
-    rng = np.random.default_rng(0)
-    d, K = 8, 3
-    U, _, _ = random_spd(d, rng)
-    proc = OUProcess(U, optimal_q(U))
-    means = 3 * rng.standard_normal((K, d))
-    covs = []
-    for _ in range(K):
-        B = rng.standard_normal((d, d))
-        covs.append(0.3 * B @ B.T / d + 0.05 * np.eye(d))
-    return proc, means, np.stack(covs), np.array([0.5, 0.3, 0.2])
-
-
-def _draw_mixture(means, covs, w, n, rng):
-    k = rng.choice(len(w), size=n, p=w)
-    z = rng.standard_normal((n, means.shape[1]))
-    chol = np.linalg.cholesky(covs)
-    return means[k] + np.einsum("nij,nj->ni", chol[k], z)
+# The reference mixture is the samplers benchmark's (one definition for both).
+from benchmarks.samplers import draw_mixture as _draw_mixture  # noqa: E402
+from benchmarks.samplers import mixture_problem as _mixture_problem  # noqa: E402
 
 
 # Steps and grid per method: first-order Euler-Maruyama needs the most steps.
