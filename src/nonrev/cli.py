@@ -183,8 +183,6 @@ def demo(out_dir, quick, seed, device, config_file, print_config, threads, overw
     import datetime
     import json
     import os
-    import shutil
-    import tempfile
     from pathlib import Path
 
     import yaml
@@ -192,6 +190,7 @@ def demo(out_dir, quick, seed, device, config_file, print_config, threads, overw
 
     from .experiments.config import ConfigError, to_dict
     from .experiments.headline import run_headline, stage_count
+    from .outputs import atomic_dir
     from .report import summary_rows, write_report
 
     import torch
@@ -208,30 +207,19 @@ def demo(out_dir, quick, seed, device, config_file, print_config, threads, overw
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         out_dir = os.path.join("runs", f"demo-{'quick-' if quick else ''}{stamp}")
     out = Path(out_dir)
-    if out.exists() and not (overwrite and out.is_dir()):
-        raise click.ClickException(f"--out {out}: already exists; choose a new folder "
-                                   "or pass --overwrite")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        with tqdm(total=stage_count(cfg), desc="nonrev demo", unit="stage") as bar:
-            def progress(name):
-                bar.set_postfix_str(name)
-                bar.update(1)
+        with atomic_dir(out, overwrite=overwrite) as tmp:
+            with tqdm(total=stage_count(cfg), desc="nonrev demo", unit="stage") as bar:
+                def progress(name):
+                    bar.set_postfix_str(name)
+                    bar.update(1)
 
-            results = run_headline(cfg, progress=progress)
-        (tmp / "results.json").write_text(json.dumps(results, indent=1))
-        write_report(results, tmp)
-        if out.exists():  # --overwrite: swap only now that the new run is complete
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+                results = run_headline(cfg, progress=progress)
+            (tmp / "results.json").write_text(json.dumps(results, indent=1))
+            write_report(results, tmp)
+    except FileExistsError:
+        raise click.ClickException(f"--out {out}: already exists; choose a new folder "
+                                   "or pass --overwrite") from None
     click.echo(f"\n{'regime':<11} {'case':<26} {'predicted':>9} {'measured':>9} {'error':>7}")
     for regime, case, tp, tm, err in summary_rows(results):
         click.echo(f"{regime:<11} {case:<26} {tp:9.3f} {tm:9.3f} {100 * err:6.1f}%")

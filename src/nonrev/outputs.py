@@ -1,0 +1,37 @@
+"""Writing a run's outputs so that a failed or interrupted run leaves nothing half-written."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_dir(out, *, overwrite: bool = False):
+    """Yield a temporary folder beside ``out``; on success move it to ``out``.
+
+    On any exception (KeyboardInterrupt included) the temporary folder is removed and
+    ``out`` is left as it was. With ``overwrite``, an existing ``out`` is replaced only
+    once the new contents are complete. Raises FileExistsError when ``out`` exists and
+    ``overwrite`` is false (checked before any work).
+    """
+    out = Path(out)
+    if out.exists() and not (overwrite and out.is_dir()):
+        raise FileExistsError(f"{out}: already exists")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / out.name)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
