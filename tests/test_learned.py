@@ -323,7 +323,7 @@ def test_train_print_config_quick():
     res = CliRunner().invoke(main, ["train", "--quick", "--out", "unused", "--print-config"])
     assert res.exit_code == 0
     cfg = yaml.safe_load(res.output)
-    assert cfg["data"] == "digits" and cfg["steps"] == 4000 and cfg["hidden"] == 256
+    assert cfg["data"] == "digits" and cfg["steps"] == 8000 and cfg["hidden"] == 256
 
 
 def test_sample_scatter_for_2d_data(tmp_path, checkpoint):
@@ -358,6 +358,7 @@ def test_study_command_end_to_end(tmp_path):
     assert [m["spec"] for m in r["models"]] == STUDY["models"]
     for m in r["models"]:
         assert [e["nfe"] for e in m["nfe"]] == [3, 6]
+        assert [e["nfe"] for e in m["exact_score_nfe"]] == [3, 6]
         assert [e["n_train"] for e in m["memorisation"]] == [30, r["data"]["n_train"]]
         assert len(m["speciation"]["phi"]) == 2
     assert r["models"][1]["rate"] == pytest.approx(r["models"][1]["bound"], rel=1e-6)

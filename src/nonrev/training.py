@@ -57,7 +57,7 @@ import torch
 from . import __version__
 from .currents import optimal_q, scaled_q
 from .data import load_array, u_from_data
-from .datasets import BUNDLED, Dataset, Normaliser, load_dataset
+from .datasets import Dataset, Normaliser, load_dataset
 from .experiments.config import ConfigError, field, from_dict, to_dict
 from .process import OUProcess
 from .samplers import METHODS, SPACINGS, sample, time_grid
@@ -108,7 +108,7 @@ class TrainConfig:
     lr_schedule: str = field("cosine", choices=("cosine", "constant"))
     ema_decay: float = field(0.999, min=0.0, max=0.99999)
     grad_clip: float = field(1.0, min=0.0, help="max gradient norm (0: off)")
-    t_min: float = field(1e-3, min=1e-6, help="smallest training time")
+    t_min: float = field(1e-2, min=1e-6, help="smallest training time (and default end of sampling)")
     t_max: float = field(10.0, min=1e-3, help="largest training time (largest T to sample from)")
     n_times: int = field(0, min=0, help="training grid size (0: auto, 1000 for d <= 128)")
     spacing: str = field("log", choices=SPACINGS, help="training grid spacing")
@@ -148,7 +148,7 @@ class TrainConfig:
 def quick_config(**overrides) -> TrainConfig:
     """``nonrev train --quick``: a usable digits model in a few minutes on 2 CPU cores
     (see the README for the measured time)."""
-    base = dict(steps=4000, batch_size=256, hidden=256, depth=3, ema_decay=0.995, warmup=100)
+    base = dict(steps=8000, batch_size=256, hidden=256, depth=3, ema_decay=0.995, warmup=100)
     base.update(overrides)
     return from_dict(TrainConfig, base)
 
