@@ -284,13 +284,13 @@ def study(name, out_dir, quick, overwrite, seed, device, config_file, print_conf
     training-set size. Writes OUT/results.json, figures and report.md atomically.
     """
     import json
-    import shutil
 
     import yaml
     from tqdm import tqdm
 
     from .experiments.config import ConfigError, from_dict, load_file, to_dict
     from .experiments.digits_study import DigitsStudyConfig, quick_config, run_digits_study
+    from .outputs import atomic_dir
     from .report_learned import summary_lines, write_digits_report
 
     try:
@@ -308,36 +308,25 @@ def study(name, out_dir, quick, overwrite, seed, device, config_file, print_conf
         click.echo(yaml.safe_dump(to_dict(cfg), sort_keys=False).rstrip())
         return
     out = Path(out_dir)
-    if out.exists() and not (overwrite and out.is_dir()):
-        raise click.ClickException(f"--out {out}: already exists; choose a new folder "
-                                   "or pass --overwrite")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        with tqdm(desc=f"nonrev study {name}", unit="stage") as bar:
-            def progress(stage, done, total):
-                bar.total = total
-                bar.n = done
-                bar.set_postfix_str(stage)
-                bar.refresh()
+        with atomic_dir(out, overwrite=overwrite) as tmp:
+            with tqdm(desc=f"nonrev study {name}", unit="stage") as bar:
+                def progress(stage, done, total):
+                    bar.total = total
+                    bar.n = done
+                    bar.set_postfix_str(stage)
+                    bar.refresh()
 
-            try:
-                with _limit_threads(threads):
-                    results = run_digits_study(cfg, progress=progress)
-            except ValueError as exc:
-                raise click.ClickException(_one_line(exc)) from None
-        (tmp / "results.json").write_text(json.dumps(results, indent=1))
-        write_digits_report(results, tmp)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+                try:
+                    with _limit_threads(threads):
+                        results = run_digits_study(cfg, progress=progress)
+                except ValueError as exc:
+                    raise click.ClickException(_one_line(exc)) from None
+            (tmp / "results.json").write_text(json.dumps(results, indent=1))
+            write_digits_report(results, tmp)
+    except FileExistsError:
+        raise click.ClickException(f"--out {out}: already exists; choose a new folder "
+                                   "or pass --overwrite") from None
     for line in summary_lines(results):
         click.echo(line)
     click.echo(f"runtime {results['runtime_s']:.0f} s; report: {out / 'report.md'}")
