@@ -10,7 +10,6 @@ averaged over seeds. ``gap = measured / predicted - 1`` per d.
 
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np

@@ -233,4 +233,6 @@ from .cli_sweep import sweep  # noqa: E402  (nonrev sweep lives in its own modul
 main.add_command(sweep)
 from .cli_steer import steer  # noqa: E402  (nonrev steer lives in its own module)
 main.add_command(steer)
-from .cli_learn import LEARN_COMMANDS; [main.add_command(c) for c in LEARN_COMMANDS]  # noqa: E402,E702 (nonrev train, sample, study: cli_learn.py)
+from .cli_learn import LEARN_COMMANDS  # noqa: E402  (nonrev train, sample, study)
+for _command in LEARN_COMMANDS:
+    main.add_command(_command)

@@ -6,9 +6,7 @@ of :mod:`nonrev.cli`."""
 
 from __future__ import annotations
 
-import os
 import signal
-import tempfile
 from pathlib import Path
 
 import click
@@ -35,15 +33,10 @@ def _one_line(exc: BaseException) -> str:
 def _atomic_save_npy(path: Path, array) -> None:
     import numpy as np
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from .outputs import atomic_file
+
+    with atomic_file(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array, allow_pickle=False)
 
 
 # ----------------------------------------------------------------------------- train
@@ -234,9 +227,9 @@ def sample(checkpoint, n, steps, method, out_file, grid_file, seed, T, spacing, 
 
 
 def _write_grid(path: Path, x, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    try:
+    from .outputs import atomic_file
+
+    with atomic_file(path) as tmp:
         if data["shape"] is not None:
             from .datasets import write_image_grid
 
@@ -254,9 +247,6 @@ def _write_grid(path: Path, x, data: dict) -> None:
             ax.set_title(f"{len(x)} samples")
             fig.savefig(tmp, dpi=100)
             plt.close(fig)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------- study

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 from pathlib import Path
 
 import click
@@ -26,17 +24,11 @@ def _check_out(out_path: str) -> Path:
 
 
 def _save_atomic(out: Path, Q: np.ndarray) -> None:
-    """Write ``Q`` to ``out`` through a temporary file in the same folder and
-    ``os.replace``, so ``out`` is either the old file or the complete new one."""
-    tmp = out.parent / f".{out.name}.{os.getpid()}.partial"
-    try:
-        with open(tmp, "wb") as fh:
-            np.save(fh, Q)
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Write ``Q`` to ``out`` so that ``out`` is either the old file or the complete new one."""
+    from .outputs import atomic_file
+
+    with atomic_file(out) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, Q)
 
 
 def _print_table(info: dict, data: str, u_spec: str, n: int, d: int, classes: int,

@@ -23,7 +23,10 @@ from grid time ``t`` down to ``s = t - h``; the score is evaluated at ``t`` (and
     ``x_s = M_h^{-1} x + (M_h^{-1} - K) Sigma_t score + L_post z`` with the gain
     ``K = Sigma_s M_h^T Sigma_t^{-1}`` and posterior covariance (Joseph form, PSD by
     construction) ``P = (I - K M_h) Sigma_s (I - K M_h)^T + K Sigma_h K^T``. The
-    large ``M_t^{-1}`` is never formed. Exact in ``A`` at any step size.
+    large ``M_t^{-1}`` is never formed. The linear drift is integrated exactly at any
+    step size; with an exact score a point mass is reproduced in one step. Errors of an
+    approximate (learned) score are not damped: the step multiplies them by up to
+    ``||M_h^{-1}||``, about ``e^{h max Re spec A}``.
 
 ``ddim``
     The deterministic counterpart (DDIM, eta = 0): ``x_s = M_s x0_hat + L_s eps_hat``

@@ -54,6 +54,7 @@ from typing import Callable, Iterator
 from . import __version__
 from .experiments.config import ConfigError, check_field, from_dict, load_file, to_dict
 from .experiments.registry import get_experiment, run_experiment
+from .outputs import atomic_file
 
 SWEEP_KEYS = ("experiment", "fixed", "grid", "cells")
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -324,10 +325,9 @@ def _run_ray(experiment: str, cells: list[Cell], workers: int | None, threads: i
 
 # ----------------------------------------------------------------------------- files
 def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write ``path`` through a temporary file beside it and ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    """Write ``path`` through a temporary file beside it (see ``outputs.atomic_file``)."""
+    with atomic_file(path) as tmp:
+        write(tmp)
 
 
 def _write_json(path: Path, obj) -> None:

@@ -42,10 +42,8 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import platform
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +57,7 @@ from .currents import optimal_q, scaled_q
 from .data import load_array, u_from_data
 from .datasets import Dataset, Normaliser, load_dataset
 from .experiments.config import ConfigError, field, from_dict, to_dict
+from .outputs import atomic_file
 from .process import OUProcess
 from .samplers import METHODS, SPACINGS, sample, time_grid
 from .scores.neural import NeuralScore, Parameterisation, build_network, dsm_loss
@@ -300,19 +299,8 @@ class TrainedModel:
 
 # ---------------------------------------------------------------------------- I/O helpers
 def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def _versions() -> dict:
