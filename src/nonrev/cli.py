@@ -28,19 +28,6 @@ def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
 
 
-def _load_matrix(spec: str, option: str, d: int):
-    """A (d, d) matrix from a .npy/.npz/.csv file named by ``option``."""
-    from .data import load_array
-
-    try:
-        M = load_array(spec)
-    except ValueError as exc:
-        raise ValueError(f"{option}: {exc}") from None
-    if M.shape != (d, d):
-        raise ValueError(f"{option} {spec}: must be a ({d}, {d}) matrix, got {M.shape}")
-    return M
-
-
 def _format_time(t: float) -> str:
     return "0 (never)" if t == 0.0 else f"{t:.4g}"
 
@@ -101,7 +88,7 @@ def analyze(data, key, labels_path, labels_key, u_spec, q_spec, n_train, as_json
     import json
 
     from .currents import optimal_q
-    from .data import load_array, load_labels, u_from_data
+    from .data import load_array, load_labels, load_square_matrix, u_from_data
     from .regimes.theory import predict_regimes
 
     try:
@@ -113,12 +100,12 @@ def analyze(data, key, labels_path, labels_key, u_spec, q_spec, n_train, as_json
         elif u_spec == "data":
             U = u_from_data(X)
         else:
-            U = _load_matrix(u_spec, "--u", d)
+            U = load_square_matrix(u_spec, "--u", d)
         currents = {"none": None}
         if q_spec == "optimal":
             currents["optimal"] = optimal_q(U)
         elif q_spec != "none":
-            currents["file"] = _load_matrix(q_spec, "--q", d)
+            currents["file"] = load_square_matrix(q_spec, "--q", d)
         report = predict_regimes(X, U, currents, labels=labels, n_train=n_train)
     except ValueError as exc:
         raise click.ClickException(_one_line(exc)) from None
@@ -130,23 +117,13 @@ def analyze(data, key, labels_path, labels_key, u_spec, q_spec, n_train, as_json
 
 
 # ----------------------------------------------------------------------------- demo
-def _deep_update(base: dict, new: dict) -> dict:
-    out = dict(base)
-    for key, val in new.items():
-        if isinstance(val, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_update(out[key], val)
-        else:
-            out[key] = val
-    return out
-
-
 def _headline_config(quick: bool, config_file, seed, device):
-    from .experiments.config import from_dict, load_file, to_dict
+    from .experiments.config import deep_update, from_dict, load_file, to_dict
     from .experiments.headline import HeadlineConfig, quick_config
 
     base = to_dict(quick_config() if quick else HeadlineConfig())
     if config_file is not None:
-        base = _deep_update(base, load_file(config_file))
+        base = deep_update(base, load_file(config_file))
     if seed is not None:
         base["seed"] = seed
     if device is not None:

@@ -278,7 +278,7 @@ def study(name, out_dir, quick, overwrite, seed, device, config_file, print_conf
     import yaml
     from tqdm import tqdm
 
-    from .experiments.config import ConfigError, from_dict, load_file, to_dict
+    from .experiments.config import ConfigError, deep_update, from_dict, load_file, to_dict
     from .experiments.digits_study import DigitsStudyConfig, quick_config, run_digits_study
     from .outputs import atomic_dir
     from .report_learned import summary_lines, write_digits_report
@@ -286,7 +286,7 @@ def study(name, out_dir, quick, overwrite, seed, device, config_file, print_conf
     try:
         base = to_dict(quick_config() if quick else DigitsStudyConfig())
         if config_file is not None:
-            base = _deep_update(base, load_file(config_file))
+            base = deep_update(base, load_file(config_file))
         if seed is not None:
             base["seed"] = seed
         if device is not None:
@@ -320,16 +320,6 @@ def study(name, out_dir, quick, overwrite, seed, device, config_file, print_conf
     for line in summary_lines(results):
         click.echo(line)
     click.echo(f"runtime {results['runtime_s']:.0f} s; report: {out / 'report.md'}")
-
-
-def _deep_update(base: dict, new: dict) -> dict:
-    out = dict(base)
-    for key, val in new.items():
-        if isinstance(val, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_update(out[key], val)
-        else:
-            out[key] = val
-    return out
 
 
 #: The commands this module adds to ``nonrev`` (see the last line of nonrev/cli.py).

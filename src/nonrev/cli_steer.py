@@ -111,7 +111,8 @@ def steer(data, key, labels_path, labels_key, objective, target, q_norm_max, min
     import json
     import shlex
 
-    from .cli import _load_matrix, _one_line
+    from .cli import _one_line
+    from .data import load_square_matrix
     from .currents import optimal_q
     from .data import load_array, load_labels, u_from_data
     from .regimes.theory import _sample_covariance, class_covariances
@@ -135,7 +136,7 @@ def steer(data, key, labels_path, labels_key, objective, target, q_norm_max, min
         elif u_spec == "data":
             U = u_from_data(X)
         else:
-            U = _load_matrix(u_spec, "--u", d)
+            U = load_square_matrix(u_spec, "--u", d)
         budget = q_norm_max if q_norm_max is not None else float(np.linalg.norm(optimal_q(U), 2))
         Q, info = steer_q(U, between, within, objective=objective, target=target,
                           q_norm_max=budget, min_rate=min_rate, data_cov=_sample_covariance(X),

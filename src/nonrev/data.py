@@ -212,3 +212,15 @@ def u_from_data(X, shrinkage: float | None = None) -> np.ndarray:
                          f"d = {d}); use shrinkage > 0")
     U = sym((V / lam) @ V.T)
     return U * (d / np.trace(U))
+
+
+def load_square_matrix(spec, option: str, d: int) -> np.ndarray:
+    """A (d, d) matrix from a .npy/.npz/.csv file given to a command-line ``option``
+    (e.g. ``--u`` or ``--q``); ValueError naming the option otherwise."""
+    try:
+        M = load_array(spec)
+    except ValueError as exc:
+        raise ValueError(f"{option}: {exc}") from None
+    if M.shape != (d, d):
+        raise ValueError(f"{option} {spec}: must be a ({d}, {d}) matrix, got {M.shape}")
+    return M

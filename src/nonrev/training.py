@@ -54,7 +54,7 @@ import torch
 
 from . import __version__
 from .currents import optimal_q, scaled_q
-from .data import load_array, u_from_data
+from .data import load_square_matrix, u_from_data
 from .datasets import Dataset, Normaliser, load_dataset
 from .experiments.config import ConfigError, field, from_dict, to_dict
 from .outputs import atomic_file
@@ -161,16 +161,6 @@ def grid_size(cfg: TrainConfig, dim: int) -> int:
 
 
 # ---------------------------------------------------------------------------- process
-def _matrix_file(spec: str, option: str, d: int) -> np.ndarray:
-    try:
-        M = load_array(spec)
-    except ValueError as exc:
-        raise ValueError(f"{option}: {exc}") from None
-    if M.shape != (d, d):
-        raise ValueError(f"{option} {spec}: must be a ({d}, {d}) matrix, got {M.shape}")
-    return M
-
-
 def process_from_spec(X, u: str, q: str) -> OUProcess:
     """The forward process for normalised training data ``X`` (n, d).
 
@@ -186,7 +176,7 @@ def process_from_spec(X, u: str, q: str) -> OUProcess:
     elif u == "data":
         U = u_from_data(X)
     else:
-        U = _matrix_file(u, "--u", d)
+        U = load_square_matrix(u, "--u", d)
     m = _GAMMA.match(q)
     if q == "none":
         Q = None
@@ -195,7 +185,7 @@ def process_from_spec(X, u: str, q: str) -> OUProcess:
     elif m:
         Q = scaled_q(optimal_q(U), float(m.group(1)))
     else:
-        Q = _matrix_file(q, "--q", d)
+        Q = load_square_matrix(q, "--q", d)
     try:
         return OUProcess(U, Q)
     except ValueError as exc:

@@ -135,3 +135,15 @@ def check_field(cls, name: str, value, *, key: str | None = None):
         raise ConfigError(f"unknown key {key or name} (valid keys: {', '.join(fields)})")
     hints = typing.get_type_hints(cls)
     return _check_value(key or name, value, hints[name], fields[name].metadata)
+
+
+def deep_update(base: dict, new: dict) -> dict:
+    """``base`` with ``new`` merged in, nested mappings merged key by key (a config
+    file overrides only the keys it names)."""
+    out = dict(base)
+    for key, val in new.items():
+        if isinstance(val, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_update(out[key], val)
+        else:
+            out[key] = val
+    return out
