@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from nonrev import OUProcess, optimal_q
 from nonrev.cli import main
 from nonrev.datasets import load_dataset, write_image_grid
-from nonrev.experiments.config import from_dict
+from nonrev.config import from_dict
 from nonrev.metrics import sliced_wasserstein
 from nonrev.scores import GaussianMixtureScore
 from nonrev.scores.neural import MLPNet, NeuralScore, Parameterisation

@@ -383,7 +383,7 @@ def test_cli_steer_errors(data):
 
 # ----------------------------------------------------------------------------- demo section
 def test_demo_steering_section_and_switch(tmp_path):
-    from nonrev.experiments.config import from_dict
+    from nonrev.config import from_dict
     from nonrev.experiments.headline import HeadlineConfig, run_headline
     from nonrev.experiments.steering import run_steering
     from nonrev.experiments.cell import spectrum_u

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from nonrev.cli import main
 from nonrev.experiments import cell as cell_mod
 from nonrev.experiments import headline
-from nonrev.experiments.config import ConfigError, from_dict
+from nonrev.config import ConfigError, from_dict
 from nonrev.sweep import cell_id, load_sweep, parse_sweep
 
 # Tiny cells: d = 4, 40 clone pairs, big steps; about 0.2 s each.

@@ -118,7 +118,7 @@ def analyze(data, key, labels_path, labels_key, u_spec, q_spec, n_train, as_json
 
 # ----------------------------------------------------------------------------- demo
 def _headline_config(quick: bool, config_file, seed, device):
-    from .experiments.config import deep_update, from_dict, load_file, to_dict
+    from .config import deep_update, from_dict, load_file, to_dict
     from .experiments.headline import HeadlineConfig, quick_config
 
     base = to_dict(quick_config() if quick else HeadlineConfig())
@@ -165,7 +165,7 @@ def demo(out_dir, quick, seed, device, config_file, print_config, threads, overw
     import yaml
     from tqdm import tqdm
 
-    from .experiments.config import ConfigError, to_dict
+    from .config import ConfigError, to_dict
     from .experiments.headline import run_headline, stage_count
     from .outputs import atomic_dir
     from .report import summary_rows, write_report

@@ -41,7 +41,7 @@ def _atomic_save_npy(path: Path, array) -> None:
 
 # ----------------------------------------------------------------------------- train
 def _train_config(quick, config_file, overrides):
-    from .experiments.config import from_dict, load_file, to_dict
+    from .config import from_dict, load_file, to_dict
     from .training import TrainConfig, quick_config
 
     base = to_dict(quick_config() if quick else TrainConfig())
@@ -93,7 +93,7 @@ def train(data, u_spec, q_spec, out_dir, quick, steps, device, resume, seed, key
     import yaml
     from tqdm import tqdm
 
-    from .experiments.config import ConfigError, to_dict
+    from .config import ConfigError, to_dict
     from .training import CHECKPOINT_JSON, train as run_train
 
     out = Path(out_dir)
@@ -278,7 +278,7 @@ def study(name, out_dir, quick, overwrite, seed, device, config_file, print_conf
     import yaml
     from tqdm import tqdm
 
-    from .experiments.config import ConfigError, deep_update, from_dict, load_file, to_dict
+    from .config import ConfigError, deep_update, from_dict, load_file, to_dict
     from .experiments.digits_study import DigitsStudyConfig, quick_config, run_digits_study
     from .outputs import atomic_dir
     from .report_learned import summary_lines, write_digits_report

@@ -57,7 +57,7 @@ def sweep(config, out_dir, backend, address, workers, threads, resume):
 
     from tqdm import tqdm
 
-    from .experiments.config import ConfigError
+    from .config import ConfigError
     from .sweep import SweepError, experiment_columns, load_sweep, run_sweep
 
     try:

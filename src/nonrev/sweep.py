@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from . import __version__
-from .experiments.config import ConfigError, check_field, from_dict, load_file, to_dict
+from .config import ConfigError, check_field, from_dict, load_file, to_dict
 from .experiments.registry import get_experiment, run_experiment
 from .outputs import atomic_file
 

@@ -56,7 +56,7 @@ from . import __version__
 from .currents import optimal_q, scaled_q
 from .data import load_square_matrix, u_from_data
 from .datasets import Dataset, Normaliser, load_dataset
-from .experiments.config import ConfigError, field, from_dict, to_dict
+from .config import ConfigError, field, from_dict, to_dict
 from .outputs import atomic_file
 from .process import OUProcess
 from .samplers import METHODS, SPACINGS, sample, time_grid
@@ -78,7 +78,7 @@ class CheckpointError(ValueError):
 # ---------------------------------------------------------------------------- config
 @dataclass
 class TrainConfig:
-    """Everything a training run depends on (validated by ``experiments.config.from_dict``)."""
+    """Everything a training run depends on (validated by ``nonrev.config.from_dict``)."""
 
     data: str = field("digits", help="digits | moons | circles | ring | .npy/.npz file | image folder")
     key: str = field("", help="array name in an .npz data file")

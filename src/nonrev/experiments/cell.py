@@ -39,7 +39,7 @@ from ..regimes.measure import (
 )
 from ..regimes.theory import collapse_entropy_gap, collapse_time, speciation_time
 from ..scores import EmpiricalScore, GaussianMixtureScore
-from .config import ConfigError, field, from_dict
+from ..config import ConfigError, field, from_dict
 
 DIRECTIONS = ("slow", "fast")
 

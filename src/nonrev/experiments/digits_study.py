@@ -58,7 +58,7 @@ from ..regimes.measure import (
 from ..regimes.theory import class_covariances, collapse_time, speciation_time
 from ..scores import EmpiricalScore
 from ..training import TrainConfig, prepare_data, train
-from .config import ConfigError, field
+from ..config import ConfigError, field
 
 _MODEL_NAMES = {"identity/none": "standard (U = I)", "data/none": "U = data, Q = 0",
                 "data/optimal": "U = data, Q = optimal"}

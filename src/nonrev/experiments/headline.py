@@ -36,7 +36,7 @@ from ..currents import current_summary, optimal_q, scaled_q
 from ..process import OUProcess
 from .cell import class_mean, collapse_row, speciation_row
 from .cell import spectrum_u as _spectrum_u
-from .config import ConfigError, field
+from ..config import ConfigError, field
 from .steering import run_steering
 
 KL_HORIZON = 1e-3

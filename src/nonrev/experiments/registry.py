@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .cell import RegimeCellConfig, regime_cell
-from .config import ConfigError, from_dict
+from ..config import ConfigError, from_dict
 
 
 @dataclass(frozen=True)
