@@ -37,6 +37,19 @@ def atomic_dir(out, *, overwrite: bool = False):
         raise
 
 
+#: Names of the temporary files of :func:`atomic_file` (hidden, marked ``.partial``);
+#: a process killed outright (SIGKILL) can leave one behind.
+PARTIAL_GLOB = ".*.partial*"
+
+
+def remove_partials(folder) -> int:
+    """Delete temporary files left in ``folder`` by killed writers; returns how many."""
+    stale = list(Path(folder).glob(PARTIAL_GLOB))
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
+
+
 @contextmanager
 def atomic_file(path):
     """Yield a temporary path beside ``path`` (same suffix, so format-by-extension

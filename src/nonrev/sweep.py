@@ -54,7 +54,7 @@ from typing import Callable, Iterator
 from . import __version__
 from .config import ConfigError, check_field, from_dict, load_file, to_dict
 from .experiments.registry import get_experiment, run_experiment
-from .outputs import atomic_file
+from .outputs import atomic_file, remove_partials
 
 SWEEP_KEYS = ("experiment", "fixed", "grid", "cells")
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -524,8 +524,8 @@ def run_sweep(sweep: Sweep, out, *, backend: str = "ray", address: str | None = 
     _prepare(out, sweep, resume)
     with _locked(out):
         _record_sweep(out, sweep)
-        for tmp in (out / "cells").glob(".*.tmp"):  # left by a killed run
-            tmp.unlink()
+        if (out / "cells").is_dir():
+            remove_partials(out / "cells")  # left by a killed run
         finished = {c.id for c in sweep.cells
                     if (read_record(out, c) or {}).get("status") == "ok"}
         todo = [c for c in sweep.cells if c.id not in finished]
