@@ -118,17 +118,11 @@ def analyze(data, key, labels_path, labels_key, u_spec, q_spec, n_train, as_json
 
 # ----------------------------------------------------------------------------- demo
 def _headline_config(quick: bool, config_file, seed, device):
-    from .config import deep_update, from_dict, load_file, to_dict
+    from .config import build
     from .experiments.headline import HeadlineConfig, quick_config
 
-    base = to_dict(quick_config() if quick else HeadlineConfig())
-    if config_file is not None:
-        base = deep_update(base, load_file(config_file))
-    if seed is not None:
-        base["seed"] = seed
-    if device is not None:
-        base["device"] = device
-    return from_dict(HeadlineConfig, base)
+    return build(HeadlineConfig, quick_config() if quick else HeadlineConfig(), config_file,
+                 seed=seed, device=device)
 
 
 @main.command()

@@ -41,14 +41,11 @@ def _atomic_save_npy(path: Path, array) -> None:
 
 # ----------------------------------------------------------------------------- train
 def _train_config(quick, config_file, overrides):
-    from .config import from_dict, load_file, to_dict
+    from .config import build
     from .training import TrainConfig, quick_config
 
-    base = to_dict(quick_config() if quick else TrainConfig())
-    if config_file is not None:
-        base.update(load_file(config_file))
-    base.update({k: v for k, v in overrides.items() if v is not None})
-    return from_dict(TrainConfig, base)
+    return build(TrainConfig, quick_config() if quick else TrainConfig(), config_file,
+                 **overrides)
 
 
 @click.command()
@@ -278,20 +275,14 @@ def study(name, out_dir, quick, overwrite, seed, device, config_file, print_conf
     import yaml
     from tqdm import tqdm
 
-    from .config import ConfigError, deep_update, from_dict, load_file, to_dict
+    from .config import ConfigError, build, to_dict
     from .experiments.digits_study import DigitsStudyConfig, quick_config, run_digits_study
     from .outputs import atomic_dir
     from .report_learned import summary_lines, write_digits_report
 
     try:
-        base = to_dict(quick_config() if quick else DigitsStudyConfig())
-        if config_file is not None:
-            base = deep_update(base, load_file(config_file))
-        if seed is not None:
-            base["seed"] = seed
-        if device is not None:
-            base["device"] = device
-        cfg = from_dict(DigitsStudyConfig, base)
+        cfg = build(DigitsStudyConfig, quick_config() if quick else DigitsStudyConfig(),
+                    config_file, seed=seed, device=device)
     except ConfigError as exc:
         raise click.ClickException(_one_line(exc)) from None
     if print_config:

@@ -147,3 +147,26 @@ def deep_update(base: dict, new: dict) -> dict:
         else:
             out[key] = val
     return out
+
+
+def build(cls, base, config_file=None, **overrides):
+    """``cls`` from the defaults ``base`` (an instance), merged with a YAML/TOML file
+    and then with the non-None ``overrides`` (e.g. a command line's ``--seed``),
+    validated key by key."""
+    data = to_dict(base)
+    if config_file is not None:
+        data = deep_update(data, load_file(config_file))
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return from_dict(cls, data)
+
+
+def check_device(prefix: str, device: str) -> None:
+    """ConfigError unless ``device`` names a torch device that is available here."""
+    import torch
+
+    try:
+        torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(f"{prefix}device: {exc}") from None
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"{prefix}device: {device!r} asked for, but CUDA is not available")

@@ -58,7 +58,7 @@ from ..regimes.measure import (
 from ..regimes.theory import class_covariances, collapse_time, speciation_time
 from ..scores import EmpiricalScore
 from ..training import TrainConfig, prepare_data, train
-from ..config import ConfigError, field
+from ..config import ConfigError, check_device, field
 
 _MODEL_NAMES = {"identity/none": "standard (U = I)", "data/none": "U = data, Q = 0",
                 "data/optimal": "U = data, Q = optimal"}
@@ -119,12 +119,7 @@ class DigitsStudyConfig:
                               f"(train.t_min, speciation.T) = ({self.train.t_min}, {sp.T})")
         if any(n < 4 for n in self.memorisation_sizes):
             raise ConfigError(f"{prefix}memorisation_sizes: every size must be >= 4")
-        try:
-            torch.device(self.device)
-        except RuntimeError as exc:
-            raise ConfigError(f"{prefix}device: {exc}") from None
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"{prefix}device: {self.device!r} asked for, but CUDA is not available")
+        check_device(prefix, self.device)
 
 
 def quick_config() -> DigitsStudyConfig:

@@ -36,7 +36,7 @@ from ..currents import current_summary, optimal_q, scaled_q
 from ..process import OUProcess
 from .cell import class_mean, collapse_row, speciation_row
 from .cell import spectrum_u as _spectrum_u
-from ..config import ConfigError, field
+from ..config import ConfigError, check_device, field
 from .steering import run_steering
 
 KL_HORIZON = 1e-3
@@ -95,12 +95,7 @@ class HeadlineConfig:
             raise ConfigError(f"{prefix}spectrum_max: must be >= spectrum_min")
         if len(set(self.gammas)) != len(self.gammas):
             raise ConfigError(f"{prefix}gammas: must be distinct")
-        try:
-            torch.device(self.device)
-        except RuntimeError as exc:
-            raise ConfigError(f"{prefix}device: {exc}") from None
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"{prefix}device: {self.device!r} asked for, but CUDA is not available")
+        check_device(prefix, self.device)
 
 
 def stage_count(cfg: HeadlineConfig) -> int:
