@@ -8,6 +8,8 @@ search (Q = 0, the optimal current and 2 random starts, up to 100 iterations eac
 of O(d^3) kernel evaluations (exact (M_t, Sigma_t) pairs) and Frechet derivatives,
 and t_S for Q = 0, the optimal current and the steered one.
 
+``python -m benchmarks.steering --objectives`` prints the table of several objectives
+with cloning-measured t_S (:func:`objectives_table`, also in the --full run).
 Run with ``python -m benchmarks.steering`` (one BLAS thread:
 ``OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1``, the setting of the test suite).
 """
@@ -52,10 +54,62 @@ def case(d: int, objective: str = "speciation_early") -> dict:
 
 def run(quick: bool = True, device: str = "cpu") -> dict:
     dims = (16, 32) if quick else (32, 64, 128)
-    return {"cases": [case(d) for d in dims], "machine": machine_info(device)}
+    out = {"cases": [case(d) for d in dims], "machine": machine_info(device)}
+    if not quick:
+        out["objectives"] = objectives_table()
+    return out
+
+
+def objectives_table(d: int = 16, n_pairs: int = 800, seed: int = 0) -> list[dict]:
+    """The issue-8 table: for several objectives, Q = 0, the optimal current and the
+    steered one under the optimal current's norm budget, predicted t_S, t_S measured by
+    cloning (``experiments.cell.speciation_row``), predicted t_C for N = 2000 points of
+    the mixture, and the relaxation rate. U eigenvalues 0.25..1.75 in a random basis,
+    classes +-mu with |mu|^2 = 40, sigma = 1."""
+    import torch
+
+    from nonrev import OUProcess
+    from nonrev.experiments.cell import speciation_row
+    from nonrev.regimes import collapse_time
+
+    rng = np.random.default_rng(seed)
+    V, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    U = (V * np.linspace(0.25, 1.75, d)) @ V.T
+    Q_opt = optimal_q(U)
+    budget = float(np.linalg.norm(Q_opt, 2))
+    cases = [("speciation_early", "fast", {}), ("speciation_late", "slow", {}),
+             ("window", "fast", {}), ("target_speciation", "fast", {"target": 3.0})]
+    rows = []
+    for objective, direction, extra in cases:
+        mu = V[:, d - 1 if direction == "fast" else 0] * np.sqrt(40.0)
+        Cb, Cw = np.outer(mu, mu), np.eye(d)
+        Q_s, _ = steer_q(U, Cb, Cw, objective=objective, q_norm_max=budget,
+                         data_cov=Cb + Cw, n_train=2000, generator=seed, **extra)
+        for name, Q in (("none", None), ("optimal", Q_opt), ("steered", Q_s)):
+            proc = OUProcess(U, Q)
+            row = speciation_row(proc, mu, sigma=1.0, n_pairs=n_pairs, dt=0.01,
+                                 branch_factors=[0.7, 0.85, 1.0, 1.15, 1.3],
+                                 method="euler_maruyama",
+                                 generator=torch.Generator().manual_seed(seed))
+            rows.append({"objective": objective, "direction": direction, "q": name,
+                         "budget": budget, "t_S_predicted": row["t_predicted"],
+                         "t_S_measured": row["t_measured"],
+                         "t_C_predicted": collapse_time(proc, Cb + Cw, 2000),
+                         "rate": proc.relaxation_rate(),
+                         "q_norm": 0.0 if Q is None else float(np.linalg.norm(Q, 2))})
+    return rows
 
 
 if __name__ == "__main__":
+    import sys
+
+    if "--objectives" in sys.argv:
+        print("| objective | split | Q | t_S predicted | t_S measured | t_C predicted | rate |")
+        print("|---|---|---|---|---|---|---|")
+        for r in objectives_table():
+            print(f"| {r['objective']} | {r['direction']} | {r['q']} | {r['t_S_predicted']:.3f} | "
+                  f"{r['t_S_measured']:.3f} | {r['t_C_predicted']:.3f} | {r['rate']:.3f} |")
+        sys.exit(0)
     res = run(quick=False)
     print("| d | wall s | kernel evals | Frechet | iterations | t_S none / optimal / steered |")
     print("|---|---|---|---|---|---|")
