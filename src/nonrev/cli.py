@@ -8,6 +8,7 @@ import click
 import numpy as np
 
 from . import __version__
+from .cli_options import data_options
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -58,13 +59,7 @@ def _print_table(report: dict, data_name: str, u_spec: str) -> None:
 
 
 @main.command()
-@click.argument("data", type=click.Path(dir_okay=True, path_type=str))
-@click.option("--key", default=None, metavar="NAME", help="Array to use in an .npz DATA file.")
-@click.option("--labels", "labels_path", default=None, metavar="FILE",
-              help="Class labels, one per sample (.npy/.npz/.csv/.txt). Without labels "
-                   "the total covariance plays the between-class covariance.")
-@click.option("--labels-key", default=None, metavar="NAME",
-              help="Array to use in an .npz labels file.")
+@data_options
 @click.option("--u", "u_spec", default="identity", show_default=True,
               metavar="identity|data|FILE",
               help="Noise precision U: the identity, the inverse Ledoit-Wolf covariance of "

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from .cli_options import data_options
 from .steering import OBJECTIVES
 
 
@@ -70,13 +71,7 @@ def _print_table(info: dict, data: str, u_spec: str, n: int, d: int, classes: in
 
 
 @click.command()
-@click.argument("data", type=click.Path(path_type=str))
-@click.option("--key", default=None, metavar="NAME", help="Array to use in an .npz DATA file.")
-@click.option("--labels", "labels_path", default=None, metavar="FILE",
-              help="Class labels, one per sample (.npy/.npz/.csv/.txt). Without labels "
-                   "the total covariance plays the between-class covariance.")
-@click.option("--labels-key", default=None, metavar="NAME",
-              help="Array to use in an .npz labels file.")
+@data_options
 @click.option("--objective", type=click.Choice(list(OBJECTIVES)), required=True,
               help="speciation_early: maximise t_S (commit to a class sooner in the "
                    "backward run); speciation_late: minimise t_S; window: maximise "
