@@ -292,14 +292,8 @@ def test_cloning_confirms_the_steered_speciation_time():
 
 # ----------------------------------------------------------------------------- CLI
 @pytest.fixture
-def data(tmp_path):
-    rng = np.random.default_rng(7)
-    labels = np.repeat([0, 1], 30)
-    X = rng.standard_normal((60, 4)) * np.array([0.5, 1.0, 1.5, 2.0])
-    X[labels == 1, 0] += 3.0
-    np.save(tmp_path / "x.npy", X)
-    np.save(tmp_path / "y.npy", labels)
-    return tmp_path, X, labels
+def data(two_class_files):
+    return two_class_files
 
 
 def invoke(*args):
