@@ -29,7 +29,7 @@ from scipy.optimize import brentq
 
 from nonrev import OUProcess, optimal_q
 from nonrev.metrics import sliced_wasserstein
-from nonrev.samplers import sample
+from nonrev.samplers.driver import sample
 from nonrev.scores import GaussianMixtureScore
 
 from ._common import machine_info

@@ -5,7 +5,7 @@ differ in ||Q||_2 (stiffness), the transient max_t ||exp(-tA)||_2 and the horizo
 (the T where KL(P_T || N(0, U^-1)) falls to 1e-3 for Gaussian data with a spike
 along the slowest eigenvector of U, as in benchmarks/horizon.py). U has eigenvalues
 evenly spread over [0.25, 1.75] in a random basis. This is the measurement behind the
-default of ``nonrev.currents.default_lambdas``.
+default of ``nonrev.process.currents.default_lambdas``.
 """
 
 from __future__ import annotations

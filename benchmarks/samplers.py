@@ -19,7 +19,7 @@ import torch
 
 from nonrev import OUProcess, optimal_q
 from nonrev.metrics import sliced_wasserstein
-from nonrev.samplers import METHODS, sample
+from nonrev.samplers.driver import METHODS, sample
 from nonrev.scores import GaussianMixtureScore
 
 from ._common import machine_info

@@ -1,4 +1,4 @@
-"""`nonrev analyze` end to end, and the data loaders behind it (nonrev.data)."""
+"""`nonrev analyze` end to end, and the data loaders behind it (nonrev.data.files)."""
 
 import json
 
@@ -7,8 +7,8 @@ import pytest
 from click.testing import CliRunner
 
 from nonrev import OUProcess, optimal_q
-from nonrev.cli import main
-from nonrev.data import ledoit_wolf_shrinkage, load_array, load_labels, u_from_data
+from nonrev.cli.main import main
+from nonrev.data.files import ledoit_wolf_shrinkage, load_array, load_labels, u_from_data
 from nonrev.regimes import collapse_time_from_data, speciation_time_from_data
 
 
@@ -200,7 +200,7 @@ def test_bad_options_and_labels(data):
     assert "--n-train" in usage.output
 
 
-# ----------------------------------------------------------------------------- nonrev.data
+# ----------------------------------------------------------------------------- nonrev.data.files
 def test_load_array_and_labels(data):
     path, X, labels = data
     for name in ("x.npy", "x.csv", "plain.csv"):

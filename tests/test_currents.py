@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 
 from conftest import random_spd
 from nonrev import OUProcess, current_summary, optimal_q, random_q, scaled_q
-from nonrev.currents import constant_diagonal_basis
+from nonrev.process.currents import constant_diagonal_basis
 
 
 @pytest.mark.parametrize("d", [2, 8, 64, 512])

@@ -11,13 +11,13 @@ import yaml
 from click.testing import CliRunner
 
 from nonrev import OUProcess, optimal_q
-from nonrev.cli import main
-from nonrev.datasets import load_dataset, write_image_grid
+from nonrev.cli.main import main
+from nonrev.data.datasets import load_dataset, write_image_grid
 from nonrev.config import from_dict
 from nonrev.metrics import sliced_wasserstein
 from nonrev.scores import GaussianMixtureScore
 from nonrev.scores.neural import MLPNet, NeuralScore, Parameterisation
-from nonrev.training import CheckpointError, TrainConfig, load_checkpoint, train
+from nonrev.training.loop import CheckpointError, TrainConfig, load_checkpoint, train
 
 from conftest import random_spd
 

@@ -9,7 +9,7 @@ import torch
 
 from conftest import random_spd
 from nonrev import OUProcess, optimal_q
-from nonrev.samplers import METHODS, sample, time_grid
+from nonrev.samplers.driver import METHODS, sample, time_grid
 
 
 class GaussianScore:

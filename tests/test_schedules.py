@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from nonrev.schedules import CosineVP, LinearVP
+from nonrev.process.schedules import CosineVP, LinearVP
 
 
 def test_linear_vp_matches_ddpm_alpha_bar():

@@ -13,8 +13,8 @@ from scipy.optimize import brentq
 
 from conftest import random_spd
 from nonrev import OUProcess, optimal_q, random_q, steer_q
-from nonrev.cli import main
-from nonrev.data import u_from_data
+from nonrev.cli.main import main
+from nonrev.data.files import u_from_data
 from nonrev.regimes import (
     class_covariances,
     collapse_entropy_gap,
@@ -24,8 +24,8 @@ from nonrev.regimes import (
 )
 from nonrev.regimes.measure import clone_agreement, speciation_time_measured
 from nonrev.scores import GaussianMixtureScore
-from nonrev import steering
-from nonrev.steering import _problem, _project_ball, _q_norm, criteria_gradient
+from nonrev.regimes import steering
+from nonrev.regimes.steering import _problem, _project_ball, _q_norm, criteria_gradient
 
 
 def mixture(d, seed, mu_norm2=20.0, sigma2=0.5):
@@ -381,7 +381,7 @@ def test_demo_steering_section_and_switch(tmp_path):
     from nonrev.experiments.headline import HeadlineConfig, run_headline
     from nonrev.experiments.steering import run_steering
     from nonrev.experiments.cell import spectrum_u
-    from nonrev.report import write_report
+    from nonrev.reports.headline import write_report
 
     tiny = {"dim": 4, "gammas": [0.0, 1.0],
             "speciation": {"n_pairs": 40, "branch_factors": [0.8, 1.2], "dt": 0.02},

@@ -14,11 +14,11 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from nonrev.cli import main
+from nonrev.cli.main import main
 from nonrev.experiments import cell as cell_mod
 from nonrev.experiments import headline
 from nonrev.config import ConfigError, from_dict
-from nonrev.sweep import cell_id, load_sweep, parse_sweep
+from nonrev.sweep.core import cell_id, load_sweep, parse_sweep
 
 # Tiny cells: d = 4, 40 clone pairs, big steps; about 0.2 s each.
 TINY = {"dim": 4, "n_train": 30, "mu_norm2": 10.0, "n_pairs": 40,
@@ -190,7 +190,7 @@ def test_failed_cell_is_recorded_and_the_rest_complete(tmp_path):
 
 
 def test_interrupted_sweep_keeps_finished_cells(tmp_path, monkeypatch):
-    import nonrev.sweep as sweep_mod
+    import nonrev.sweep.core as sweep_mod
 
     cfg = write_config(tmp_path / "s.yaml", {"experiment": "regime", "fixed": TINY, "grid": GRID})
     out = tmp_path / "run"
@@ -220,7 +220,7 @@ def test_sweep_killed_with_sigkill_resumes_without_loss_or_duplicates(tmp_path):
                                              "grid": {"seed": [0, 1, 2, 3, 4]}})
     out = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from nonrev.cli import main; main()", "sweep", str(cfg),
+        [sys.executable, "-c", "from nonrev.cli.main import main; main()", "sweep", str(cfg),
          "--out", str(out), "--backend", "local", "--workers", "1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120

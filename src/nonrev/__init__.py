@@ -3,16 +3,16 @@
 The forward process is ``dx = -A x dt + sqrt(2) dW`` with ``A = (I + Q) U``: ``U``
 symmetric positive definite fixes the stationary law ``N(0, U^{-1})`` and the
 antisymmetric ``Q`` adds probability currents that leave it unchanged.
-See docs/THEORY.md in the repository for the math.
+See docs/THEORY.md in the repository for the math, docs/ARCHITECTURE.md for the rooms.
 """
 
 __version__ = "0.1.0"
 
-from .process import Kernel, OUProcess
-from .currents import current_summary, optimal_q, random_q, scaled_q
-from .samplers import sample, time_grid
-from .steering import steer_q
-from . import regimes, schedules, scores
+from nonrev.process import Kernel, OUProcess, current_summary, optimal_q, random_q, scaled_q
+from nonrev.process import schedules
+from nonrev.samplers import sample, time_grid
+from nonrev.regimes import steer_q
+from nonrev import regimes, scores
 
 __all__ = [
     "__version__",

@@ -23,7 +23,7 @@ import numpy as np
 import ot
 import torch
 
-from .linalg import as_batch, as_count
+from nonrev.linalg import as_batch, as_count
 
 #: Rows x columns of one block of pairwise distances (float64): 2**23 numbers = 64 MiB.
 _BLOCK = 2**23

@@ -28,18 +28,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..currents import optimal_q, scaled_q
-from ..process import OUProcess
-from ..regimes.measure import (
+from nonrev.process.currents import optimal_q, scaled_q
+from nonrev.process.ou import OUProcess
+from nonrev.regimes.measure import (
     clone_agreement,
     collapse_lock_times,
     excess_entropy,
     memorised_fraction,
     speciation_time_measured,
 )
-from ..regimes.theory import collapse_entropy_gap, collapse_time, speciation_time
-from ..scores import EmpiricalScore, GaussianMixtureScore
-from ..config import ConfigError, field, from_dict
+from nonrev.regimes.theory import collapse_entropy_gap, collapse_time, speciation_time
+from nonrev.scores import EmpiricalScore, GaussianMixtureScore
+from nonrev.config import ConfigError, field, from_dict
 
 DIRECTIONS = ("slow", "fast")
 

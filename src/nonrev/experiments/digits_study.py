@@ -48,17 +48,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .. import __version__
-from ..metrics import mmd_rbf, sliced_wasserstein
-from ..regimes.measure import (
+from nonrev import __version__
+from nonrev.metrics import mmd_rbf, sliced_wasserstein
+from nonrev.regimes.measure import (
     clone_agreement,
     memorised_fraction,
     speciation_time_measured,
 )
-from ..regimes.theory import class_covariances, collapse_time, speciation_time
-from ..scores import EmpiricalScore
-from ..training import TrainConfig, prepare_data, train
-from ..config import ConfigError, check_device, field
+from nonrev.regimes.theory import class_covariances, collapse_time, speciation_time
+from nonrev.scores import EmpiricalScore
+from nonrev.training.loop import TrainConfig, prepare_data, train
+from nonrev.config import ConfigError, check_device, field
 
 _MODEL_NAMES = {"identity/none": "standard (U = I)", "data/none": "U = data, Q = 0",
                 "data/optimal": "U = data, Q = optimal"}

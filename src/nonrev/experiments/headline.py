@@ -31,13 +31,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .. import __version__
-from ..currents import current_summary, optimal_q, scaled_q
-from ..process import OUProcess
-from .cell import class_mean, collapse_row, speciation_row
-from .cell import spectrum_u as _spectrum_u
-from ..config import ConfigError, check_device, field
-from .steering import run_steering
+from nonrev import __version__
+from nonrev.process.currents import current_summary, optimal_q, scaled_q
+from nonrev.process.ou import OUProcess
+from nonrev.experiments.cell import class_mean, collapse_row, speciation_row
+from nonrev.experiments.cell import spectrum_u as _spectrum_u
+from nonrev.config import ConfigError, check_device, field
+from nonrev.experiments.steering import run_steering
 
 KL_HORIZON = 1e-3
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from .cell import RegimeCellConfig, regime_cell
-from ..config import ConfigError, from_dict
+from nonrev.experiments.cell import RegimeCellConfig, regime_cell
+from nonrev.config import ConfigError, from_dict
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..currents import optimal_q
-from ..process import OUProcess
-from ..regimes.theory import collapse_time
-from ..steering import steer_q
-from .cell import class_mean, speciation_row
+from nonrev.process.currents import optimal_q
+from nonrev.process.ou import OUProcess
+from nonrev.regimes.theory import collapse_time
+from nonrev.regimes.steering import steer_q
+from nonrev.experiments.cell import class_mean, speciation_row
 
 DIRECTION = "fast"
 OBJECTIVE = "speciation_early"

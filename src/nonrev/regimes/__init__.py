@@ -1,7 +1,7 @@
-"""Speciation and collapse: predicted by theory (:mod:`.theory`) and measured in the
-reverse dynamics (:mod:`.measure`)."""
+"""Speciation and collapse: predicted by theory (:mod:`.theory`), measured in the
+reverse dynamics (:mod:`.measure`), and steered by the choice of Q (:mod:`.steering`)."""
 
-from .measure import (
+from nonrev.regimes.measure import (
     clone_agreement,
     collapse_lock_times,
     excess_entropy,
@@ -9,7 +9,7 @@ from .measure import (
     speciation_threshold,
     speciation_time_measured,
 )
-from .theory import (
+from nonrev.regimes.theory import (
     class_covariances,
     collapse_entropy_gap,
     collapse_snr_spectrum,
@@ -21,8 +21,11 @@ from .theory import (
     speciation_time,
     speciation_time_from_data,
 )
+from nonrev.regimes.steering import OBJECTIVES, steer_q
 
 __all__ = [
+    "OBJECTIVES",
+    "steer_q",
     "clone_agreement",
     "collapse_lock_times",
     "excess_entropy",

@@ -20,10 +20,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..linalg import as_batch
-from ..metrics import nearest_neighbour_distances
-from ..process import OUProcess
-from ..samplers import METHODS, sample
+from nonrev.linalg import as_batch
+from nonrev.metrics import nearest_neighbour_distances
+from nonrev.process.ou import OUProcess
+from nonrev.samplers.driver import METHODS, sample
 
 #: phi at the speciation time for two classes (Biroli et al.; THEORY.md section 3).
 PHI_AT_SPECIATION_TWO_CLASSES = 0.775

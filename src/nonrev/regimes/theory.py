@@ -66,7 +66,7 @@ import numpy as np
 import scipy.linalg
 from scipy.optimize import brentq
 
-from ..linalg import (
+from nonrev.linalg import (
     as_count,
     as_labels,
     as_psd,
@@ -77,7 +77,7 @@ from ..linalg import (
     psd_spectrum,
     sym,
 )
-from ..process import OUProcess
+from nonrev.process.ou import OUProcess
 
 __all__ = [
     "class_covariances",

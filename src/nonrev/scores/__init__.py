@@ -9,7 +9,7 @@
 float; the result has ``x``'s shape, dtype and device.
 """
 
-from .empirical import EmpiricalScore, default_chunk_size
-from .mixture import GaussianMixtureScore
+from nonrev.scores.empirical import EmpiricalScore, default_chunk_size
+from nonrev.scores.mixture import GaussianMixtureScore
 
 __all__ = ["EmpiricalScore", "GaussianMixtureScore", "default_chunk_size"]

@@ -44,7 +44,7 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from ..linalg import as_batch, as_count, as_time
+from nonrev.linalg import as_batch, as_count, as_time
 
 #: Default size of the (B x chunk) logits block, in bytes.
 DEFAULT_BLOCK_BYTES = 2**26

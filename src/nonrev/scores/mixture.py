@@ -27,7 +27,7 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from ..linalg import as_array, as_batch, as_count, as_psd, as_time, as_weights
+from nonrev.linalg import as_array, as_batch, as_count, as_psd, as_time, as_weights
 
 
 class _Setup(NamedTuple):

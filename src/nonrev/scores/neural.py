@@ -61,7 +61,7 @@ import scipy.linalg
 import torch
 from torch import nn
 
-from ..linalg import as_batch, as_time, psd_factor
+from nonrev.linalg import as_batch, as_time, psd_factor
 
 __all__ = ["ConvNet", "MLPNet", "NETWORKS", "NeuralScore", "Parameterisation",
            "SinusoidalTimeEmbedding", "Tables", "build_network", "dsm_loss", "perturb",

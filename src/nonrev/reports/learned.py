@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .datasets import write_image_grid  # noqa: E402
+from nonrev.data.datasets import write_image_grid  # noqa: E402
 
 COLORS = {"identity/none": "tab:gray", "data/none": "tab:blue", "data/optimal": "tab:red"}
 

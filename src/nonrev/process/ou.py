@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .linalg import (
+from nonrev.linalg import (
     as_antisymmetric,
     as_batch,
     as_psd,

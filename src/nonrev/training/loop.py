@@ -2,7 +2,7 @@
 
 :func:`train` fits a noise-prediction network by denoising score matching with the
 exact kernel (:mod:`nonrev.scores.neural`): the data are normalised
-(:class:`~nonrev.datasets.Normaliser`), the process is built from the ``u`` and
+(:class:`~nonrev.data.datasets.Normaliser`), the process is built from the ``u`` and
 ``q`` choices (:func:`process_from_spec`), its kernel is computed once on a grid
 of ``n_times`` times in ``[t_min, t_max]``, and every step draws
 
@@ -52,15 +52,15 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import __version__
-from .currents import optimal_q, scaled_q
-from .data import load_square_matrix, u_from_data
-from .datasets import Dataset, Normaliser, load_dataset
-from .config import ConfigError, field, from_dict, to_dict
-from .outputs import atomic_file
-from .process import OUProcess
-from .samplers import METHODS, SPACINGS, sample, time_grid
-from .scores.neural import NeuralScore, Parameterisation, build_network, dsm_loss
+from nonrev import __version__
+from nonrev.process.currents import optimal_q, scaled_q
+from nonrev.data.files import load_square_matrix, u_from_data
+from nonrev.data.datasets import Dataset, Normaliser, load_dataset
+from nonrev.config import ConfigError, field, from_dict, to_dict
+from nonrev.outputs import atomic_file
+from nonrev.process.ou import OUProcess
+from nonrev.samplers.driver import METHODS, SPACINGS, sample, time_grid
+from nonrev.scores.neural import NeuralScore, Parameterisation, build_network, dsm_loss
 
 __all__ = ["CheckpointError", "TrainConfig", "TrainedModel", "EMA", "load_checkpoint",
            "process_from_spec", "quick_config", "train"]
@@ -164,7 +164,7 @@ def grid_size(cfg: TrainConfig, dim: int) -> int:
 def process_from_spec(X, u: str, q: str) -> OUProcess:
     """The forward process for normalised training data ``X`` (n, d).
 
-    ``u``: ``identity``; ``data`` (:func:`nonrev.data.u_from_data`: the inverse
+    ``u``: ``identity``; ``data`` (:func:`nonrev.data.files.u_from_data`: the inverse
     Ledoit-Wolf-shrunk covariance of ``X`` scaled to ``Tr(U)/d = 1``); or a file with
     a (d, d) SPD matrix. ``q``: ``none`` (reversible); ``optimal``
     (:func:`nonrev.optimal_q` of ``U``); ``gamma:<x>`` (``x`` times the optimal

@@ -56,8 +56,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .linalg import as_batch, psd_factor
-from .process import OUProcess
+from nonrev.linalg import as_batch, psd_factor
+from nonrev.process.ou import OUProcess
 
 Score = Callable[[torch.Tensor, float], torch.Tensor]
 

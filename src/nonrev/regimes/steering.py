@@ -81,10 +81,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.linalg
 
-from .currents import optimal_q, random_q
-from .linalg import as_antisymmetric, as_count, as_positive_float, as_psd, as_spd, spd_inverse
-from .process import OUProcess
-from .regimes.theory import collapse_time, speciation_time
+from nonrev.process.currents import optimal_q, random_q
+from nonrev.linalg import as_antisymmetric, as_count, as_positive_float, as_psd, as_spd, spd_inverse
+from nonrev.process.ou import OUProcess
+from nonrev.regimes.theory import collapse_time, speciation_time
 
 __all__ = ["OBJECTIVES", "criteria_gradient", "steer_q"]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .linalg import as_labels, as_samples, sym
+from nonrev.linalg import as_labels, as_samples, sym
 
 __all__ = ["load_array", "load_labels", "ledoit_wolf_shrinkage", "u_from_data"]
 

@@ -1,8 +1,8 @@
 """``nonrev train``, ``nonrev sample`` and ``nonrev study``: learned scores on real
-data. Thin wrappers over :mod:`nonrev.training` and
+data. Thin wrappers over :mod:`nonrev.training.loop` and
 :mod:`nonrev.experiments.digits_study`; every error a user can cause is reported in
 one line with a non-zero exit code. Registered on the main group by the last line
-of :mod:`nonrev.cli`."""
+of :mod:`nonrev.cli.main`."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def _one_line(exc: BaseException) -> str:
 def _atomic_save_npy(path: Path, array) -> None:
     import numpy as np
 
-    from .outputs import atomic_file
+    from nonrev.outputs import atomic_file
 
     with atomic_file(path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, array, allow_pickle=False)
@@ -41,8 +41,8 @@ def _atomic_save_npy(path: Path, array) -> None:
 
 # ----------------------------------------------------------------------------- train
 def _train_config(quick, config_file, overrides):
-    from .config import build
-    from .training import TrainConfig, quick_config
+    from nonrev.config import build
+    from nonrev.training.loop import TrainConfig, quick_config
 
     return build(TrainConfig, quick_config() if quick else TrainConfig(), config_file,
                  **overrides)
@@ -90,8 +90,8 @@ def train(data, u_spec, q_spec, out_dir, quick, steps, device, resume, seed, key
     import yaml
     from tqdm import tqdm
 
-    from .config import ConfigError, to_dict
-    from .training import CHECKPOINT_JSON, train as run_train
+    from nonrev.config import ConfigError, to_dict
+    from nonrev.training.loop import CHECKPOINT_JSON, train as run_train
 
     out = Path(out_dir)
     fixed = {"--data": data, "--u": u_spec, "--q": q_spec, "--seed": seed, "--key": key,
@@ -196,7 +196,7 @@ def sample(checkpoint, n, steps, method, out_file, grid_file, seed, T, spacing, 
            no_denoise, device, batch_size, threads):
     """Draw samples from a trained model (a `nonrev train` checkpoint folder)."""
 
-    from .training import load_checkpoint
+    from nonrev.training.loop import load_checkpoint
 
     out = Path(out_file)
     if out.suffix.lower() != ".npy":
@@ -212,7 +212,7 @@ def sample(checkpoint, n, steps, method, out_file, grid_file, seed, T, spacing, 
                                   batch_size=batch_size, denoise=not no_denoise)
     except ValueError as exc:
         raise click.ClickException(_one_line(exc)) from None
-    from .datasets import to_source_layout
+    from nonrev.data.datasets import to_source_layout
 
     arr = to_source_layout(x, shape, model.data["sample_shape"], model.data["channels_last"])
     _atomic_save_npy(out, arr)
@@ -224,11 +224,11 @@ def sample(checkpoint, n, steps, method, out_file, grid_file, seed, T, spacing, 
 
 
 def _write_grid(path: Path, x, data: dict) -> None:
-    from .outputs import atomic_file
+    from nonrev.outputs import atomic_file
 
     with atomic_file(path) as tmp:
         if data["shape"] is not None:
-            from .datasets import write_image_grid
+            from nonrev.data.datasets import write_image_grid
 
             vr = data["value_range"]
             write_image_grid(x, data["shape"], tmp, value_range=None if vr is None else tuple(vr))
@@ -275,10 +275,10 @@ def study(name, out_dir, quick, overwrite, seed, device, config_file, print_conf
     import yaml
     from tqdm import tqdm
 
-    from .config import ConfigError, build, to_dict
-    from .experiments.digits_study import DigitsStudyConfig, quick_config, run_digits_study
-    from .outputs import atomic_dir
-    from .report_learned import summary_lines, write_digits_report
+    from nonrev.config import ConfigError, build, to_dict
+    from nonrev.experiments.digits_study import DigitsStudyConfig, quick_config, run_digits_study
+    from nonrev.outputs import atomic_dir
+    from nonrev.reports.learned import summary_lines, write_digits_report
 
     try:
         cfg = build(DigitsStudyConfig, quick_config() if quick else DigitsStudyConfig(),

@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from .linalg import as_positive_float
+from nonrev.linalg import as_positive_float
 
 
 class Schedule:

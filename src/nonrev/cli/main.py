@@ -7,8 +7,8 @@ from __future__ import annotations
 import click
 import numpy as np
 
-from . import __version__
-from .cli_options import data_options
+from nonrev import __version__
+from nonrev.cli.options import data_options
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -82,9 +82,9 @@ def analyze(data, key, labels_path, labels_key, u_spec, q_spec, n_train, as_json
     """
     import json
 
-    from .currents import optimal_q
-    from .data import load_array, load_labels, load_square_matrix, u_from_data
-    from .regimes.theory import predict_regimes
+    from nonrev.process.currents import optimal_q
+    from nonrev.data.files import load_array, load_labels, load_square_matrix, u_from_data
+    from nonrev.regimes.theory import predict_regimes
 
     try:
         X = load_array(data, key)
@@ -113,8 +113,8 @@ def analyze(data, key, labels_path, labels_key, u_spec, q_spec, n_train, as_json
 
 # ----------------------------------------------------------------------------- demo
 def _headline_config(quick: bool, config_file, seed, device):
-    from .config import build
-    from .experiments.headline import HeadlineConfig, quick_config
+    from nonrev.config import build
+    from nonrev.experiments.headline import HeadlineConfig, quick_config
 
     return build(HeadlineConfig, quick_config() if quick else HeadlineConfig(), config_file,
                  seed=seed, device=device)
@@ -154,10 +154,10 @@ def demo(out_dir, quick, seed, device, config_file, print_config, threads, overw
     import yaml
     from tqdm import tqdm
 
-    from .config import ConfigError, to_dict
-    from .experiments.headline import run_headline, stage_count
-    from .outputs import atomic_dir
-    from .report import summary_rows, write_report
+    from nonrev.config import ConfigError, to_dict
+    from nonrev.experiments.headline import run_headline, stage_count
+    from nonrev.outputs import atomic_dir
+    from nonrev.reports.headline import summary_rows, write_report
 
     import torch
 
@@ -195,10 +195,10 @@ def demo(out_dir, quick, seed, device, config_file, print_config, threads, overw
     click.echo(f"runtime {results['runtime_s']:.0f} s; report: {out / 'report.md'}")
 
 
-from .cli_sweep import sweep  # noqa: E402  (nonrev sweep lives in its own module)
+from nonrev.cli.sweep import sweep  # noqa: E402  (nonrev sweep lives in its own module)
 main.add_command(sweep)
-from .cli_steer import steer  # noqa: E402  (nonrev steer lives in its own module)
+from nonrev.cli.steer import steer  # noqa: E402  (nonrev steer lives in its own module)
 main.add_command(steer)
-from .cli_learn import LEARN_COMMANDS  # noqa: E402  (nonrev train, sample, study)
+from nonrev.cli.learn import LEARN_COMMANDS  # noqa: E402  (nonrev train, sample, study)
 for _command in LEARN_COMMANDS:
     main.add_command(_command)

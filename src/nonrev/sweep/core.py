@@ -51,10 +51,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from . import __version__
-from .config import ConfigError, check_field, from_dict, load_file, to_dict
-from .experiments.registry import get_experiment, run_experiment
-from .outputs import atomic_file, remove_partials
+from nonrev import __version__
+from nonrev.config import ConfigError, check_field, from_dict, load_file, to_dict
+from nonrev.experiments.registry import get_experiment, run_experiment
+from nonrev.outputs import atomic_file, remove_partials
 
 SWEEP_KEYS = ("experiment", "fixed", "grid", "cells")
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -296,7 +296,7 @@ def _run_ray(experiment: str, cells: list[Cell], workers: int | None, threads: i
             if not ipaddress.ip_address(node).is_loopback:
                 ray.shutdown()
                 raise SweepError(f"--backend ray: the Ray instance took the address {node}, not "
-                                 "the loopback address (was ray imported before nonrev.sweep "
+                                 "the loopback address (was ray imported before nonrev.sweep.core "
                                  "ran? set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 first)")
         started = True
     try:

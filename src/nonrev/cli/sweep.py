@@ -1,5 +1,5 @@
 """``nonrev sweep``: run an experiment over a grid of parameters (engine:
-:mod:`nonrev.sweep`), on Ray or locally, resumably, with the results as a table."""
+:mod:`nonrev.sweep.core`), on Ray or locally, resumably, with the results as a table."""
 
 from __future__ import annotations
 
@@ -57,8 +57,8 @@ def sweep(config, out_dir, backend, address, workers, threads, resume):
 
     from tqdm import tqdm
 
-    from .config import ConfigError
-    from .sweep import SweepError, experiment_columns, load_sweep, run_sweep
+    from nonrev.config import ConfigError
+    from nonrev.sweep.core import SweepError, experiment_columns, load_sweep, run_sweep
 
     try:
         spec = load_sweep(config)

@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .cli_options import data_options
-from .steering import OBJECTIVES
+from nonrev.cli.options import data_options
+from nonrev.regimes.steering import OBJECTIVES
 
 
 def _check_out(out_path: str) -> Path:
@@ -26,7 +26,7 @@ def _check_out(out_path: str) -> Path:
 
 def _save_atomic(out: Path, Q: np.ndarray) -> None:
     """Write ``Q`` to ``out`` so that ``out`` is either the old file or the complete new one."""
-    from .outputs import atomic_file
+    from nonrev.outputs import atomic_file
 
     with atomic_file(out) as tmp, open(tmp, "wb") as fh:
         np.save(fh, Q)
@@ -34,7 +34,7 @@ def _save_atomic(out: Path, Q: np.ndarray) -> None:
 
 def _print_table(info: dict, data: str, u_spec: str, n: int, d: int, classes: int,
                  out: Path, reuse: str) -> None:
-    from .cli import _format_time
+    from nonrev.cli.main import _format_time
 
     refs = info["references"]
     gamma = info["optimal_gamma"]
@@ -106,12 +106,12 @@ def steer(data, key, labels_path, labels_key, objective, target, q_norm_max, min
     import json
     import shlex
 
-    from .cli import _one_line
-    from .data import load_square_matrix
-    from .currents import optimal_q
-    from .data import load_array, load_labels, u_from_data
-    from .regimes.theory import _sample_covariance, class_covariances
-    from .steering import steer_q
+    from nonrev.cli.main import _one_line
+    from nonrev.data.files import load_square_matrix
+    from nonrev.process.currents import optimal_q
+    from nonrev.data.files import load_array, load_labels, u_from_data
+    from nonrev.regimes.theory import _sample_covariance, class_covariances
+    from nonrev.regimes.steering import steer_q
 
     try:
         out = _check_out(out_path)

@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import _read
-from .linalg import as_samples
+from nonrev.data.files import _read
+from nonrev.linalg import as_samples
 
 __all__ = ["BUNDLED", "Dataset", "Normaliser", "IMAGE_SUFFIXES", "load_dataset",
            "to_source_layout", "write_image_grid"]

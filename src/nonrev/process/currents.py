@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from .linalg import as_antisymmetric, as_spd, spd_sqrt
+from nonrev.linalg import as_antisymmetric, as_spd, spd_sqrt
 
 
 def default_lambdas(dim: int) -> np.ndarray:
@@ -161,7 +161,7 @@ def current_summary(U, Q, *, t_max: float | None = None, n_times: int = 200) -> 
     (max over t of ``||exp(-tA)||_2``, on ``n_times`` log-spaced times up to ``t_max``,
     default ``10 / rate``) and ``transient_time`` (where the maximum sits).
     """
-    from .process import OUProcess
+    from nonrev.process.ou import OUProcess
 
     proc = OUProcess(U, Q)
     rate = proc.relaxation_rate()
