@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from nonrev import OUProcess, optimal_q
-from nonrev.cli.main import main
+from nonrev.cli import main
 from nonrev.data.files import ledoit_wolf_shrinkage, load_array, load_labels, u_from_data
 from nonrev.regimes import collapse_time_from_data, speciation_time_from_data
 

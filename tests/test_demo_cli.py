@@ -6,7 +6,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from nonrev.cli.main import main
+from nonrev.cli import main
 
 TINY = {
     "dim": 4,

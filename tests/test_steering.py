@@ -13,7 +13,7 @@ from scipy.optimize import brentq
 
 from conftest import random_spd
 from nonrev import OUProcess, optimal_q, random_q, steer_q
-from nonrev.cli.main import main
+from nonrev.cli import main
 from nonrev.data.files import u_from_data
 from nonrev.regimes import (
     class_covariances,

@@ -14,7 +14,7 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from nonrev.cli.main import main
+from nonrev.cli import main
 from nonrev.experiments import cell as cell_mod
 from nonrev.experiments import headline
 from nonrev.config import ConfigError, from_dict
@@ -220,7 +220,7 @@ def test_sweep_killed_with_sigkill_resumes_without_loss_or_duplicates(tmp_path):
                                              "grid": {"seed": [0, 1, 2, 3, 4]}})
     out = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from nonrev.cli.main import main; main()", "sweep", str(cfg),
+        [sys.executable, "-c", "from nonrev.cli import main; main()", "sweep", str(cfg),
          "--out", str(out), "--backend", "local", "--workers", "1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120

@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import ot
 import torch
 
 from nonrev.linalg import as_batch, as_count
@@ -75,6 +74,8 @@ def sliced_wasserstein(x, y, n_projections: int = 200, p: float = 2, seed: int =
         raise ValueError(f"p must be a number >= 1, got {p!r}") from None
     if not (math.isfinite(p) and p >= 1):
         raise ValueError(f"p must be a finite number >= 1, got {p!r}")
+    import ot  # POT pulls in scikit-learn and pandas: imported only where it is used
+
     dist = ot.sliced_wasserstein_distance(
         x.cpu().numpy(), y.cpu().numpy(), n_projections=n_projections, p=p,
         seed=as_count("seed", seed, minimum=0),

@@ -69,3 +69,24 @@ def atomic_file(path):
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_bytes(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_file`)."""
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json(path, obj, *, indent: int = 1) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically."""
+    import json
+
+    write_bytes(path, json.dumps(obj, indent=indent).encode())
+
+
+def save_npy(path, array) -> None:
+    """Save ``array`` (no pickled objects) as ``.npy`` at ``path`` atomically."""
+    import numpy as np
+
+    with atomic_file(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, np.asarray(array), allow_pickle=False)

@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 import numpy as np
 
-from nonrev.cli.options import data_options
+from nonrev.cli.common import data_options, fail, format_time, user_errors
+from nonrev.process.spec import U_METAVAR
 from nonrev.regimes.steering import OBJECTIVES
 
 
@@ -24,18 +25,8 @@ def _check_out(out_path: str) -> Path:
     return out
 
 
-def _save_atomic(out: Path, Q: np.ndarray) -> None:
-    """Write ``Q`` to ``out`` so that ``out`` is either the old file or the complete new one."""
-    from nonrev.outputs import atomic_file
-
-    with atomic_file(out) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, Q)
-
-
 def _print_table(info: dict, data: str, u_spec: str, n: int, d: int, classes: int,
                  out: Path, reuse: str) -> None:
-    from nonrev.cli.main import _format_time
-
     refs = info["references"]
     gamma = info["optimal_gamma"]
     opt_name = "optimal" if gamma == 1.0 else f"optimal x{gamma:.3g}"
@@ -54,8 +45,8 @@ def _print_table(info: dict, data: str, u_spec: str, n: int, d: int, classes: in
     rows = [
         ("||Q||_2", [f"{c['q_norm']:.4g}" for _, c in cols]),
         ("rate", [f"{c['rate']:.4g}" for _, c in cols]),
-        ("t_S speciation", [_format_time(c["t_speciation"]) for _, c in cols]),
-        ("t_C collapse", [_format_time(c["t_collapse"]) for _, c in cols]),
+        ("t_S speciation", [format_time(c["t_speciation"]) for _, c in cols]),
+        ("t_C collapse", [format_time(c["t_collapse"]) for _, c in cols]),
         ("objective", [f"{c['value']:.4g}" for _, c in cols]),
     ]
     for key, vals in rows:
@@ -82,7 +73,7 @@ def _print_table(info: dict, data: str, u_spec: str, n: int, d: int, classes: in
               help="Stiffness budget ||Q||_2 <= X [default: the norm of the optimal current].")
 @click.option("--min-rate", type=float, default=None, metavar="R",
               help="Require the relaxation rate min Re spec((I+Q)U) >= R (below Tr(U)/d).")
-@click.option("--u", "u_spec", default="data", show_default=True, metavar="identity|data|FILE",
+@click.option("--u", "u_spec", default="data", show_default=True, metavar=U_METAVAR,
               help="Noise precision U, as in nonrev analyze. With the identity no current "
                    "moves anything.")
 @click.option("--n-train", type=click.IntRange(min=2), default=None,
@@ -106,14 +97,14 @@ def steer(data, key, labels_path, labels_key, objective, target, q_norm_max, min
     import json
     import shlex
 
-    from nonrev.cli.main import _one_line
-    from nonrev.data.files import load_square_matrix
+    from nonrev.data.files import load_array, load_labels
+    from nonrev.outputs import save_npy
     from nonrev.process.currents import optimal_q
-    from nonrev.data.files import load_array, load_labels, u_from_data
-    from nonrev.regimes.theory import _sample_covariance, class_covariances
+    from nonrev.process.spec import u_from_spec
     from nonrev.regimes.steering import steer_q
+    from nonrev.regimes.theory import _sample_covariance, class_covariances
 
-    try:
+    with user_errors():
         out = _check_out(out_path)
         X = load_array(data, key)
         n, d = X.shape
@@ -126,22 +117,15 @@ def steer(data, key, labels_path, labels_key, objective, target, q_norm_max, min
                 raise ValueError(f"labels must name at least 2 classes, got {classes}")
         else:
             between = _sample_covariance(X)
-        if u_spec == "identity":
-            U = np.eye(d)
-        elif u_spec == "data":
-            U = u_from_data(X)
-        else:
-            U = load_square_matrix(u_spec, "--u", d)
+        U = u_from_spec(u_spec, X)
         budget = q_norm_max if q_norm_max is not None else float(np.linalg.norm(optimal_q(U), 2))
         Q, info = steer_q(U, between, within, objective=objective, target=target,
                           q_norm_max=budget, min_rate=min_rate, data_cov=_sample_covariance(X),
                           n_train=n if n_train is None else n_train, generator=seed)
-    except ValueError as exc:
-        raise click.ClickException(_one_line(exc)) from None
     try:
-        _save_atomic(out, Q)
+        save_npy(out, Q)
     except OSError as exc:
-        raise click.ClickException(_one_line(f"--out {out}: cannot write ({exc})")) from None
+        raise fail(f"--out {out}: cannot write ({exc})") from None
     reuse = ["nonrev", "analyze", data, "--u", u_spec, "--q", str(out)]
     if key is not None:
         reuse += ["--key", key]

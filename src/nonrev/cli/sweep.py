@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import click
 
+from nonrev.cli.common import fail
+
 @click.command(epilog="Exit code: the number of failed cells (at most 100), 0 when every "
                       "cell succeeded; 1 also for an unusable CONFIG or --out (nothing runs "
                       "then), 130 when interrupted.")
@@ -58,12 +60,13 @@ def sweep(config, out_dir, backend, address, workers, threads, resume):
     from tqdm import tqdm
 
     from nonrev.config import ConfigError
+    from nonrev.reports.sweep import sweep_figures
     from nonrev.sweep.core import SweepError, experiment_columns, load_sweep, run_sweep
 
     try:
         spec = load_sweep(config)
     except ConfigError as exc:
-        raise click.ClickException(f"{config}: {_one_line(exc)}") from None
+        raise fail(f"{config}: {exc}") from None
 
     bar = None
 
@@ -85,7 +88,7 @@ def sweep(config, out_dir, backend, address, workers, threads, resume):
         outcome = run_sweep(spec, out_dir, backend=backend, address=address, workers=workers,
                             threads=threads, resume=resume, on_start=on_start, on_cell=on_cell)
     except SweepError as exc:
-        raise click.ClickException(_one_line(exc)) from None
+        raise fail(exc) from None
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted; the finished cells are kept in {out_dir}/cells: run the "
                    "same command again to finish the sweep", err=True)
@@ -95,6 +98,7 @@ def sweep(config, out_dir, backend, address, workers, threads, resume):
             bar.close()
 
     table = outcome.table
+    figures = sweep_figures(spec.experiment, table, out_dir)
     cols = [c for c in ("status", *spec.varying, *experiment_columns(spec)) if c in table]
     with _pandas_display():
         click.echo("\n" + table[cols].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
@@ -102,12 +106,8 @@ def sweep(config, out_dir, backend, address, workers, threads, resume):
         click.echo("\nfailed in this run:\n" + "\n".join(failed_now))
     click.echo(f"\n{len(table)} cells: {outcome.n_run} run now, {outcome.n_reused} already "
                f"finished, {outcome.n_failed} failed. Table: {out_dir}/results.parquet "
-               "(and .csv)" + "".join(f"; {p.name}" for p in outcome.figures))
+               "(and .csv)" + "".join(f"; {p.name}" for p in figures))
     click.get_current_context().exit(min(outcome.n_failed, 100))
-
-
-def _one_line(exc) -> str:
-    return " ".join(str(exc).split())
 
 
 def _pandas_display():

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from nonrev.linalg import as_labels, as_samples, sym
+from nonrev.errors import one_line
 
 __all__ = ["load_array", "load_labels", "ledoit_wolf_shrinkage", "u_from_data"]
 
@@ -100,9 +101,6 @@ def _read(path, key: str | None, *, labels_for: int | None = None) -> np.ndarray
         raise ValueError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from None
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
 
 def load_array(path, key: str | None = None) -> np.ndarray:
     """Load a data matrix ``X`` of shape (n, d), n >= 2 samples of d >= 2 numbers.
@@ -117,7 +115,7 @@ def load_array(path, key: str | None = None) -> np.ndarray:
     try:
         return as_samples(str(path), arr, min_rows=2, min_cols=2)
     except ValueError as exc:
-        raise ValueError(_one_line(exc)) from None
+        raise ValueError(one_line(exc)) from None
 
 
 def _read_label_text(path: Path, n: int) -> np.ndarray:
@@ -151,7 +149,7 @@ def load_labels(path, n: int, key: str | None = None) -> np.ndarray:
     try:
         return as_labels(f"{path}: labels", arr, n)
     except ValueError as exc:
-        raise ValueError(_one_line(exc)) from None
+        raise ValueError(one_line(exc)) from None
 
 
 def ledoit_wolf_shrinkage(X) -> float:

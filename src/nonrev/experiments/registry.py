@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from nonrev.experiments.cell import RegimeCellConfig, regime_cell
+from nonrev.experiments.digits_study import DigitsStudyConfig, run_digits_study
+from nonrev.experiments.headline import HeadlineConfig, run_headline
 from nonrev.config import ConfigError, from_dict
 
 
@@ -24,7 +26,6 @@ class Experiment:
     name: str
     config_class: type
     run: Callable[[object], dict]
-    summary: str
     columns: tuple[str, ...] = ()
 
 
@@ -58,8 +59,18 @@ register(Experiment(
     name="regime",
     config_class=RegimeCellConfig,
     run=regime_cell,
-    summary="rates, predicted and measured t_S (cloning) and t_C (median lock time), "
-            "memorised fraction, for one U spectrum, gamma, class direction and seed",
     columns=("t_S_predicted", "t_S_measured", "t_C_predicted", "t_C_measured",
              "memorised_fraction"),
+))
+register(Experiment(
+    name="headline",
+    config_class=HeadlineConfig,
+    run=run_headline,
+    columns=("runtime_s",),
+))
+register(Experiment(
+    name="digits",
+    config_class=DigitsStudyConfig,
+    run=run_digits_study,
+    columns=("runtime_s",),
 ))

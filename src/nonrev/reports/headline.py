@@ -5,29 +5,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from nonrev.reports.plotting import colormap, colour, figure, fmt as _fmt, plot_phi, save_figure
 
 COLORS = {"none": "tab:blue", "optimal": "tab:red", "steered": "tab:green"}
 
 
 def _color(q: str, k: int) -> str:
-    return COLORS.get(q, plt.cm.viridis(0.3 + 0.4 * (k % 3) / 2))
-
-
-def _fmt(x, nd=3) -> str:
-    if x is None or (isinstance(x, float) and not np.isfinite(x)):
-        return "n/a"
-    return f"{x:.{nd}f}"
+    return colour(q, k, COLORS)
 
 
 def figure_relaxation(res: dict, path: Path) -> None:
     rel = res["relaxation"]
     t = np.asarray(rel["times"])
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax1, ax2) = figure(1, 2, figsize=(10, 4))
     for k, row in enumerate(rel["currents"]):
         c = _color(row["q"], k)
         ax1.plot(t, row["norm_curve"], color=c, label=f"Q: {row['q']} (rate {row['rate']:.3g})")
@@ -46,37 +38,28 @@ def figure_relaxation(res: dict, path: Path) -> None:
     ax2.set_ylabel("KL(P_t || N(0, U^-1)) (nats)")
     ax2.set_title("Distance to the noise law")
     ax2.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def figure_speciation(res: dict, path: Path) -> None:
     rows = res["speciation"]
     directions = list(dict.fromkeys(r["direction"] for r in rows))
-    fig, axes = plt.subplots(1, len(directions), figsize=(5 * len(directions), 4), squeeze=False)
+    fig, axes = figure(1, len(directions), figsize=(5 * len(directions), 4), squeeze=False)
     for ax, direction in zip(axes[0], directions):
         for k, r in enumerate(x for x in rows if x["direction"] == direction):
-            c = _color(r["q"], k)
-            t = np.asarray(r["branch_times"])
-            ax.plot(t, r["phi"], "o-", color=c, label=f"Q: {r['q']} measured t_S = {_fmt(r['t_measured'], 2)}")
-            ax.fill_between(t, r["ci_low"], r["ci_high"], color=c, alpha=0.2)
-            ax.axvline(r["t_predicted"], color=c, ls="--", lw=1.2,
-                       label=f"Q: {r['q']} predicted t_S = {r['t_predicted']:.2f}")
+            plot_phi(ax, r, _color(r["q"], k), f"Q: {r['q']}")
         ax.axhline(rows[0]["threshold"], color="gray", ls=":", lw=1, label=f"phi = {rows[0]['threshold']:.3f}")
         ax.set_xlabel("branch time t (intrinsic units)")
         ax.set_ylabel("phi(t) = P(clones in the same class)")
         ax.set_title(f"Classes split along the {direction}est direction of U")
         ax.set_ylim(0.4, 1.02)
         ax.legend(fontsize=7, loc="lower left")  # phi falls to the right: that corner is empty
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def figure_collapse(res: dict, path: Path) -> None:
     rows = res["collapse"]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax1, ax2) = figure(1, 2, figsize=(10, 4))
     for k, r in enumerate(rows):
         c = _color(r["q"], k)
         ax1.hist(r["lock_times"], bins=30, histtype="step", color=c, density=True,
@@ -94,21 +77,14 @@ def figure_collapse(res: dict, path: Path) -> None:
     ax2.set_ylabel("excess entropy f(t) (nats per dimension)")
     ax2.set_title("Excess entropy of the empirical law")
     ax2.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def figure_steering(res: dict, path: Path) -> None:
     st = res["steering"]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax1, ax2) = figure(1, 2, figsize=(10, 4))
     for k, r in enumerate(st["rows"]):
-        c = _color(r["q"], k)
-        t = np.asarray(r["branch_times"])
-        ax1.plot(t, r["phi"], "o-", color=c, label=f"Q: {r['q']} measured t_S = {_fmt(r['t_measured'], 2)}")
-        ax1.fill_between(t, r["ci_low"], r["ci_high"], color=c, alpha=0.2)
-        ax1.axvline(r["t_predicted"], color=c, ls="--", lw=1.2,
-                    label=f"Q: {r['q']} predicted t_S = {r['t_predicted']:.2f}")
+        plot_phi(ax1, r, _color(r["q"], k), f"Q: {r['q']}")
     ax1.axhline(st["rows"][0]["threshold"], color="gray", ls=":", lw=1)
     ax1.set_xlabel("branch time t (intrinsic units)")
     ax1.set_ylabel("phi(t) = P(clones in the same class)")
@@ -120,15 +96,13 @@ def figure_steering(res: dict, path: Path) -> None:
     for j, (key, label) in enumerate((("t_predicted", "t_S predicted"), ("t_measured", "t_S measured"),
                                       ("t_collapse", "t_C predicted"))):
         vals = [r[key] if r[key] is not None and np.isfinite(r[key]) else 0.0 for r in st["rows"]]
-        ax2.bar(x + (j - 1) * 0.27, vals, 0.27, label=label, color=plt.cm.Greys(0.35 + 0.25 * j))
+        ax2.bar(x + (j - 1) * 0.27, vals, 0.27, label=label, color=colormap("Greys")(0.35 + 0.25 * j))
     ax2.set_xticks(x, [f"Q: {n}\nrate {r['rate']:.2f}, ||Q|| {r['q_norm']:.1f}" for n, r in zip(names, st["rows"])],
                    fontsize=8)
     ax2.set_ylabel("time (intrinsic units)")
     ax2.set_title(f"Same budget ||Q||_2 <= {st['q_norm_max']:.2f}, objective {st['objective']}")
     ax2.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def summary_rows(res: dict) -> list[tuple]:
@@ -151,7 +125,7 @@ def _markdown_table(res: dict) -> str:
     lines = ["| regime | case | predicted t | measured t | measured / predicted - 1 |",
              "|---|---|---|---|---|"]
     for regime, case, tp, tm, err in summary_rows(res):
-        lines.append(f"| {regime} | {case} | {_fmt(tp)} | {_fmt(tm)} | {_fmt(100 * err, 1)}% |")
+        lines.append(f"| {regime} | {case} | {_fmt(tp)} | {_fmt(tm)} | {_fmt(100 * err)}% |")
     return "\n".join(lines)
 
 
@@ -206,9 +180,9 @@ def write_report(res: dict, out_dir) -> list[str]:
             f"{s0['threshold']:.3f}.")
     worst = max(res["speciation"], key=lambda r: abs(r["rel_error"]) if np.isfinite(r["rel_error"]) else np.inf)
     lines.append(
-        f"The largest gap between measurement and theory is {_fmt(100 * worst['rel_error'], 1)}% "
+        f"The largest gap between measurement and theory is {_fmt(100 * worst['rel_error'])}% "
         f"({worst['direction']} / Q {worst['q']}); the interval of the crossing there is "
-        f"[{_fmt(worst['t_measured_low'], 2)}, {_fmt(worst['t_measured_high'], 2)}].")
+        f"[{_fmt(worst['t_measured_low'])}, {_fmt(worst['t_measured_high'])}].")
     lines += ["", "## 3. Collapse", "", "![collapse](collapse.png)", ""]
     if "none" in coll and "optimal" in coll:
         c0, c1 = coll["none"], coll["optimal"]
@@ -237,8 +211,8 @@ def write_report(res: dict, out_dir) -> list[str]:
             f"stiffness budget ||Q||_2 <= {st['q_norm_max']:.2f}, the current that maximises t_S for the "
             f"{st['direction']}-direction split moves the predicted t_S to {r2['t_predicted']:.2f}, against "
             f"{r0['t_predicted']:.2f} with Q = 0 and {r1['t_predicted']:.2f} with the optimal current; cloning "
-            f"measures {_fmt(r2['t_measured'], 2)}, {_fmt(r0['t_measured'], 2)} and "
-            f"{_fmt(r1['t_measured'], 2)}. The steered current relaxes at {r2['rate']:.3g}, the optimal "
+            f"measures {_fmt(r2['t_measured'])}, {_fmt(r0['t_measured'])} and "
+            f"{_fmt(r1['t_measured'])}. The steered current relaxes at {r2['rate']:.3g}, the optimal "
             f"one at {r1['rate']:.3g} (Q = 0: {r0['rate']:.3g}). The predicted t_C for N = "
             f"{st['n_train']} points of the mixture is {r0['t_collapse']:.3f}, {r1['t_collapse']:.3f} and "
             f"{r2['t_collapse']:.3f} ({100 * (r2['t_collapse'] / r0['t_collapse'] - 1):+.1f}% from Q = 0 "

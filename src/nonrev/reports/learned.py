@@ -3,33 +3,23 @@ results dict alone, so a report can be rebuilt from a saved results.json."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from nonrev.data.datasets import write_image_grid  # noqa: E402
+from nonrev.data.datasets import write_image_grid
+from nonrev.reports.plotting import colour, figure, fmt as _fmt, plot_phi, save_figure
 
 COLORS = {"identity/none": "tab:gray", "data/none": "tab:blue", "data/optimal": "tab:red"}
 
 
 def _color(spec: str, k: int) -> str:
-    return COLORS.get(spec, plt.cm.viridis(0.2 + 0.6 * (k % 4) / 3))
-
-
-def _fmt(x, nd=3) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "n/a"
-    return f"{x:.{nd}g}"
+    return colour(spec, k, COLORS)
 
 
 def figure_quality(res: dict, path: Path) -> None:
     ref = res["reference"]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    fig, axes = figure(1, 3, figsize=(14, 4))
     for key, ax, name in zip(("sliced_w2", "mmd", "class_tv"), axes,
                              ("sliced W2 (pixels)", "MMD^2 (RBF)", "class-balance TV")):
         for k, r in enumerate(res["models"]):
@@ -44,14 +34,12 @@ def figure_quality(res: dict, path: Path) -> None:
         ax.set_ylabel(name)
         ax.set_title(f"{name} to the test set")
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def figure_horizon(res: dict, path: Path) -> None:
     ref = res["reference"]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax1, ax2) = figure(1, 2, figsize=(10, 4))
     for k, r in enumerate(res["models"]):
         T = [e["T"] for e in r["horizon"]]
         c = _color(r["spec"], k)
@@ -69,22 +57,13 @@ def figure_horizon(res: dict, path: Path) -> None:
     ax2.set_ylabel("KL(P_T || N(0, U^-1)) (nats, Gaussian moment match)")
     ax2.set_title("Distance of P_T to the starting law")
     ax2.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def figure_speciation(res: dict, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = figure(figsize=(6.5, 4.2))
     for k, r in enumerate(res["models"]):
-        s = r["speciation"]
-        c = _color(r["spec"], k)
-        t = np.asarray(s["branch_times"])
-        ax.plot(t, s["phi"], "o-", color=c, label=f"{r['label']}: t_S = {_fmt(s['t_measured'])} "
-                                                   f"(predicted {_fmt(s['t_predicted'])})")
-        ax.fill_between(t, s["ci_low"], s["ci_high"], color=c, alpha=0.15)
-        if math.isfinite(s["t_predicted"]) and s["t_predicted"] > 0:
-            ax.axvline(s["t_predicted"], color=c, ls="--", lw=1)
+        plot_phi(ax, r["speciation"], _color(r["spec"], k), f"{r['label']}:")
     if res["models"]:
         ax.axhline(res["models"][0]["speciation"]["threshold"], color="gray", ls=":", lw=1,
                    label="threshold")
@@ -93,13 +72,11 @@ def figure_speciation(res: dict, path: Path) -> None:
     ax.set_ylabel("phi(t) = P(both clones give the same digit)")
     ax.set_title("Speciation measured by cloning (dashed: predicted t_S)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def figure_memorisation(res: dict, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = figure(figsize=(5.5, 4))
     for k, r in enumerate(res["models"]):
         n = [e["n_train"] for e in r["memorisation"]]
         f = np.array([e["fraction"] for e in r["memorisation"]])
@@ -111,13 +88,11 @@ def figure_memorisation(res: dict, path: Path) -> None:
     ax.set_ylabel("memorised fraction (d1/d2 < 1/3)")
     ax.set_title("Memorisation versus training-set size")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def figure_loss(res: dict, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, ax = figure(figsize=(5.5, 3.6))
     for k, r in enumerate(res["models"]):
         h = np.asarray(r["loss_history"])
         if h.size:
@@ -126,9 +101,7 @@ def figure_loss(res: dict, path: Path) -> None:
     ax.set_ylabel("DSM loss (noise prediction)")
     ax.set_title("Training loss (same budget)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _sample_grids(res: dict, out: Path) -> list[tuple[str, str]]:
@@ -183,7 +156,7 @@ def write_digits_report(res: dict, out) -> None:
           f"Tweedie step. Classifier: {data['classifier']}, test accuracy "
           f"{data['classifier_test_accuracy']:.3f}.", ""]
     L += ["## What the current changed, and what it did not", ""]
-    L += [f"* {f}" for f in res["findings"]]
+    L += [f"* {f}" for f in findings(res)]
     L += ["", "## The processes", "",
           "| model | slowest rate | Tr(U)/d | cond U | ‖Q‖ | ‖A‖ | training s | final loss |",
           "|---|---|---|---|---|---|---|---|"]
@@ -248,3 +221,131 @@ def write_digits_report(res: dict, out) -> None:
           f"Runtime {res['runtime_s']:.0f} s with {res['versions']['torch_threads']} torch "
           f"thread(s); nonrev {res['versions']['nonrev']}, torch {res['versions']['torch']}.", ""]
     (out / "report.md").write_text("\n".join(L))
+
+
+def _series(rows, key="sliced_w2") -> str:
+    return ", ".join(f"{e[key]:.3g}" for e in rows)
+
+
+def _verdict(a: float, b: float, noise: float, lower_is_better: bool = True) -> str:
+    """'better', 'worse' or 'indistinguishable' for ``a`` against ``b``."""
+    if abs(a - b) <= noise:
+        return "indistinguishable"
+    return "better" if (a < b) == lower_is_better else "worse"
+
+
+def findings(res: dict) -> list[str]:
+    """Plain-language statements read off the numbers (what the current changed and
+    what it did not), for report.md. Differences within twice the spread of the
+    reference floor (sliced W2) or two standard errors (memorised fractions) are
+    called indistinguishable."""
+    rows = {r["spec"]: r for r in res["models"]}
+    ref = res["reference"]
+    noise = 2 * ref["sliced_w2_sd"]
+    out = []
+    rev, opt, std = rows.get("data/none"), rows.get("data/optimal"), rows.get("identity/none")
+    nfes = ", ".join(str(e["nfe"]) for e in res["models"][0]["nfe"]) if res["models"] else ""
+    if rev and opt:
+        out.append(f"Relaxation: the optimal current raised the slowest rate of U = data from "
+                   f"{rev['rate']:.3g} to {opt['rate']:.3g} (the bound Tr(U)/d), at the price of "
+                   f"a stiff drift: ||Q|| = {opt['q_norm']:.3g} and ||A|| = {opt['a_norm']:.3g} "
+                   f"against {rev['a_norm']:.3g} without it (cond U = {rev['u_condition']:.3g}).")
+        verdicts = [_verdict(a["sliced_w2"], b["sliced_w2"], noise)
+                    for a, b in zip(opt["nfe"], rev["nfe"])]
+        summary = (verdicts[0] if len(set(verdicts)) == 1
+                   else "mixed (" + ", ".join(verdicts) + ")")
+        out.append(f"Quality versus NFE ({nfes}), sliced W2 to the test set: {_series(opt['nfe'])} "
+                   f"with the current, {_series(rev['nfe'])} without (real digits "
+                   f"{ref['sliced_w2']:.3g}, noise level {noise:.2g}): {summary} with the "
+                   f"current. Classifier confidence {_series(opt['nfe'], 'confidence')} against "
+                   f"{_series(rev['nfe'], 'confidence')} (real digits {ref['confidence']:.3g}).")
+        co, cr = opt.get("exact_score_nfe"), rev.get("exact_score_nfe")
+        if co and cr:
+            sampler_ok = [e["nfe"] for e, f in zip(co, cr)
+                          if _verdict(e["sliced_w2"], f["sliced_w2"], noise) != "worse"]
+            sampler_bad = [e["nfe"] for e, f in zip(co, cr)
+                           if _verdict(e["sliced_w2"], f["sliced_w2"], noise) == "worse"]
+            learned_bad = [e["nfe"] for e, f in zip(opt["nfe"], rev["nfe"])
+                           if _verdict(e["sliced_w2"], f["sliced_w2"], noise) == "worse"]
+            text = (f"Control with the exact score of the training set, same sampler and NFE: "
+                    f"sliced W2 {_series(co)} with the current, {_series(cr)} without. ")
+            if sampler_bad:
+                text += (f"At NFE {', '.join(map(str, sampler_bad))} the sampler itself loses more "
+                         "with the stiff current. ")
+            gap = [n for n in learned_bad if n in sampler_ok]
+            if gap:
+                text += (f"At NFE {', '.join(map(str, gap))} it does not, yet the learned model "
+                         "is worse: that gap is in the learned score (same training budget).")
+            out.append(text.strip())
+        best_o = min(opt["horizon"], key=lambda e: e["sliced_w2"])
+        best_r = min(rev["horizon"], key=lambda e: e["sliced_w2"])
+        early = [e for e in zip(opt["horizon"], rev["horizon"])
+                 if _verdict(e[0]["sliced_w2"], e[1]["sliced_w2"], noise) == "better"]
+        last_o, last_r = opt["horizon"][-1], rev["horizon"][-1]
+        out.append(
+            f"Horizon: at T = {last_r['T']:g} the reversible process is still "
+            f"{last_r['kl_gaussian']:.2g} nats (Gaussian moment match) from its noise law, the "
+            f"current's {last_o['kl_gaussian']:.2g}. "
+            + (f"Starting at T <= {max(e[0]['T'] for e in early):g} the current gave better "
+               f"samples than Q = 0 started at the same T; " if early else
+               "At no horizon did the current give better samples than Q = 0 started at the "
+               "same T; ")
+            + f"the best over T was {best_o['sliced_w2']:.3g} (T = {best_o['T']:g}) with the "
+              f"current and {best_r['sliced_w2']:.3g} (T = {best_r['T']:g}) without.")
+        so, sr = opt["speciation"], rev["speciation"]
+        out.append(f"Speciation: measured t_S {so['t_measured']:.3g} with the current and "
+                   f"{sr['t_measured']:.3g} without (predicted {so['t_predicted']:.3g} and "
+                   f"{sr['t_predicted']:.3g}): the backward dynamics commits to a digit "
+                   + ("later (smaller t) " if so["t_measured"] < sr["t_measured"] else
+                      "earlier (larger t) ")
+                   + "with the current, as the class-mean criterion predicts"
+                   + ("." if (so["t_predicted"] < sr["t_predicted"]) ==
+                      (so["t_measured"] < sr["t_measured"]) else " (but the prediction "
+                      "points the other way)."))
+        worse_quality = _verdict(opt["nfe"][-1]["sliced_w2"], rev["nfe"][-1]["sliced_w2"],
+                                 noise) == "worse"
+        for mo, mr in zip(opt["memorisation"], rev["memorisation"]):
+            se = float(np.hypot(mo["fraction_se"], mr["fraction_se"]))
+            v = _verdict(mo["fraction"], mr["fraction"], 2 * se)
+            text = (f"Memorisation with N = {mo['n_train']} training digits: "
+                    f"{mo['fraction']:.3f} with the current, {mr['fraction']:.3f} without ("
+                    + ("indistinguishable" if v == "indistinguishable" else
+                       ("lower" if mo["fraction"] < mr["fraction"] else "higher")
+                       + " with the current")
+                    + f"; predicted t_C {mo['t_collapse_predicted']:.3g} and "
+                      f"{mr['t_collapse_predicted']:.3g}).")
+            if v == "better" and worse_quality:
+                text += (" Its samples were also further from the data at full N, so the lower "
+                         "fraction goes with a score that fits the training set less, not with "
+                         "better generalisation.")
+            out.append(text)
+    if std and rev:
+        v = [_verdict(a["sliced_w2"], b["sliced_w2"], noise) for a, b in zip(rev["nfe"], std["nfe"])]
+        out.append(f"Data-shaped noise alone (U = data, Q = 0) against the standard U = I: sliced W2 "
+                   f"{_series(rev['nfe'])} against {_series(std['nfe'])} at NFE {nfes} ("
+                   + (v[0] if len(set(v)) == 1 else "mixed: " + ", ".join(v)) + ").")
+    if std and opt:
+        v = [_verdict(a["sliced_w2"], b["sliced_w2"], noise) for a, b in zip(opt["nfe"], std["nfe"])]
+        out.append(f"U = data with the optimal current against the standard U = I (both relax at "
+                   f"rate 1): sliced W2 {_series(opt['nfe'])} against {_series(std['nfe'])} ("
+                   + (v[0] if len(set(v)) == 1 else "mixed: " + ", ".join(v)) + ").")
+    return out
+
+
+def write_sample_picture(path, x, data: dict) -> None:
+    """A PNG of samples ``x`` (rows, source units) of a trained model whose data
+    description is ``data``: an image grid for image data, a scatter plot for 2-D
+    vectors. Written atomically."""
+    path = Path(path)
+    if data["shape"] is not None:
+        from nonrev.outputs import atomic_file
+
+        vr = data["value_range"]
+        with atomic_file(path) as tmp:
+            write_image_grid(x, data["shape"], tmp, value_range=None if vr is None else tuple(vr))
+        return
+    fig, ax = figure(figsize=(5, 5))
+    ax.scatter(x[:, 0], x[:, 1], s=3, alpha=0.6)
+    ax.set_aspect("equal")
+    ax.set_title(f"{len(x)} samples")
+    save_figure(fig, path, dpi=100)

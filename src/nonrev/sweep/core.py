@@ -54,7 +54,8 @@ from typing import Callable, Iterator
 from nonrev import __version__
 from nonrev.config import ConfigError, check_field, from_dict, load_file, to_dict
 from nonrev.experiments.registry import get_experiment, run_experiment
-from nonrev.outputs import atomic_file, remove_partials
+from nonrev.outputs import atomic_file, remove_partials, write_json
+from nonrev.errors import one_line
 
 SWEEP_KEYS = ("experiment", "fixed", "grid", "cells")
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -192,16 +193,13 @@ def run_cell(experiment: str, params: dict, threads: int = 1) -> dict:
         json.dumps(results)  # a results dict must be JSON-serialisable
         record.update(status="ok", results=results)
     except Exception as exc:  # noqa: BLE001 - recorded, the sweep goes on
-        record.update(status="failed", error=_one_line(f"{type(exc).__name__}: {exc}"),
+        record.update(status="failed", error=one_line(f"{type(exc).__name__}: {exc}"),
                       traceback=traceback.format_exc())
     finally:
         torch.set_num_threads(before)
     record["runtime_s"] = time.perf_counter() - t0
     return record
 
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
 
 
 # ----------------------------------------------------------------------------- backends
@@ -223,7 +221,7 @@ def _run_local(experiment: str, cells: list[Cell], workers: int, threads: int) -
             try:
                 record = fut.result()
             except BrokenProcessPool as exc:  # a worker died (killed, out of memory)
-                record = {"status": "failed", "error": _one_line(f"worker process died: {exc}")}
+                record = {"status": "failed", "error": one_line(f"worker process died: {exc}")}
             yield futures[fut], record
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -288,7 +286,7 @@ def _run_ray(experiment: str, cells: list[Cell], workers: int | None, threads: i
                 ray.init(address=address, **common)
             except (ConnectionError, ValueError, RuntimeError) as exc:
                 raise SweepError(f"--address {address}: cannot join a Ray cluster there "
-                                 f"({_one_line(exc)})") from None
+                                 f"({one_line(exc)})") from None
         else:
             ray.init(address="local", num_cpus=workers or os.cpu_count(),
                      include_dashboard=False, _node_ip_address="127.0.0.1", **common)
@@ -316,7 +314,7 @@ def _run_ray(experiment: str, cells: list[Cell], workers: int | None, threads: i
                 try:
                     record = ray.get(ref)
                 except ray.exceptions.RayError as exc:  # the worker died, not the experiment
-                    record = {"status": "failed", "error": _one_line(f"{type(exc).__name__}: {exc}")}
+                    record = {"status": "failed", "error": one_line(f"{type(exc).__name__}: {exc}")}
                 yield cell, record
     finally:
         if started:
@@ -324,22 +322,6 @@ def _run_ray(experiment: str, cells: list[Cell], workers: int | None, threads: i
 
 
 # ----------------------------------------------------------------------------- files
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write ``path`` through a temporary file beside it (see ``outputs.atomic_file``)."""
-    with atomic_file(path) as tmp:
-        write(tmp)
-
-
-def _write_json(path: Path, obj) -> None:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-
-    _write_atomic(path, write)
-
-
 def read_record(out, cell: Cell) -> dict | None:
     """The record of ``cell`` in sweep folder ``out``, or None when there is none
     (or it cannot be read, or belongs to other parameters)."""
@@ -394,7 +376,7 @@ def _prepare(out: Path, sweep: Sweep, resume: bool) -> None:
 
 
 def _record_sweep(out: Path, sweep: Sweep) -> None:
-    _write_json(out / "sweep.json", {
+    write_json(out / "sweep.json", {
         "experiment": sweep.experiment, "varying": list(sweep.varying),
         "cells": [{"id": c.id, "params": c.params} for c in sweep.cells],
     })
@@ -438,66 +420,23 @@ def write_table(out, sweep: Sweep):
     """Write ``out/results.parquet`` and ``out/results.csv`` (atomically); return the table."""
     out = Path(out)
     table = sweep_table(out, sweep)
-    _write_atomic(out / "results.parquet", lambda tmp: table.to_parquet(tmp, index=False))
-    _write_atomic(out / "results.csv", lambda tmp: table.to_csv(tmp, index=False))
+    with atomic_file(out / "results.parquet") as tmp:
+        table.to_parquet(tmp, index=False)
+    with atomic_file(out / "results.csv") as tmp:
+        table.to_csv(tmp, index=False)
     return table
-
-
-# ----------------------------------------------------------------------------- figures
-def regime_figures(table, out) -> list[Path]:
-    """``t_S_vs_gamma.png`` and ``t_C_vs_gamma.png``: predicted (dashed, open
-    markers) and measured (solid, filled) against gamma, one colour per class
-    direction. Where other parameters vary too, the lines are means over them and the
-    single cells are drawn as small dots."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ok = table[table["status"] == "ok"]
-    if ok.empty:
-        return []
-    paths = []
-    for name, title in (("t_S", "speciation time t_S (cloning)"),
-                        ("t_C", "collapse time t_C (median lock time; the training\n"
-                                "points do not depend on the class direction)")):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for k, (direction, rows) in enumerate(ok.groupby("direction", sort=False)):
-            color = ("tab:blue", "tab:red", "tab:green")[k % 3]
-            mean = rows.groupby("gamma")[[f"{name}_predicted", f"{name}_measured"]].mean()
-            ax.plot(mean.index, mean[f"{name}_predicted"], "--o", mfc="white", color=color,
-                    label=f"{direction}: predicted")
-            ax.plot(mean.index, mean[f"{name}_measured"], "-o", color=color,
-                    label=f"{direction}: measured")
-            if len(rows) > len(mean):
-                ax.plot(rows["gamma"], rows[f"{name}_measured"], ".", color=color, alpha=0.4)
-        ax.set_xlabel("gamma  (Q = gamma * Q_optimal)")
-        ax.set_ylabel(f"{name} (intrinsic time)")
-        ax.set_title(title)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = Path(out) / f"{name}_vs_gamma.png"
-        _write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-        plt.close(fig)
-        paths.append(path)
-    return paths
-
-
-#: Figures drawn from the table at the end of a sweep, by experiment name.
-FIGURES = {"regime": regime_figures}
 
 
 # ----------------------------------------------------------------------------- the engine
 @dataclass
 class SweepOutcome:
     """What :func:`run_sweep` did: the table, the number of cells run now, of cells
-    found finished, and of failed cells in the table; the figure paths."""
+    found finished, and of failed cells in the table."""
 
     table: object
     n_run: int
     n_reused: int
     n_failed: int
-    figures: list
 
 
 def run_sweep(sweep: Sweep, out, *, backend: str = "ray", address: str | None = None,
@@ -505,7 +444,7 @@ def run_sweep(sweep: Sweep, out, *, backend: str = "ray", address: str | None = 
               on_start: Callable[[int, int], None] | None = None,
               on_cell: Callable[[Cell, dict], None] | None = None) -> SweepOutcome:
     """Run the cells of ``sweep`` that have no "ok" record in ``out``, then write the
-    table and the figures.
+    table (figures are drawn by :mod:`nonrev.reports.sweep`).
 
     ``backend``: ``"ray"`` or ``"local"``; ``address``: an existing Ray cluster;
     ``workers``: parallel cells (default: every CPU; ``local`` with 1 runs in this
@@ -539,13 +478,11 @@ def run_sweep(sweep: Sweep, out, *, backend: str = "ray", address: str | None = 
             for cell, record in runs:
                 record = {"cell_id": cell.id, "experiment": sweep.experiment,
                           "params": cell.params, **record}
-                _write_json(out / "cells" / f"{cell.id}.json", record)
+                write_json(out / "cells" / f"{cell.id}.json", record)
                 if on_cell is not None:
                     on_cell(cell, record)
         table = write_table(out, sweep)
-        figures = FIGURES.get(sweep.experiment, lambda t, o: [])(table, out)
-    return SweepOutcome(table, len(todo), len(finished),
-                        int((table["status"] != "ok").sum()), figures)
+    return SweepOutcome(table, len(todo), len(finished), int((table["status"] != "ok").sum()))
 
 
 def experiment_columns(sweep: Sweep) -> tuple[str, ...]:
@@ -555,4 +492,4 @@ def experiment_columns(sweep: Sweep) -> tuple[str, ...]:
 
 __all__ = ["Cell", "Sweep", "SweepError", "SweepOutcome", "cell_id", "load_sweep",
            "parse_sweep", "read_record", "run_cell", "run_sweep", "sweep_table",
-           "write_table", "regime_figures"]
+           "write_table"]

@@ -3,7 +3,7 @@
 :func:`train` fits a noise-prediction network by denoising score matching with the
 exact kernel (:mod:`nonrev.scores.neural`): the data are normalised
 (:class:`~nonrev.data.datasets.Normaliser`), the process is built from the ``u`` and
-``q`` choices (:func:`process_from_spec`), its kernel is computed once on a grid
+``q`` choices (:func:`nonrev.process.spec.process_from_spec`), its kernel is computed once on a grid
 of ``n_times`` times in ``[t_min, t_max]``, and every step draws
 
 * ``batch_size`` training rows (uniformly, with replacement),
@@ -43,7 +43,6 @@ import hashlib
 import json
 import math
 import platform
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,12 +52,11 @@ import numpy as np
 import torch
 
 from nonrev import __version__
-from nonrev.process.currents import optimal_q, scaled_q
-from nonrev.data.files import load_square_matrix, u_from_data
 from nonrev.data.datasets import Dataset, Normaliser, load_dataset
 from nonrev.config import ConfigError, field, from_dict, to_dict
-from nonrev.outputs import atomic_file
+from nonrev.outputs import write_bytes
 from nonrev.process.ou import OUProcess
+from nonrev.process.spec import gamma_of, process_from_spec
 from nonrev.samplers.driver import METHODS, SPACINGS, sample, time_grid
 from nonrev.scores.neural import NeuralScore, Parameterisation, build_network, dsm_loss
 
@@ -68,7 +66,6 @@ __all__ = ["CheckpointError", "TrainConfig", "TrainedModel", "EMA", "load_checkp
 FORMAT = "nonrev-checkpoint"
 FORMAT_VERSION = 1
 CHECKPOINT_JSON = "checkpoint.json"
-_GAMMA = re.compile(r"^gamma:(.+)$")
 
 
 class CheckpointError(ValueError):
@@ -90,8 +87,8 @@ class TrainConfig:
     split_seed: int = field(0, min=0, help="seed of the train/test split (and toy data)")
     u: str = field("identity", help="identity | data | FILE (a (d, d) SPD matrix)")
     q: str = field("none", help="none | optimal | gamma:<x> | FILE (antisymmetric)")
-    network: str = field("auto", choices=("auto", "mlp", "conv"),
-                         help="auto: mlp (vectors and images)")
+    network: str = field("mlp", choices=("mlp", "conv", "auto"),
+                         help="mlp or conv (image data); auto: mlp, read from older checkpoints")
     precondition: bool = field(True, help="Gaussian preconditioning of the noise prediction "
                                           "(nonrev.scores.neural.Parameterisation)")
     hidden: int = field(512, min=8, help="mlp width")
@@ -128,14 +125,10 @@ class TrainConfig:
             raise ConfigError(f"{prefix}emb_dim: must be even, got {self.emb_dim}")
         if self.n_times == 1:
             raise ConfigError(f"{prefix}n_times: must be 0 (auto) or >= 2")
-        m = _GAMMA.match(self.q)
-        if m:
-            try:
-                g = float(m.group(1))
-            except ValueError:
-                g = float("nan")
-            if not math.isfinite(g):
-                raise ConfigError(f"{prefix}q: gamma:<x> needs a finite number, got {self.q!r}")
+        try:
+            gamma_of(self.q)
+        except ValueError as exc:
+            raise ConfigError(f"{prefix}q: {exc}") from None
         try:
             dev = torch.device(self.device)
         except RuntimeError as exc:
@@ -158,38 +151,6 @@ def grid_size(cfg: TrainConfig, dim: int) -> int:
     if cfg.n_times:
         return cfg.n_times
     return int(min(1000, max(50, 2**25 // (dim * dim))))
-
-
-# ---------------------------------------------------------------------------- process
-def process_from_spec(X, u: str, q: str) -> OUProcess:
-    """The forward process for normalised training data ``X`` (n, d).
-
-    ``u``: ``identity``; ``data`` (:func:`nonrev.data.files.u_from_data`: the inverse
-    Ledoit-Wolf-shrunk covariance of ``X`` scaled to ``Tr(U)/d = 1``); or a file with
-    a (d, d) SPD matrix. ``q``: ``none`` (reversible); ``optimal``
-    (:func:`nonrev.optimal_q` of ``U``); ``gamma:<x>`` (``x`` times the optimal
-    current); or a file with a (d, d) antisymmetric matrix.
-    """
-    d = X.shape[1]
-    if u == "identity":
-        U = np.eye(d)
-    elif u == "data":
-        U = u_from_data(X)
-    else:
-        U = load_square_matrix(u, "--u", d)
-    m = _GAMMA.match(q)
-    if q == "none":
-        Q = None
-    elif q == "optimal":
-        Q = optimal_q(U)
-    elif m:
-        Q = scaled_q(optimal_q(U), float(m.group(1)))
-    else:
-        Q = load_square_matrix(q, "--q", d)
-    try:
-        return OUProcess(U, Q)
-    except ValueError as exc:
-        raise ValueError(f"--u {u} / --q {q}: {exc}") from None
 
 
 def _network_kind(cfg: TrainConfig, shape) -> str:
@@ -288,11 +249,6 @@ class TrainedModel:
 
 
 # ---------------------------------------------------------------------------- I/O helpers
-def _atomic_write(path: Path, data: bytes) -> None:
-    with atomic_file(path) as tmp:
-        tmp.write_bytes(data)
-
-
 def _versions() -> dict:
     import safetensors
 
@@ -344,7 +300,7 @@ def save_checkpoint(out: Path, state: _State) -> Path:
     tensors = _tensors(state)
     blob = st_save(tensors)
     wname = f"weights-{state.step:09d}.safetensors"
-    _atomic_write(out / wname, blob)
+    write_bytes(out / wname, blob)
     doc = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "step": int(state.step),
         "config": to_dict(state.cfg),
@@ -361,7 +317,7 @@ def save_checkpoint(out: Path, state: _State) -> Path:
         "elapsed_s": float(state.elapsed),
         "versions": _versions(),
     }
-    _atomic_write(out / CHECKPOINT_JSON, json.dumps(doc, indent=1).encode())
+    write_bytes(out / CHECKPOINT_JSON, json.dumps(doc, indent=1).encode())
     for old in out.glob("weights-*.safetensors"):
         if old.name != wname:
             old.unlink(missing_ok=True)

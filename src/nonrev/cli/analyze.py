@@ -1,0 +1,74 @@
+"""``nonrev analyze``: predicted speciation and collapse times for a user's data."""
+
+from __future__ import annotations
+
+import click
+
+from nonrev.cli.common import data_options, format_time, user_errors
+from nonrev.process.spec import Q_METAVAR, U_METAVAR
+
+
+def _print_table(report: dict, data_name: str, u_spec: str) -> None:
+    names = list(report["speciation"])
+    rows = [
+        ("data", f"{data_name}  (n = {report['n']}, d = {report['d']})"),
+        ("n_train", str(report["n_train"])),
+        ("classes", str(report["classes"]) if report["classes"] else "none (total covariance)"),
+        ("noise U", u_spec),
+        ("covariance eig", "min {min:.4g}   median {median:.4g}   max {max:.4g}".format(
+            **report["covariance"])),
+        ("rates", f"reversible lambda_min(U) {report['rates']['reversible']:.4g}   "
+                  f"bound Tr(U)/d {report['rates']['bound']:.4g}"),
+    ]
+    for key, val in rows:
+        click.echo(f"{key:<16}{val}")
+    click.echo("")
+    click.echo(f"{'':<16}" + "".join(f"{'Q = ' + n:>14}" for n in names))
+    table = [
+        ("rate", [f"{report['rates'][n]:.4g}" for n in names]),
+        ("t_S speciation", [format_time(report["speciation"][n]) for n in names]),
+        ("t_C collapse", [format_time(report["collapse"][n]) for n in names]),
+    ]
+    for key, vals in table:
+        click.echo(f"{key:<16}" + "".join(f"{v:>14}" for v in vals))
+
+
+@click.command()
+@data_options
+@click.option("--u", "u_spec", default="identity", show_default=True, metavar=U_METAVAR,
+              help="Noise precision U: the identity, the inverse Ledoit-Wolf covariance of "
+                   "the data scaled to Tr(U)/d = 1, or a (d, d) SPD matrix from a file.")
+@click.option("--q", "q_spec", default="optimal", show_default=True, metavar=Q_METAVAR,
+              help="Current to compare with Q = 0 ('none'): 'optimal'; 'gamma:<x>' (x times "
+                   "the optimal current); FILE (a (d, d) antisymmetric matrix, reported as "
+                   "'file'); 'none' reports Q = 0 alone.")
+@click.option("--n-train", type=click.IntRange(min=2), default=None,
+              help="Number of training points N in the collapse criterion [default: n].")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def analyze(data, key, labels_path, labels_key, u_spec, q_spec, n_train, as_json):
+    """Predict speciation (t_S) and collapse (t_C) times for the data in DATA.
+
+    DATA is an (n, d) array: .npy, .npz (see --key) or .csv (numbers, optional
+    header). The times come from the Gaussian criteria of docs/THEORY.md, sections
+    3 and 4, with the data's covariances. With U = identity every current gives
+    the same times; use --u data or --u FILE to see the effect of Q.
+    """
+    import json
+
+    from nonrev.data.files import load_array, load_labels
+    from nonrev.process.spec import q_from_spec, u_from_spec
+    from nonrev.regimes.theory import predict_regimes
+
+    with user_errors():
+        X = load_array(data, key)
+        n = X.shape[0]
+        labels = None if labels_path is None else load_labels(labels_path, n, labels_key)
+        U = u_from_spec(u_spec, X)
+        name, Q = q_from_spec(q_spec, U)
+        currents = {"none": None} if Q is None else {"none": None, name: Q}
+        report = predict_regimes(X, U, currents, labels=labels, n_train=n_train)
+    report["u"] = u_spec
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        _print_table(report, data, u_spec)

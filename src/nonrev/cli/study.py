@@ -1,0 +1,74 @@
+"""``nonrev study``: learned scores on real data, with and without the current."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from nonrev.cli.common import fail, limit_threads, threads_option
+
+
+@click.command()
+@click.argument("name", type=click.Choice(["digits"]))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Output folder (results.json, figures, report.md).")
+@click.option("--quick", is_flag=True, help="Smaller budget: about 10-15 minutes on 2 CPU cores.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace OUT if it exists (only once the new run has finished).")
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Overrides the config's seed.")
+@click.option("--device", default=None, help="torch device, e.g. cpu or cuda.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="YAML or TOML file with any subset of the study's settings.")
+@click.option("--print-config", is_flag=True, help="Print the settings (YAML) and exit.")
+@threads_option
+def study(name, out_dir, quick, overwrite, seed, device, config_file, print_config, threads):
+    """Learned scores on real data with and without the non-reversible current.
+
+    digits: three models with one training budget (U = I; U = data, Q = 0;
+    U = data, Q = optimal); sample quality against the held-out test set versus
+    the number of score evaluations and the horizon T, class balance under a
+    classifier, measured speciation (cloning) and memorised fraction versus the
+    training-set size. Writes OUT/results.json, figures and report.md atomically.
+    """
+    import json
+
+    import yaml
+    from tqdm import tqdm
+
+    from nonrev.config import ConfigError, build, to_dict
+    from nonrev.experiments.digits_study import DigitsStudyConfig, quick_config, run_digits_study
+    from nonrev.outputs import atomic_dir
+    from nonrev.reports.learned import summary_lines, write_digits_report
+
+    try:
+        cfg = build(DigitsStudyConfig, quick_config() if quick else DigitsStudyConfig(),
+                    config_file, seed=seed, device=device)
+    except ConfigError as exc:
+        raise fail(exc) from None
+    if print_config:
+        click.echo(yaml.safe_dump(to_dict(cfg), sort_keys=False).rstrip())
+        return
+    out = Path(out_dir)
+    try:
+        with atomic_dir(out, overwrite=overwrite) as tmp:
+            with tqdm(desc=f"nonrev study {name}", unit="stage") as bar:
+                def progress(stage, done, total):
+                    bar.total = total
+                    bar.n = done
+                    bar.set_postfix_str(stage)
+                    bar.refresh()
+
+                try:
+                    with limit_threads(threads):
+                        results = run_digits_study(cfg, progress=progress)
+                except ValueError as exc:
+                    raise fail(exc) from None
+            (tmp / "results.json").write_text(json.dumps(results, indent=1))
+            write_digits_report(results, tmp)
+    except FileExistsError:
+        raise click.ClickException(f"--out {out}: already exists; choose a new folder "
+                                   "or pass --overwrite") from None
+    for line in summary_lines(results):
+        click.echo(line)
+    click.echo(f"runtime {results['runtime_s']:.0f} s; report: {out / 'report.md'}")

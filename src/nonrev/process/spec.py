@@ -1,0 +1,72 @@
+"""The one parser of the U and Q specs that the command line and config files use.
+
+``U``: ``identity``; ``data`` (:func:`nonrev.data.u_from_data`: the inverse
+Ledoit-Wolf-shrunk covariance of the data, scaled to ``Tr(U)/d = 1``); or a file
+holding a (d, d) SPD matrix.
+
+``Q``: ``none`` (reversible); ``optimal`` (:func:`nonrev.optimal_q` of ``U``);
+``gamma:<x>`` (``x`` times the optimal current); or a file holding a (d, d)
+antisymmetric matrix.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from nonrev.data.files import load_square_matrix, u_from_data
+from nonrev.process.currents import optimal_q, scaled_q
+from nonrev.process.ou import OUProcess
+
+U_METAVAR = "identity|data|FILE"
+Q_METAVAR = "none|optimal|gamma:<x>|FILE"
+
+
+def gamma_of(spec: str) -> float | None:
+    """The ``x`` of a ``gamma:<x>`` spec (a finite number), or None for other specs."""
+    if not spec.startswith("gamma:"):
+        return None
+    try:
+        gamma = float(spec[len("gamma:"):])
+    except ValueError:
+        gamma = math.nan
+    if not math.isfinite(gamma):
+        raise ValueError(f"gamma:<x> needs a finite number x, got {spec!r}")
+    return gamma
+
+
+def u_from_spec(spec: str, X: np.ndarray, *, option: str = "--u") -> np.ndarray:
+    """The noise precision ``U`` named by ``spec`` for data ``X`` (n, d)."""
+    d = X.shape[1]
+    if spec == "identity":
+        return np.eye(d)
+    if spec == "data":
+        return u_from_data(X)
+    return load_square_matrix(spec, option, d)
+
+
+def q_from_spec(spec: str, U: np.ndarray, *, option: str = "--q") -> tuple[str, np.ndarray | None]:
+    """``(name, Q)`` for ``spec`` under ``U``: name is ``none``, ``optimal``,
+    ``gamma=<x>`` or ``file``; ``Q`` is None for ``none``."""
+    if spec == "none":
+        return "none", None
+    if spec == "optimal":
+        return "optimal", optimal_q(U)
+    try:
+        gamma = gamma_of(spec)
+    except ValueError as exc:
+        raise ValueError(f"{option}: {exc}") from None
+    if gamma is not None:
+        return f"gamma={gamma:g}", scaled_q(optimal_q(U), gamma)
+    return "file", load_square_matrix(spec, option, U.shape[0])
+
+
+def process_from_spec(X, u: str, q: str) -> OUProcess:
+    """The forward process for data ``X`` (n, d) from a ``u`` and a ``q`` spec."""
+    U = u_from_spec(u, X)
+    _, Q = q_from_spec(q, U)
+    try:
+        return OUProcess(U, Q)
+    except ValueError as exc:
+        raise ValueError(f"--u {u} / --q {q}: {exc}") from None
