@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from nonrev import OUProcess, optimal_q
+from nonrev.linalg import random_spd
 from nonrev.scores import EmpiricalScore, default_chunk_size
 
 from ._common import machine_info, median_time, sync
@@ -48,9 +49,7 @@ GOALS = {"gemm_ratio": 0.6, "naive_speedup": 5.0}
 
 
 def _process(d: int, seed: int = 0) -> OUProcess:
-    rng = np.random.default_rng(seed)
-    V, _ = np.linalg.qr(rng.standard_normal((d, d)))
-    U = (V * np.geomspace(0.1, 10.0, d)) @ V.T
+    U, _ = random_spd(np.geomspace(0.1, 10.0, d), seed)
     return OUProcess(U, optimal_q(U))
 
 

@@ -28,6 +28,7 @@ import torch
 from scipy.optimize import brentq
 
 from nonrev import OUProcess, optimal_q
+from nonrev.linalg import random_spd
 from nonrev.metrics import sliced_wasserstein
 from nonrev.samplers.driver import sample
 from nonrev.scores import GaussianMixtureScore
@@ -38,9 +39,7 @@ LEVEL = 1e-3
 
 
 def _u(d: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    V, _ = np.linalg.qr(rng.standard_normal((d, d)))
-    return (V * np.linspace(0.25, 1.75, d)) @ V.T, V
+    return random_spd(np.linspace(0.25, 1.75, d), seed)
 
 
 def horizon(proc: OUProcess, cov0: np.ndarray, level: float = LEVEL) -> float:

@@ -29,6 +29,7 @@ import numpy as np
 import scipy.linalg as sl
 
 from nonrev import OUProcess, optimal_q
+from nonrev.linalg import random_spd
 
 from ._common import machine_info
 
@@ -36,9 +37,7 @@ T_MAX = 10.0
 
 
 def _problem(d: int, seed: int = 0) -> OUProcess:
-    rng = np.random.default_rng(seed)
-    V, _ = np.linalg.qr(rng.standard_normal((d, d)))
-    U = (V * np.linspace(0.25, 1.75, d)) @ V.T
+    U, _ = random_spd(np.linspace(0.25, 1.75, d), seed)
     return OUProcess(U, optimal_q(U))
 
 

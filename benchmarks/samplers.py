@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from nonrev import OUProcess, optimal_q
+from nonrev.linalg import random_spd
 from nonrev.metrics import sliced_wasserstein
 from nonrev.samplers.driver import METHODS, sample
 from nonrev.scores import GaussianMixtureScore
@@ -31,8 +32,7 @@ def mixture_problem(seed: int = 0):
     """The reference mixture: d = 8, U eigenvalues 0.25..1.75, optimal Q, K = 3."""
     rng = np.random.default_rng(seed)
     d, K = 8, 3
-    V, _ = np.linalg.qr(rng.standard_normal((d, d)))
-    U = (V * np.linspace(0.25, 1.75, d)) @ V.T
+    U, _ = random_spd(np.linspace(0.25, 1.75, d), rng)
     proc = OUProcess(U, optimal_q(U))
     means = 3 * rng.standard_normal((K, d))
     covs = []

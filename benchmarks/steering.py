@@ -22,14 +22,13 @@ import time
 import numpy as np
 
 from nonrev import optimal_q, steer_q
+from nonrev.linalg import random_spd
 
 from ._common import machine_info
 
 
 def case(d: int, objective: str = "speciation_early") -> dict:
-    rng = np.random.default_rng(0)
-    V, _ = np.linalg.qr(rng.standard_normal((d, d)))
-    U = (V * np.linspace(0.25, 1.75, d)) @ V.T
+    U, V = random_spd(np.linspace(0.25, 1.75, d), 0)
     mu = V[:, -1] * np.sqrt(40.0)
     Cb, Cw = np.outer(mu, mu), np.eye(d)
     budget = float(np.linalg.norm(optimal_q(U), 2))
@@ -72,9 +71,7 @@ def objectives_table(d: int = 16, n_pairs: int = 800, seed: int = 0) -> list[dic
     from nonrev.experiments.cell import speciation_row
     from nonrev.regimes import collapse_time
 
-    rng = np.random.default_rng(seed)
-    V, _ = np.linalg.qr(rng.standard_normal((d, d)))
-    U = (V * np.linspace(0.25, 1.75, d)) @ V.T
+    U, V = random_spd(np.linspace(0.25, 1.75, d), seed)
     Q_opt = optimal_q(U)
     budget = float(np.linalg.norm(Q_opt, 2))
     cases = [("speciation_early", "fast", {}), ("speciation_late", "slow", {}),

@@ -1,4 +1,4 @@
-"""Reference problems shared by the tests."""
+"""Fixtures shared by the tests (the reference problems are in problems.py)."""
 
 import os
 
@@ -11,13 +11,6 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-
-
-def random_spd(d, rng, lo=0.25, hi=1.75, geometric=False):
-    """SPD matrix with eigenvalues spread over [lo, hi] in a random orthonormal basis."""
-    V, _ = np.linalg.qr(rng.standard_normal((d, d)))
-    lam = np.geomspace(lo, hi, d) if geometric else np.linspace(lo, hi, d)
-    return (V * lam) @ V.T, V, lam
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from nonrev.scores import GaussianMixtureScore
 from nonrev.scores.neural import MLPNet, NeuralScore, Parameterisation
 from nonrev.training.loop import CheckpointError, TrainConfig, load_checkpoint, train
 
-from conftest import random_spd
+from problems import random_spd
 
 TINY = dict(data="moons", n_points=300, hidden=16, depth=1, emb_dim=8, batch_size=32,
             time_groups=4, n_times=40, t_max=4.0, checkpoint_minutes=0.0, warmup=5)

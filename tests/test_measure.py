@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import random_spd
+from problems import random_spd
 from nonrev import OUProcess, optimal_q
 from nonrev.regimes import collapse_time, speciation_time
 from nonrev.regimes.measure import (

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 from scipy.linalg import expm
 
-from conftest import random_spd
+from problems import random_spd
 from nonrev import OUProcess, optimal_q, random_q
 
 TIMES = [1e-8, 1e-6, 1e-4, 1e-2, 0.3, 1.0, 10.0, 100.0]

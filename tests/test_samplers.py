@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import random_spd
+from problems import random_spd
 from nonrev import OUProcess, optimal_q
 from nonrev.samplers.driver import METHODS, sample, time_grid
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from scipy.stats import multivariate_normal
 
-from conftest import random_spd
+from problems import random_spd
 from nonrev import OUProcess, optimal_q
 from nonrev.scores import EmpiricalScore, GaussianMixtureScore, default_chunk_size
 

@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 from scipy.optimize import brentq
 
-from conftest import random_spd
+from problems import random_spd
 from nonrev import OUProcess, optimal_q, random_q, steer_q
 from nonrev.cli import main
 from nonrev.data.files import u_from_data

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.optimize import brentq
 
-from conftest import random_spd
+from problems import random_spd
 from nonrev import OUProcess, optimal_q, random_q
 from nonrev.regimes import (
     class_covariances,

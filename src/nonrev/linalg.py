@@ -308,3 +308,16 @@ def as_count(name: str, x, *, minimum: int = 1) -> int:
     if int(val) < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {int(val)}")
     return int(val)
+
+
+def random_spd(eigenvalues, rng) -> tuple[np.ndarray, np.ndarray]:
+    """``(U, V)``: ``U = V diag(eigenvalues) V^T`` with ``V`` the orthonormal Q factor of
+    a standard Gaussian matrix drawn from ``rng`` (a ``numpy.random.Generator`` or a
+    seed). The reference problems of the tests, benchmarks and experiments use it."""
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    if lam.ndim != 1 or lam.size == 0 or not np.all(np.isfinite(lam)):
+        raise ValueError(f"eigenvalues must be a non-empty 1-D array of finite numbers, "
+                         f"got shape {lam.shape}")
+    rng = np.random.default_rng(rng)
+    V, _ = np.linalg.qr(rng.standard_normal((lam.size, lam.size)))
+    return (V * lam) @ V.T, V

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from nonrev.linalg import random_spd
 from nonrev.process.currents import optimal_q, scaled_q
 from nonrev.process.ou import OUProcess
 from nonrev.regimes.measure import (
@@ -47,10 +48,9 @@ DIRECTIONS = ("slow", "fast")
 def spectrum_u(dim: int, lo: float, hi: float, seed: int):
     """``(U, V, lam)``: ``U = V diag(lam) V^T`` with ``lam = linspace(lo, hi, dim)``
     and ``V`` the Q factor of a Gaussian matrix drawn from ``default_rng(seed)``."""
-    rng = np.random.default_rng(seed)
-    V, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
     lam = np.linspace(lo, hi, dim)
-    return (V * lam) @ V.T, V, lam
+    U, V = random_spd(lam, seed)
+    return U, V, lam
 
 
 def class_mean(V: np.ndarray, direction: str, mu_norm2: float) -> np.ndarray:
