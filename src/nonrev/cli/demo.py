@@ -21,7 +21,7 @@ def _headline_config(quick: bool, config_file, seed, device):
 @click.option("--overwrite", is_flag=True,
               help="Replace OUT if it exists (only once the new run has finished).")
 @click.option("--quick", is_flag=True,
-              help="Small sizes: under 3 minutes on 2 CPU cores, same story.")
+              help="Small sizes, same story (README: measured run times).")
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Overrides the config's seed.")
 @click.option("--device", default=None, help="torch device, e.g. cpu or cuda (default: config, cpu).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,

@@ -13,7 +13,7 @@ from nonrev.cli.common import fail, limit_threads, threads_option
 @click.argument("name", type=click.Choice(["digits"]))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Output folder (results.json, figures, report.md).")
-@click.option("--quick", is_flag=True, help="Smaller budget: about 10-15 minutes on 2 CPU cores.")
+@click.option("--quick", is_flag=True, help="Smaller budget, same story (README: measured run times).")
 @click.option("--overwrite", is_flag=True,
               help="Replace OUT if it exists (only once the new run has finished).")
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Overrides the config's seed.")

@@ -33,8 +33,8 @@ def _train_config(quick, config_file, overrides):
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Checkpoint folder (checkpoint.json + weights-<step>.safetensors).")
 @click.option("--quick", is_flag=True,
-              help="Small network (width 256) and 8000 steps: a usable digits model in a "
-                   "few minutes on 2 CPU cores.")
+              help="Small network (width 256) and 8000 steps: a usable digits model "
+                   "on a CPU in minutes (README: measured run times).")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
               help="Total training steps (with --resume: extend or shorten the run).")
 @click.option("--device", default=None, help="torch device, e.g. cpu or cuda.")

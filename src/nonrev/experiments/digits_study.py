@@ -123,8 +123,8 @@ class DigitsStudyConfig:
 
 
 def quick_config() -> DigitsStudyConfig:
-    """``nonrev study digits --quick``: the same comparison at a smaller budget (about
-    10-15 minutes on 2 shared CPU cores; see the README for the measured time)."""
+    """``nonrev study digits --quick``: the same comparison at a smaller budget
+    (see the README for the measured time)."""
     return DigitsStudyConfig(
         train=TrainConfig(steps=3000, hidden=256, depth=3, t_max=8.0, ema_decay=0.995,
                           warmup=100, checkpoint_minutes=0.0),

@@ -105,7 +105,7 @@ def stage_count(cfg: HeadlineConfig) -> int:
 
 
 def quick_config() -> HeadlineConfig:
-    """Sized for under 3 minutes on 2 CPU cores (``nonrev demo --quick``)."""
+    """Small sizes for ``nonrev demo --quick`` (README: measured run time)."""
     return HeadlineConfig(
         dim=16,
         gammas=[0.0, 1.0],

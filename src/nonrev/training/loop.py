@@ -138,7 +138,7 @@ class TrainConfig:
 
 
 def quick_config(**overrides) -> TrainConfig:
-    """``nonrev train --quick``: a usable digits model in a few minutes on 2 CPU cores
+    """``nonrev train --quick``: a usable digits model on a CPU in minutes
     (see the README for the measured time)."""
     base = dict(steps=8000, batch_size=256, hidden=256, depth=3, ema_decay=0.995, warmup=100)
     base.update(overrides)
