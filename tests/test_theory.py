@@ -8,6 +8,7 @@ from scipy.optimize import brentq
 
 from problems import random_spd
 from nonrev import OUProcess, optimal_q, random_q
+from nonrev.linalg import sample_covariance
 from nonrev.regimes import (
     class_covariances,
     collapse_entropy_gap,
@@ -181,7 +182,12 @@ def test_overlapping_classes_never_speciate():
     proc = OUProcess(np.eye(d))
     assert speciation_time(proc, np.outer(mu, mu), np.eye(d)) == 0.0
     assert speciation_time(proc, np.zeros((d, d))) == 0.0
-    assert collapse_time(proc, np.zeros((d, d)), 100) == 0.0
+    # Data without variance have no collapse time: an error, not "never" (issue 17).
+    for U in (np.eye(d), np.diag([1e-8, 1.0, 2.0, 3.0])):
+        with pytest.raises(ValueError, match="no variance"):
+            collapse_time(OUProcess(U), np.zeros((d, d)), 100)
+    with pytest.raises(ValueError, match="no variance"):
+        isotropic_collapse_time(1.0, np.zeros(d), 100)
 
 
 def eigen_aligned_reversible_ts(lam, mu2, sigma2=1.0):
@@ -286,7 +292,9 @@ def test_from_data_helpers_agree_with_covariance_versions(rng):
     U, _, _ = random_spd(d, rng)
     proc = OUProcess(U, optimal_q(U))
     between, within, _ = class_covariances(X, labels)
-    total = np.cov(X.T, bias=True)
+    total = sample_covariance(X)
+    # The one convention of the package: 1/n, numpy's bias=True (to round-off).
+    np.testing.assert_allclose(total, np.cov(X.T, bias=True), rtol=1e-12, atol=1e-14)
     assert speciation_time_from_data(proc, X, labels) == speciation_time(proc, between, within)
     assert speciation_time_from_data(proc, X) == speciation_time(proc, total)
     assert collapse_time_from_data(proc, X) == collapse_time(proc, total, len(X))
@@ -327,3 +335,66 @@ def test_bad_inputs(rng):
     for call, name in cases:
         with pytest.raises(ValueError, match=name):
             call()
+
+
+# ----------------------------------------------------------------------------- any SPD U
+@pytest.mark.parametrize("lam", [1e-8, 1e-7, 1e-4, 1e-12])
+def test_ill_conditioned_u_speciation_and_collapse(lam):
+    # Issue 17: U = diag(lam, 1, 1, 1, 1), classes +-mu along the first axis. The
+    # envelope time is ~ 1/lam, far above the crossing near (|mu|^2 - sigma^2)/2; the
+    # old fixed scan window reported 0 ("never") for lam = 1e-8. Closed form (Q = 0,
+    # mu along an eigenvector): t_S = log(1 + lam (|mu|^2 - sigma^2)) / (2 lam).
+    d, mu2, sigma2 = 5, 2.5, 1.0
+    U = np.diag([lam, 1.0, 1.0, 1.0, 1.0])
+    mu = np.zeros(d)
+    mu[0] = np.sqrt(mu2)
+    ref = eigen_aligned_reversible_ts(lam, mu2, sigma2)
+    proc = OUProcess(U)
+    for fn in (speciation_time, lambda *a: general(speciation_time, *a)):
+        t = fn(proc, np.outer(mu, mu), sigma2 * np.eye(d))
+        assert abs(t - ref) < 1e-6 * ref
+    # Collapse, checked against a direct root of g(t) = log N on the same U.
+    C = np.diag([4.0, 1.0, 1.0, 1.0, 1.0])
+    t_c = collapse_time(proc, C, 50)
+    g = lambda t: collapse_entropy_gap(proc, C, t) - np.log(50)
+    assert t_c > 0 and abs(g(t_c)) < 1e-6
+    assert abs(general(collapse_time, proc, C, 50) - t_c) < 1e-6 * t_c
+
+
+def test_ill_conditioned_u_from_data_matches_closed_form(rng):
+    # The CLI's path (predict_regimes from a data file) on the case of issue 17.
+    d, n = 5, 4000
+    labels = np.repeat([0, 1], n // 2)
+    X = rng.standard_normal((n, d))
+    X[:, 0] += np.where(labels == 1, 1.5, -1.5)
+    U = np.diag([1e-8, 1.0, 1.0, 1.0, 1.0])
+    out = theory.predict_regimes(X, U, {"none": None}, labels=labels)
+    between, within, _ = class_covariances(X, labels)
+    # Q = 0, U diagonal: r(t) from the whitened pair, solved directly by brentq here.
+    ref = brentq(lambda t: np.log(speciation_snr(OUProcess(U), between, within, t)), 1e-3, 50)
+    assert abs(out["speciation"]["none"] - ref) < 1e-6 * ref
+    assert 0.5 < out["speciation"]["none"] < 2.0
+
+
+def test_constant_data_is_an_error_not_never():
+    X = np.ones((50, 4))
+    with pytest.raises(ValueError, match="no variance"):
+        theory.predict_regimes(X, np.eye(4), {"none": None})
+    with pytest.raises(ValueError, match="no variance"):
+        collapse_time_from_data(OUProcess(np.eye(4)), X)
+
+
+def test_root_finder_brackets_by_expansion_and_says_when_it_cannot():
+    from nonrev.regimes.criteria import solve_decreasing
+    # A root far from the start, on either side, with and without derivative.
+    for root in (-200.0, -3.0, 0.5, 150.0):
+        for x0 in (-100.0, 0.0, 100.0):
+            x, _ = solve_decreasing(lambda x: (root - x, None, None), x0, "t")
+            assert abs(x - root) < 1e-8
+            x, _ = solve_decreasing(lambda x: (np.tanh(root - x), -1 / np.cosh(root - x) ** 2,
+                                               None), x0, "t")
+            assert abs(x - root) < 1e-8
+    with pytest.raises(ValueError, match="no crossing"):
+        solve_decreasing(lambda x: (-1.0 - np.exp(-x), None, None), 0.0, "speciation time")
+    with pytest.raises(ValueError, match="not finite"):
+        solve_decreasing(lambda x: (np.nan, None, None), 0.0, "collapse time")

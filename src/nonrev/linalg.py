@@ -170,6 +170,17 @@ def sym(X: np.ndarray) -> np.ndarray:
     return 0.5 * (X + np.swapaxes(X, -1, -2))
 
 
+def sample_covariance(X: np.ndarray) -> np.ndarray:
+    """``(1/n) sum_i (x_i - mean)(x_i - mean)^T`` of the rows of ``X`` (n, d), symmetric.
+
+    The one covariance convention of nonrev: 1/n, the covariance of the empirical law
+    (the law that the empirical score diffuses and the regime criteria describe),
+    not the unbiased 1/(n-1). Inner helper: ``X`` is trusted (validate it first).
+    """
+    Xc = X - X.mean(axis=0)
+    return sym(Xc.T @ Xc) / X.shape[0]
+
+
 def as_vector(name: str, v, dim: int) -> np.ndarray:
     """A finite float64 vector of shape (dim,), or ValueError naming it."""
     try:

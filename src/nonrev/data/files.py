@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nonrev.linalg import as_labels, as_samples, sym
+from nonrev.linalg import as_labels, as_samples, sample_covariance, sym
 from nonrev.errors import one_line
 
 __all__ = ["load_array", "load_labels", "ledoit_wolf_shrinkage", "u_from_data"]
@@ -168,7 +168,7 @@ def ledoit_wolf_shrinkage(X) -> float:
     X = as_samples("X", X)
     n, d = X.shape
     Xc = X - X.mean(axis=0)
-    S = sym(Xc.T @ Xc) / n
+    S = sample_covariance(X)
     mu = np.trace(S) / d
     delta2 = (np.sum(S * S) - 2.0 * mu * np.trace(S) + d * mu * mu) / d
     sq_norms = np.sum(Xc * Xc, axis=1)
@@ -198,8 +198,7 @@ def u_from_data(X, shrinkage: float | None = None) -> np.ndarray:
             raise ValueError(f"shrinkage must be a number in [0, 1], got {shrinkage!r}") from None
         if not (math.isfinite(rho) and 0.0 <= rho <= 1.0):
             raise ValueError(f"shrinkage must be a number in [0, 1], got {shrinkage!r}")
-    Xc = X - X.mean(axis=0)
-    S = sym(Xc.T @ Xc) / n
+    S = sample_covariance(X)
     mu = np.trace(S) / d
     if mu <= 0.0:
         raise ValueError("X has zero variance in every column; U cannot be estimated")

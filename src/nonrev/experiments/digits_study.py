@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from nonrev import __version__
+from nonrev.linalg import sample_covariance
 from nonrev.metrics import mmd_rbf, sliced_wasserstein
 from nonrev.regimes.measure import (
     clone_agreement,
@@ -228,7 +229,8 @@ def run_digits_study(cfg: DigitsStudyConfig, progress=None) -> dict:
     reference = _reference(ds.train, ds.test, clf, ref_freq, cfg.n_samples, cfg.n_reference,
                            cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    gauss = rng.multivariate_normal(ds.train.mean(0), np.cov(ds.train.T), size=cfg.n_samples)
+    gauss = rng.multivariate_normal(ds.train.mean(0), sample_covariance(ds.train),
+                                    size=cfg.n_samples)
     gaussian = _quality(gauss, ds.test, clf, ref_freq, cfg.seed)
     report("classifier", advance=True)
     models = []
@@ -263,7 +265,7 @@ def run_digits_study(cfg: DigitsStudyConfig, progress=None) -> dict:
                                                                    cfg.seed)})
         report(f"quality vs NFE {label}", advance=True)
         # 2. quality versus horizon
-        C = np.cov(model.normaliser.forward(ds.train).T, bias=True)
+        C = sample_covariance(model.normaliser.forward(ds.train))
         row["horizon"] = []
         for T in cfg.horizons:
             X, used = model.sample(cfg.n_samples, cfg.horizon_nfe - 1, cfg.method, T=T,
@@ -337,7 +339,7 @@ def _memorisation(cfg: DigitsStudyConfig, model, score, train_X, n: int) -> dict
                            seed=cfg.seed + 4, score=score)
     mem = memorised_fraction(X, train_X)
     Xn = model.normaliser.forward(train_X)
-    C = np.cov(Xn.T, bias=True)
+    C = sample_covariance(Xn)
     p = mem["fraction"]
     return {"n_train": int(n), "fraction": p,
             "fraction_se": float(np.sqrt(max(p * (1 - p), 1.0 / cfg.memorisation_samples)

@@ -84,6 +84,7 @@ import scipy.linalg
 from nonrev.process.currents import optimal_q, random_q
 from nonrev.linalg import as_antisymmetric, as_count, as_positive_float, as_psd, as_spd, spd_inverse
 from nonrev.process.ou import OUProcess
+from nonrev.regimes import criteria
 from nonrev.regimes.theory import collapse_time, speciation_time
 
 __all__ = ["OBJECTIVES", "criteria_gradient", "steer_q"]
@@ -96,9 +97,6 @@ OBJECTIVES = {
     "target_speciation": "minimise |t_S - target|",
 }
 
-_NEWTON_TOL = 1e-5       # Newton step on log t at which the root is accepted
-_NEWTON_MAX = 80
-_MAX_LOG_STEP = 2.0      # Newton steps in log t are clipped to a factor e^2
 _ARMIJO = 1e-4
 _MAX_HALVINGS = 15
 _MEMORY = 5             # nonmonotone line search and stopping window
@@ -151,39 +149,6 @@ def _project_ball(Q: np.ndarray, radius: float | None) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- criteria
-def _solve_decreasing(fun, x0: float, what: str):
-    """Root of a strictly decreasing ``F(x)`` by safeguarded Newton from ``x0``.
-
-    ``fun(x) -> (F, dF/dx, payload)``. Steps are clipped to ``_MAX_LOG_STEP``; once a
-    sign change brackets the root, a step leaving the bracket is replaced by
-    bisection. Stops when the Newton step is below ``_NEWTON_TOL``; returns
-    ``(x + step, payload at x)``: the root to about ``_NEWTON_TOL**2`` (Newton
-    converges quadratically) and the state of a point within ``_NEWTON_TOL`` of it.
-    """
-    lo = hi = None  # F(lo) > 0 > F(hi)
-    x = float(x0)
-    for _ in range(_NEWTON_MAX):
-        F, dF, payload = fun(x)
-        if F == 0.0:
-            return x, payload
-        if F > 0:
-            lo = x
-        else:
-            hi = x
-        step = -F / dF if dF < 0 and np.isfinite(dF) else math.copysign(_MAX_LOG_STEP, F)
-        step = max(-_MAX_LOG_STEP, min(_MAX_LOG_STEP, step))
-        if abs(step) <= _NEWTON_TOL:
-            return x + step, payload
-        x_new = x + step
-        if lo is not None and hi is not None:
-            if not lo < x_new < hi:
-                x_new = 0.5 * (lo + hi)
-            if hi - lo <= _NEWTON_TOL:
-                return x_new, payload
-        x = x_new
-    raise RuntimeError(f"{what}: the root search did not converge")  # pragma: no cover
-
-
 @dataclass
 class _Problem:
     """The fixed data of a steering problem; evaluates criteria for a given ``Q``."""
@@ -208,17 +173,12 @@ class _Problem:
     # ---- speciation: F(x) = log r(e^x)
     def speciation_at(self, proc: OUProcess, t: float):
         M, S = self._pair(proc, t)
-        B = M @ self.Cb @ M.T
-        G = M @ self.Cw @ M.T + S
-        d = self.U.shape[0]
-        w, V = scipy.linalg.eigh(0.5 * (B + B.T), 0.5 * (G + G.T), subset_by_index=[d - 1, d - 1])
-        r, v = float(w[0]), V[:, 0]
-        vv = float(v @ v)
-        F = math.log(max(r, 1e-300))
-        return F, -2.0 * t * vv, {"t": t, "M": M, "r": r, "v": v, "vv": vv}
+        pt = criteria.speciation_point(M, S, self.Cb, self.Cw)
+        F = criteria.log_positive(pt["r"])
+        return F, -2.0 * t * pt["vv"], {"t": t, "M": M, **pt}
 
     def speciation_root(self, proc: OUProcess, t0: float):
-        x, st = _solve_decreasing(lambda x: self.speciation_at(proc, math.exp(x)),
+        x, st = criteria.solve_decreasing(lambda x: self.speciation_at(proc, math.exp(x)),
                                   math.log(t0), "speciation time")
         return math.exp(x), st
 
@@ -234,19 +194,13 @@ class _Problem:
     # ---- collapse: F(x) = log g(e^x) - log log N
     def collapse_at(self, proc: OUProcess, t: float):
         M, S = self._pair(proc, t)
-        G = M @ self.C @ M.T + S
-        Lg = np.linalg.cholesky(0.5 * (G + G.T))
-        Ls = np.linalg.cholesky(0.5 * (S + S.T))
-        g = float(np.log(np.diag(Lg)).sum() - np.log(np.diag(Ls)).sum())
-        G_inv = scipy.linalg.cho_solve((Lg, True), np.eye(len(G)))
-        S_inv = scipy.linalg.cho_solve((Ls, True), np.eye(len(S)))
-        dg_dt = float(np.trace(G_inv) - np.trace(S_inv))
-        F = math.log(max(g, 1e-300)) - math.log(self.log_n)
-        return F, t * dg_dt / max(g, 1e-300), {"t": t, "M": M, "g": g, "dg_dt": dg_dt,
-                                               "G_inv": G_inv, "S_inv": S_inv}
+        pt = criteria.collapse_point(M, S, self.C)
+        g = max(pt["g"], 1e-300)
+        F = criteria.log_positive(pt["g"]) - math.log(self.log_n)
+        return F, t * pt["dg_dt"] / g, {"t": t, "M": M, **pt}
 
     def collapse_root(self, proc: OUProcess, t0: float):
-        x, st = _solve_decreasing(lambda x: self.collapse_at(proc, math.exp(x)),
+        x, st = criteria.solve_decreasing(lambda x: self.collapse_at(proc, math.exp(x)),
                                   math.log(t0), "collapse time")
         return math.exp(x), st
 

@@ -35,11 +35,15 @@ envelope. In the ``U``-norm every ``Q`` contracts at least as fast as
     r(t) <= b / (e^{2ut} - 1),      g(t) <= (d/2) log(1 + c / (e^{2ut} - 1))
 
 (``b`` the same constant for ``C_b``; nonrev uses the O(d^2) bound
-``c <= Tr(U C)``, which enters only through a logarithm). Beyond the time where the envelope meets the
-threshold the criterion surely fails. From there a log-spaced scan walks down in
-``t`` to the first point where the criterion holds (the largest crossing that the
-scan resolves), and ``scipy.optimize.brentq`` on ``log t`` refines it to 1e-8
-relative.
+``c <= Tr(U C)``, which enters only through a logarithm). Beyond the time where the
+envelope meets the threshold the criterion surely fails. Both ``r`` and ``g`` are
+strictly decreasing (:mod:`nonrev.regimes.criteria`), so the crossing is unique; the
+root search (:func:`nonrev.regimes.criteria.solve_decreasing`) starts at the envelope
+time and steps down in ``log t`` by 1, 2, 4, ... until the sign changes, then Brent's
+method refines the root to 1e-8 relative. The bracket is found by expansion, not in
+a window tied to ``1 / lambda_min(U)``, so an ill-conditioned ``U`` (e.g.
+``lambda_min = 1e-8``, a crossing near 1 and an envelope time near 1e9) costs a few
+more evaluations, not a wrong answer.
 
 **Cost.** In general one evaluation needs ``(M_t, Sigma_t)`` from
 :meth:`OUProcess.mean_and_cov` and a Cholesky factorisation: O(d^3), 15-25 s
@@ -59,12 +63,7 @@ one eigendecomposition of ``U`` up front and no matrix exponential at all. For
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
 import numpy as np
-import scipy.linalg
-from scipy.optimize import brentq
 
 from nonrev.linalg import (
     as_count,
@@ -73,11 +72,12 @@ from nonrev.linalg import (
     as_samples,
     as_times,
     as_positive_float,
-    psd_factor,
     psd_spectrum,
+    sample_covariance,
     sym,
 )
 from nonrev.process.ou import OUProcess
+from nonrev.regimes import criteria
 
 __all__ = [
     "class_covariances",
@@ -92,37 +92,8 @@ __all__ = [
     "speciation_time_from_data",
 ]
 
-#: Speciation scan: t_max down to this fraction of t_max, 8 points per decade.
-SPECIATION_FLOOR = 1e-6
-_SPECIATION_STEP = 10.0 ** 0.125
-#: Collapse scan (g is monotone, so coarse steps only bracket the root).
-COLLAPSE_FLOOR = 1e-12
-_COLLAPSE_STEP = 4.0
-#: brentq tolerance on log t, i.e. relative tolerance on t.
-_LOG_T_TOL = 1e-8
-#: Relative tolerance for "Q commutes with U" and "U is a multiple of I".
-_COMMUTE_TOL = 1e-12
-_TINY = 1e-300
-
-
-# ----------------------------------------------------------------------------- frames
-@dataclass(frozen=True)
-class _Frame:
-    """How to whiten by the kernel of ``process``.
-
-    ``eigvals`` is ``None`` for the general route (``mean_and_cov`` at each t). When
-    ``Q`` commutes with ``U`` it holds the eigenvalues of ``U`` and ``eigvecs`` its
-    eigenvectors (``None`` when ``U`` is diagonal: the identity basis).
-    """
-
-    process: OUProcess
-    eigvals: np.ndarray | None = None
-    eigvecs: np.ndarray | None = None
-
-    @property
-    def isotropic(self) -> bool:
-        """``U = c I`` (then ``eigvals`` holds ``d`` copies of ``c``)."""
-        return self.eigvals is not None and bool(np.all(self.eigvals == self.eigvals[0]))
+_NO_VARIANCE = ("{name} is zero: the data have no variance, so there is no collapse "
+                "(or speciation) time to predict")
 
 
 def _check_process(process) -> OUProcess:
@@ -131,112 +102,9 @@ def _check_process(process) -> OUProcess:
     return process
 
 
-def _frame(process: OUProcess, exploit_symmetry: bool = True) -> _Frame:
-    """The cheapest exact route for ``process`` (``exploit_symmetry=False``: general)."""
-    _check_process(process)
-    U, Q = process.U, process.Q
-    if not exploit_symmetry:
-        return _Frame(process)
-    off_diag = U - np.diag(np.diag(U))
-    scale = np.linalg.norm(U)
-    if np.linalg.norm(off_diag) <= _COMMUTE_TOL * scale:
-        lam = np.diag(U).copy()
-        if np.ptp(lam) <= _COMMUTE_TOL * np.abs(lam).max():
-            lam = np.full_like(lam, lam.mean())  # exactly isotropic
-        if _commutes(Q, U):
-            return _Frame(process, lam, None)
-        return _Frame(process)
-    if _commutes(Q, U):
-        lam, V = np.linalg.eigh(U)
-        return _Frame(process, lam, V)
-    return _Frame(process)
-
-
-def _commutes(Q: np.ndarray, U: np.ndarray) -> bool:
-    q = np.linalg.norm(Q)
-    return q == 0.0 or np.linalg.norm(Q @ U - U @ Q) <= _COMMUTE_TOL * q * np.linalg.norm(U)
-
-
-def _whitened(frame: _Frame, covs: list[np.ndarray]) -> Callable[[float], list[np.ndarray]]:
-    """``t -> [K_t(C) for C in covs]``, the covariances whitened by the kernel.
-
-    ``K_t(C) = T_t C T_t^T`` with ``T_t = R_t Sigma_t^{-1/2} M_t`` for one orthogonal
-    ``R_t`` (the same for every ``C``), so any spectrum built from the ``K_t`` is
-    that of ``Sigma_t^{-1/2} M_t C M_t^T Sigma_t^{-1/2}``.
-
-    * General route: ``T_t = L_t^{-1} M_t``, ``L_t`` the Cholesky factor of
-      ``Sigma_t`` (``L^{-1} = R Sigma^{-1/2}``); ``K = W W^T`` with ``W = L^{-1} M F``
-      and ``F F^T = C``, PSD by construction.
-    * Commuting route: ``T_t = D_a V^T`` with ``a_i^2 = lam_i / (e^{2 t lam_i} - 1)``,
-      so ``K_t(C)_{ij} = a_i a_j (V^T C V)_{ij}``: O(d^2) per time.
-    """
-    if frame.eigvals is not None:
-        lam = frame.eigvals
-        V = frame.eigvecs
-        rotated = [C if V is None else sym(V.T @ C @ V) for C in covs]
-
-        def at(t: float) -> list[np.ndarray]:
-            with np.errstate(over="ignore"):
-                a = np.sqrt(lam / np.expm1(2.0 * t * lam))
-            return [a[:, None] * Cr * a[None, :] for Cr in rotated]
-        return at
-
-    factors = [psd_factor(C) for C in covs]
-
-    def at(t: float) -> list[np.ndarray]:
-        M, S = frame.process.mean_and_cov(float(t))
-        L = np.linalg.cholesky(S)
-        out = []
-        for F in factors:
-            W = scipy.linalg.solve_triangular(L, M @ F, lower=True)
-            out.append(sym(W @ W.T))
-        return out
-    return at
-
-
-def _envelope_time(frame: _Frame, C: np.ndarray, level: float) -> float:
-    """A time beyond which ``lambda_max(Sigma_t^{-1} M_t C M_t^T) < level`` for any Q.
-
-    From ``s_max(t) <= c / (e^{2ut} - 1)`` (module docstring) with
-    ``c = lambda_max(U^{1/2} C U^{1/2}) <= Tr(U C)`` (an O(d^2) bound; it enters only
-    through a logarithm) and ``u = lambda_min(U)``; 25% margin.
-    """
-    c = float(np.sum(frame.process.U * C))
-    if frame.eigvals is not None:
-        u = float(frame.eigvals.min())
-    else:
-        u = float(scipy.linalg.eigh(frame.process.U, eigvals_only=True,
-                                    subset_by_index=[0, 0])[0])
-    return 1.25 * np.log1p(c / level) / (2.0 * u)
-
-
-def _largest_crossing(h: Callable[[float], float], t_max: float, step: float,
-                      floor: float) -> float:
-    """Largest ``t`` in ``[floor * t_max, t_max)`` with ``h(t) >= 0``, or 0.0 if none.
-
-    ``h(t) < 0`` must hold for all ``t >= t_max`` (the envelope guarantees it).
-    Walks down ``t_max / step^k`` to the first ``h >= 0``, then brentq on ``x = log t``
-    between that point and the previous one. Values are cached, so brentq does not
-    recompute the bracket ends (each value may cost a d x d matrix exponential).
-    """
-    cache: dict[float, float] = {}
-
-    def hx(x: float) -> float:
-        if x not in cache:
-            cache[x] = h(float(np.exp(x)))
-        return cache[x]
-
-    x_hi = float(np.log(t_max))
-    x = x_hi - np.log(step)
-    x_floor = float(np.log(floor * t_max))
-    while x >= x_floor:
-        val = hx(x)
-        if val == 0.0:
-            return float(np.exp(x))
-        if val > 0.0:
-            return float(np.exp(brentq(hx, x, x_hi, xtol=_LOG_T_TOL)))
-        x_hi, x = x, x - np.log(step)
-    return 0.0
+def _frame(process: OUProcess, exploit_symmetry: bool = True) -> criteria.Frame:
+    """The cheapest exact route for ``process`` (:func:`nonrev.regimes.criteria.frame`)."""
+    return criteria.frame(_check_process(process), exploit_symmetry)
 
 
 # ----------------------------------------------------------------------------- speciation
@@ -250,18 +118,9 @@ def _speciation_inputs(process, between_cov, within_cov):
     return frame, Cb, Cw
 
 
-def _speciation_ratio(frame: _Frame, Cb: np.ndarray, Cw: np.ndarray | None):
-    """``t -> r(t)``: the largest generalised eigenvalue of the whitened pair
-    ``(K_t(C_b), I + K_t(C_w))``, i.e. of ``(M_t C_b M_t^T, Gamma_t)``."""
-    d = Cb.shape[0]
-    whiten = _whitened(frame, [Cb] if Cw is None else [Cb, Cw])
-
-    def ratio(t: float) -> float:
-        K = whiten(t)
-        G = None if Cw is None else np.eye(d) + K[1]
-        return float(scipy.linalg.eigh(K[0], G, eigvals_only=True,
-                                       subset_by_index=[d - 1, d - 1])[0])
-    return ratio
+def _speciation_ratio(frame: criteria.Frame, Cb: np.ndarray, Cw: np.ndarray | None):
+    """``t -> r(t)`` (:func:`nonrev.regimes.criteria.speciation_ratio`)."""
+    return criteria.speciation_ratio(frame, Cb, Cw)
 
 
 def speciation_snr(process: OUProcess, between_cov, within_cov, times):
@@ -294,19 +153,24 @@ def speciation_time(process: OUProcess, between_cov, within_cov=None) -> float:
     within_cov : (d, d) PSD or None, ``C_w = sum_k w_k Cov_k``; None means 0 (use the
         total covariance as ``between_cov`` when there are no labels).
 
-    Returns 0.0 when the criterion never holds: ``C_b = 0``, or ``r(t) < 1`` at every
-    scanned time down to ``SPECIATION_FLOOR * t_max`` (e.g. ``r(0) = lambda_max(C_b,
-    C_w) < 1``: the classes overlap too much ever to be told apart). Accurate to
-    about 1e-8 relative on the scanned crossing (the scan has 8 points per decade,
-    so a crossing pair closer than that is not resolved).
+    Returns 0.0 when the criterion provably never holds: ``C_b = 0``, or
+    ``r(0+) = lambda_max(C_b, C_w) <= 1`` (``r`` decreases in ``t``, so then
+    ``r(t) < 1`` at every ``t > 0``: the classes overlap too much ever to be told
+    apart). Otherwise ``r`` crosses 1 exactly once and the crossing is found to
+    ``ROOT_TOL`` (1e-8 relative) by :func:`nonrev.regimes.criteria.solve_decreasing`,
+    started at the envelope bound and expanding until it brackets the root: correct
+    for any SPD ``U``, however ill-conditioned. Raises ValueError if no bracket exists
+    in ``t`` in [1e-100, 1e100].
     """
     frame, Cb, Cw = _speciation_inputs(process, between_cov, within_cov)
-    if not np.any(Cb):
+    if not np.any(Cb) or criteria.speciation_zero_limit(Cb, Cw) <= 1.0:
         return 0.0
-    t_max = _envelope_time(frame, Cb, 1.0)  # r(t) <= s_max(t) for C = C_b
+    t_max = criteria.envelope_time(frame, Cb, 1.0)  # r(t) <= s_max(t) for C = C_b
     ratio = _speciation_ratio(frame, Cb, Cw)
-    return _largest_crossing(lambda t: np.log(max(ratio(t), _TINY)), t_max,
-                             _SPECIATION_STEP, SPECIATION_FLOOR)
+    x, _ = criteria.solve_decreasing(
+        lambda x: (criteria.log_positive(ratio(float(np.exp(x)))), None, None),
+        float(np.log(t_max)), "speciation time")
+    return float(np.exp(x))
 
 
 # ----------------------------------------------------------------------------- collapse
@@ -316,25 +180,10 @@ def _collapse_inputs(process, data_cov):
     return frame, C
 
 
-def _isotropic_snr(c: float, gammas: np.ndarray, t: float) -> np.ndarray:
-    """``s_i(t) = c gamma_i / (e^{2ct} - 1)`` for ``U = c I`` (any Q)."""
-    with np.errstate(over="ignore"):
-        return c * gammas / np.expm1(2.0 * c * t)
-
-
-def _collapse_gap(frame: _Frame, C: np.ndarray):
-    """``t -> g(t) = (1/2) log det(I + K_t(C))``, by one Cholesky factorisation."""
-    if frame.isotropic:
-        c = float(frame.eigvals[0])
-        gammas = psd_spectrum("data_cov", C)[1]
-        return lambda t: 0.5 * float(np.log1p(_isotropic_snr(c, gammas, t)).sum())
-    whiten = _whitened(frame, [C])
-    d = C.shape[0]
-
-    def gap(t: float) -> float:
-        L = np.linalg.cholesky(np.eye(d) + whiten(t)[0])
-        return float(np.log(np.diag(L)).sum())
-    return gap
+def _collapse_gap(frame: criteria.Frame, C: np.ndarray):
+    """``t -> g(t)`` (:func:`nonrev.regimes.criteria.collapse_gap`)."""
+    gammas = psd_spectrum("data_cov", C)[1] if frame.isotropic else None
+    return criteria.collapse_gap(frame, C, gammas)
 
 
 def collapse_snr_spectrum(process: OUProcess, data_cov, times) -> np.ndarray:
@@ -351,9 +200,9 @@ def collapse_snr_spectrum(process: OUProcess, data_cov, times) -> np.ndarray:
     if frame.isotropic:
         c = float(frame.eigvals[0])
         gammas = psd_spectrum("data_cov", C)[1]
-        out = np.stack([_isotropic_snr(c, gammas, t)[::-1] for t in grid])
+        out = np.stack([criteria.isotropic_snr(c, gammas, t)[::-1] for t in grid])
     else:
-        whiten = _whitened(frame, [C])
+        whiten = criteria.whitened(frame, [C])
         out = np.stack([np.clip(np.linalg.eigvalsh(whiten(t)[0])[::-1], 0.0, None)
                         for t in grid])
     return out[0] if scalar else out
@@ -380,9 +229,11 @@ def isotropic_collapse_time(c: float, data_eigvals, n_train: int) -> float:
     ``(1/2) sum_i log(1 + c gamma_i / y) = log N``; the left side decreases in ``y``
     and is bracketed by ``y_lo = c gamma_max / (N^2 - 1)`` (one eigenvalue alone
     reaches ``log N``) and ``y_hi = c gamma_max / (N^{2/d} - 1)`` (all equal to the
-    largest), so brentq on ``log y`` converges without a scan; ``t = log1p(y)/(2c)``.
+    largest), and :func:`nonrev.regimes.criteria.solve_decreasing` on ``log y``
+    finds the root from the middle of that bracket; ``t = log1p(y)/(2c)``.
     For ``C = sigma^2 I`` this is Biroli's ``t_C = (1/2c) log(1 + c sigma^2 /
-    (N^{2/d} - 1))``. Returns 0.0 when ``C = 0``.
+    (N^{2/d} - 1))``. Raises ValueError when ``C = 0`` (data without variance have
+    no collapse time: ``g = 0 < log N`` at every ``t``).
     """
     c = as_positive_float("c", c)
     gammas = np.asarray(data_eigvals, dtype=np.float64)
@@ -395,7 +246,7 @@ def isotropic_collapse_time(c: float, data_eigvals, n_train: int) -> float:
     n = as_count("n_train", n_train, minimum=2)
     top = float(gammas.max())
     if top == 0.0:
-        return 0.0
+        raise ValueError(_NO_VARIANCE.format(name="data_eigvals"))
     log_n = np.log(n)
     d = gammas.size
 
@@ -404,7 +255,9 @@ def isotropic_collapse_time(c: float, data_eigvals, n_train: int) -> float:
 
     lo = np.log(c * top) - np.log(np.expm1(2.0 * log_n)) - 1.0  # margins: strict bracket
     hi = np.log(c * top) - np.log(np.expm1(2.0 * log_n / d)) + 1.0
-    y = np.exp(brentq(h, lo, hi, xtol=_LOG_T_TOL))
+    x, _ = criteria.solve_decreasing(lambda x: (h(x), None, None), 0.5 * (lo + hi),
+                                     "collapse time")
+    y = np.exp(x)
     return float(np.log1p(y) / (2.0 * c))
 
 
@@ -412,32 +265,33 @@ def collapse_time(process: OUProcess, data_cov, n_train: int) -> float:
     """Predicted collapse time ``t_C``: the largest ``t`` with ``g(t) >= log N``.
 
     ``g`` is :func:`collapse_entropy_gap`, ``C = data_cov`` (d, d) PSD and
-    ``N = n_train >= 2``. ``g`` is non-increasing, so the crossing is unique: it is
-    bracketed by walking down from the envelope bound in steps of 4 and refined by
-    brentq to about 1e-8 relative. Each step costs one O(d^3) evaluation (a
-    matrix exponential pair in general; only a Cholesky factorisation when ``Q``
-    commutes with ``U``; nothing for ``U = c I``, see :func:`isotropic_collapse_time`).
-    Returns 0.0 when ``C = 0`` or the crossing lies below ``COLLAPSE_FLOOR * t_max``.
+    ``N = n_train >= 2``. ``g`` decreases from infinity (``t -> 0``, any ``C != 0``)
+    to 0, so the crossing exists and is unique: it is found to ``ROOT_TOL`` (1e-8
+    relative) by :func:`nonrev.regimes.criteria.solve_decreasing`, started at the
+    envelope bound and expanding until it brackets the root (correct for any SPD
+    ``U``). Each evaluation costs one O(d^3) step (a matrix exponential pair in
+    general; only a Cholesky factorisation when ``Q`` commutes with ``U``; nothing for
+    ``U = c I``, see :func:`isotropic_collapse_time`). Raises ValueError when
+    ``C = 0`` (data without variance).
     """
     frame, C = _collapse_inputs(process, data_cov)
     n = as_count("n_train", n_train, minimum=2)
     if not np.any(C):
-        return 0.0
+        raise ValueError(_NO_VARIANCE.format(name="data_cov"))
     if frame.isotropic:
         return isotropic_collapse_time(float(frame.eigvals[0]), psd_spectrum("data_cov", C)[1], n)
     # g(t) <= (d/2) log(1 + s_max(t)) < log N once s_max(t) < N^{2/d} - 1.
-    t_max = _envelope_time(frame, C, np.expm1(2.0 * np.log(n) / process.dim))
+    t_max = criteria.envelope_time(frame, C, np.expm1(2.0 * np.log(n) / process.dim))
     gap = _collapse_gap(frame, C)
     log_log_n = np.log(np.log(n))
-    return _largest_crossing(lambda t: np.log(max(gap(t), _TINY)) - log_log_n, t_max,
-                             _COLLAPSE_STEP, COLLAPSE_FLOOR)
+    x, _ = criteria.solve_decreasing(
+        lambda x: (criteria.log_positive(gap(float(np.exp(x)))) - log_log_n, None, None),
+        float(np.log(t_max)), "collapse time")
+    return float(np.exp(x))
 
 
 # ----------------------------------------------------------------------------- from data
-def _sample_covariance(X: np.ndarray) -> np.ndarray:
-    """``(1/n) sum_i (x_i - mean)(x_i - mean)^T``: the covariance of the empirical law."""
-    Xc = X - X.mean(axis=0)
-    return sym(Xc.T @ Xc) / X.shape[0]
+_sample_covariance = sample_covariance  # the one convention (1/n), nonrev.linalg
 
 
 def class_covariances(X, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -506,6 +360,9 @@ def predict_regimes(X, U, currents: dict, labels=None, n_train: int | None = Non
     n_train = n if n_train is None else as_count("n_train", n_train, minimum=2)
     C = _sample_covariance(X)
     _, gammas = psd_spectrum("data covariance", C)
+    if not gammas[-1] > 0.0:
+        raise ValueError("X has no variance (every row is the same point): there is no "
+                         "speciation or collapse time to predict")
     if labels is not None:
         between, within, w = class_covariances(X, labels)
         if w.size < 2:

@@ -54,6 +54,7 @@ import torch
 from nonrev import __version__
 from nonrev.data.datasets import Dataset, Normaliser, load_dataset
 from nonrev.config import ConfigError, field, from_dict, to_dict
+from nonrev.linalg import sample_covariance
 from nonrev.outputs import write_bytes
 from nonrev.process.ou import OUProcess
 from nonrev.process.spec import gamma_of, process_from_spec
@@ -533,9 +534,7 @@ def _lr(cfg: TrainConfig, step: int) -> float:
 
 def _covariance(X: np.ndarray) -> np.ndarray:
     """Sample covariance (1/n) of the rows of ``X`` about their mean."""
-    Xc = X - X.mean(axis=0)
-    C = Xc.T @ Xc / X.shape[0]
-    return 0.5 * (C + C.T)
+    return sample_covariance(X)
 
 
 def _fresh_state(cfg: TrainConfig, ds: Dataset, X: np.ndarray) -> _State:
