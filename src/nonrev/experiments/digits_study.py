@@ -11,9 +11,9 @@ forward process differs), by default
 Measured, against the held-out test split (never used in training):
 
 1. Sample quality versus the number of score evaluations (NFE): sliced W2 and
-   MMD^2 (Gaussian kernel, median bandwidth) in pixel units, and the class balance
-   under a logistic-regression digit classifier trained here on the training split
-   (total-variation distance between the predicted-class frequencies of the samples
+   MMD^2 (Gaussian kernel, median bandwidth) in pixel units, the digits Frechet
+   distance, classifier confidence and the class balance under the fixed digit
+   classifier of :mod:`nonrev.experiments.digits_quality` (total-variation distance between the predicted-class frequencies of the samples
    and those of the test set), for the exact ancestral sampler on a log-spaced grid
    ending with one Tweedie step (NFE = steps + 1). Control: the same sampler with
    the exact score of the training set (:class:`~nonrev.scores.EmpiricalScore`),
@@ -50,6 +50,7 @@ import torch
 
 from nonrev import __version__
 from nonrev.linalg import sample_covariance
+from nonrev.experiments.digits_quality import DigitsClassifier, digits_quality
 from nonrev.metrics import mmd_rbf, sliced_wasserstein
 from nonrev.regimes.measure import (
     clone_agreement,
@@ -59,7 +60,7 @@ from nonrev.regimes.measure import (
 from nonrev.regimes.theory import class_covariances, collapse_time, speciation_time
 from nonrev.scores import EmpiricalScore
 from nonrev.training.loop import TrainConfig, prepare_data, train
-from nonrev.config import ConfigError, check_device, field
+from nonrev.config import COUNT_MAX, ConfigError, check_device, field
 
 _MODEL_NAMES = {"identity/none": "standard (U = I)", "data/none": "U = data, Q = 0",
                 "data/optimal": "U = data, Q = optimal"}
@@ -74,9 +75,9 @@ def model_label(spec: str) -> str:
 class SpeciationStudyConfig:
     branch_times: list[float] = field([0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2],
                                       help="cloning branch times (intrinsic units)")
-    n_pairs: int = field(400, min=10, help="clone pairs per branch time")
+    n_pairs: int = field(400, min=10, max=COUNT_MAX, help="clone pairs per branch time")
     T: float = field(6.0, min=0.01, help="start of the cloning runs (exact draws of P_T)")
-    steps: int = field(300, min=10, help="ancestral steps over [t_min, T] (uniform)")
+    steps: int = field(300, min=10, max=COUNT_MAX, help="ancestral steps over [t_min, T] (uniform)")
 
 
 @dataclass
@@ -85,16 +86,16 @@ class DigitsStudyConfig:
                               help="forward processes as u/q (see nonrev train --u/--q)")
     train: TrainConfig = field(TrainConfig(steps=12000, hidden=512, depth=3, t_max=8.0,
                                            checkpoint_minutes=0.0))
-    n_samples: int = field(2000, min=10, help="samples per quality measurement")
+    n_samples: int = field(2000, min=10, max=COUNT_MAX, help="samples per quality measurement")
     nfe: list[int] = field([10, 20, 50, 100, 250, 1000], help="score evaluations per sample")
     method: str = field("ancestral", choices=("ancestral", "ddim"))
     horizons: list[float] = field([0.5, 1.0, 2.0, 4.0, 8.0], help="start times T to compare")
-    horizon_nfe: int = field(100, min=2, help="NFE of the horizon comparison")
+    horizon_nfe: int = field(100, min=2, max=COUNT_MAX, help="NFE of the horizon comparison")
     speciation: SpeciationStudyConfig = field(SpeciationStudyConfig())
     memorisation_sizes: list[int] = field([100, 400], help="smaller training sets (rows)")
     memorisation_samples: int = field(1000, min=10)
     memorisation_nfe: int = field(100, min=2)
-    n_reference: int = field(5, min=2, help="training subsets for the reference floor")
+    n_reference: int = field(5, min=2, max=COUNT_MAX, help="training subsets for the reference floor")
     seed: int = field(0, min=0)
     device: str = field("cpu")
 
@@ -139,41 +140,16 @@ def quick_config() -> DigitsStudyConfig:
 
 
 # ---------------------------------------------------------------------------- pieces
-class DigitClassifier:
-    """Multinomial logistic regression on pixels / 16 (scikit-learn, lbfgs)."""
-
-    def __init__(self, X, y, seed: int = 0):
-        from sklearn.linear_model import LogisticRegression
-
-        self.clf = LogisticRegression(max_iter=5000, C=1.0, random_state=seed)
-        self.clf.fit(np.asarray(X) / 16.0, np.asarray(y))
-        self.n_classes = len(self.clf.classes_)
-
-    def predict(self, X) -> np.ndarray:
-        return self.clf.predict(np.asarray(X) / 16.0)
-
-    def proba(self, X) -> np.ndarray:
-        return self.clf.predict_proba(np.asarray(X) / 16.0)
-
-
-def _class_stats(clf: DigitClassifier, X, reference_freq: np.ndarray) -> dict:
-    p = clf.proba(X)
-    freq = np.bincount(p.argmax(1), minlength=clf.n_classes) / len(X)
-    return {"class_tv": float(0.5 * np.abs(freq - reference_freq).sum()),
-            "confidence": float(p.max(1).mean()), "class_freq": freq.tolist()}
-
-
 def _quality(X, test, clf, ref_freq, seed: int) -> dict:
-    out = {"sliced_w2": sliced_wasserstein(X, test, seed=seed), "mmd": mmd_rbf(X, test, seed=seed)}
-    out.update(_class_stats(clf, X, ref_freq))
-    return out
+    return {"sliced_w2": sliced_wasserstein(X, test, seed=seed), "mmd": mmd_rbf(X, test, seed=seed),
+            **digits_quality(X, test, clf, ref_freq)}
 
 
 def _reference(train_X, test, clf, ref_freq, n: int, k: int, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     rows = [_quality(train_X[rng.choice(len(train_X), size=min(n, len(train_X)), replace=False)],
                      test, clf, ref_freq, seed) for _ in range(k)]
-    keys = ("sliced_w2", "mmd", "class_tv", "confidence")
+    keys = ("sliced_w2", "mmd", "frechet", "class_tv", "confidence")
     return {**{key: float(np.mean([r[key] for r in rows])) for key in keys},
             **{key + "_sd": float(np.std([r[key] for r in rows], ddof=1)) for key in keys},
             "n": int(min(n, len(train_X))), "subsets": k}
@@ -223,7 +199,7 @@ def run_digits_study(cfg: DigitsStudyConfig, progress=None) -> dict:
             progress(stage, done[0], total)
 
     ds, _ = prepare_data(_train_cfg(cfg, cfg.models[0]))
-    clf = DigitClassifier(ds.train, ds.train_labels, seed=cfg.seed)
+    clf = DigitsClassifier(ds.train, ds.train_labels)  # fixed seed: runs compare
     test_acc = float(np.mean(clf.predict(ds.test) == ds.test_labels))
     ref_freq = np.bincount(clf.predict(ds.test), minlength=clf.n_classes) / len(ds.test)
     reference = _reference(ds.train, ds.test, clf, ref_freq, cfg.n_samples, cfg.n_reference,
@@ -298,7 +274,7 @@ def run_digits_study(cfg: DigitsStudyConfig, progress=None) -> dict:
         "versions": {"nonrev": __version__, "torch": torch.__version__, "numpy": np.__version__,
                      "torch_threads": torch.get_num_threads()},
         "data": {"name": "digits", "n_train": int(ds.train.shape[0]), "n_test": int(ds.test.shape[0]),
-                 "dim": ds.dim, "classifier": "logistic regression on pixels/16",
+                 "dim": ds.dim, "classifier": "MLP 64-128-16-10 on pixels/16, seed 0 (digits_quality)",
                  "classifier_test_accuracy": test_acc, "test_class_freq": ref_freq.tolist(),
                  "test_samples": ds.test[:100].tolist()},
         "reference": reference,

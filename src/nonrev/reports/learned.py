@@ -166,18 +166,20 @@ def write_digits_report(res: dict, out) -> None:
                  f"{_fmt(r['final_loss'])} |")
     L += ["", "## Sample quality versus score evaluations", "",
           f"Against the test set, {cfg['n_samples']} samples each. Real training digits "
-          f"(same count, {ref['subsets']} subsets): sliced W2 {ref['sliced_w2']:.3f} ± "
+          f"(same count, {ref['subsets']} subsets): digits FD {ref['frechet']:.3g} ± "
+          f"{ref['frechet_sd']:.2g}, sliced W2 {ref['sliced_w2']:.3f} ± "
           f"{ref['sliced_w2_sd']:.3f}, MMD² {ref['mmd']:.2g} ± {ref['mmd_sd']:.1g}, class TV "
           f"{ref['class_tv']:.3f} ± {ref['class_tv_sd']:.3f}, classifier confidence "
           f"{ref['confidence']:.3f}. Samples of the Gaussian fit N(mean, C): sliced W2 "
           f"{res['gaussian_fit']['sliced_w2']:.3f}, MMD² {res['gaussian_fit']['mmd']:.2g}, class TV "
           f"{res['gaussian_fit']['class_tv']:.3f}, confidence "
           f"{res['gaussian_fit']['confidence']:.3f}.", "",
-          "| model | NFE | sliced W2 | MMD² | class TV | confidence |", "|---|---|---|---|---|---|"]
+          "| model | NFE | digits FD | sliced W2 | MMD² | class TV | confidence |",
+          "|---|---|---|---|---|---|---|"]
     for r in res["models"]:
         for e in r["nfe"]:
-            L.append(f"| {r['label']} | {e['nfe']} | {e['sliced_w2']:.3f} | {e['mmd']:.2g} | "
-                     f"{e['class_tv']:.3f} | {e['confidence']:.3f} |")
+            L.append(f"| {r['label']} | {e['nfe']} | {e['frechet']:.3g} | {e['sliced_w2']:.3f} | "
+                     f"{e['mmd']:.2g} | {e['class_tv']:.3f} | {e['confidence']:.3f} |")
     if all("exact_score_nfe" in r for r in res["models"]):
         L += ["", "Control: the same sampler with the exact score of the training set (it "
               "reproduces training digits when the sampler is accurate).", "",
