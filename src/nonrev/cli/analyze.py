@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from nonrev.cli.common import data_options, format_time, user_errors
+from nonrev.cli.common import MAX_N_TRAIN, U_HELP, count, data_options, format_time, user_errors
 from nonrev.process.spec import Q_METAVAR, U_METAVAR
 
 
@@ -36,13 +36,12 @@ def _print_table(report: dict, data_name: str, u_spec: str) -> None:
 @click.command()
 @data_options
 @click.option("--u", "u_spec", default="identity", show_default=True, metavar=U_METAVAR,
-              help="Noise precision U: the identity, the inverse Ledoit-Wolf covariance of "
-                   "the data scaled to Tr(U)/d = 1, or a (d, d) SPD matrix from a file.")
+              help=U_HELP)
 @click.option("--q", "q_spec", default="optimal", show_default=True, metavar=Q_METAVAR,
               help="Current to compare with Q = 0 ('none'): 'optimal'; 'gamma:<x>' (x times "
                    "the optimal current); FILE (a (d, d) antisymmetric matrix, reported as "
                    "'file'); 'none' reports Q = 0 alone.")
-@click.option("--n-train", type=click.IntRange(min=2), default=None,
+@click.option("--n-train", type=count(2, MAX_N_TRAIN), default=None,
               help="Number of training points N in the collapse criterion [default: n].")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def analyze(data, key, labels_path, labels_key, u_spec, q_spec, n_train, as_json):

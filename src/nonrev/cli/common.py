@@ -4,17 +4,101 @@ imports no command."""
 
 from __future__ import annotations
 
+import signal
+import sys
+import threading
+import time
 from contextlib import contextmanager
 
 import click
 
+from nonrev.config import SEED_MAX
 from nonrev.errors import one_line
+
+#: The value type of every --seed: what numpy, torch and scikit-learn all accept.
+SEED = click.IntRange(min=0, max=SEED_MAX)
+
+
+def count(minimum: int, maximum: int) -> click.IntRange:
+    """The value type of an integer option: ``minimum..maximum``, so that an absurd
+    value (``--steps 99999999999999999999``) is refused with the option's name
+    before any work."""
+    return click.IntRange(min=minimum, max=maximum)
+
+
+#: Upper bounds of the integer options (far beyond any run that fits in memory).
+MAX_STEPS = 10**9
+MAX_SAMPLES = 10**7
+MAX_N_TRAIN = 10**12
+MAX_THREADS = 1024
 
 
 def fail(error) -> "click.ClickException":
     """The ClickException that reports ``error`` (an exception or a text) in one line:
     ``raise fail(exc) from None``."""
     return click.ClickException(one_line(error))
+
+
+def check_outputs(*outputs) -> None:
+    """Check, before any work, that every output can be created: each item is
+    ``(option, path, kwargs for nonrev.outputs.check_output)``, with None paths
+    skipped. Raises the one-line ClickException of the first that cannot."""
+    from nonrev.outputs import check_output
+
+    for option, path, kwargs in outputs:
+        if path is not None:
+            try:
+                check_output(path, option=option, **kwargs)
+            except ValueError as exc:
+                raise fail(exc) from None
+
+
+def terminate_as_interrupt() -> None:
+    """Handle SIGTERM (``kill``, a job scheduler, a container stop) like Ctrl-C, so
+    that a stopped command cleans up as it does on KeyboardInterrupt (temporary
+    output removed, checkpoint written) instead of dying at once."""
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_term)
+
+
+#: Steps expected to last at least this long get a message with the estimate and
+#: a heartbeat while they run (see :func:`stage`).
+SLOW_STEP_S = 5.0
+
+
+@contextmanager
+def stage(name: str, expected_s: float | None = None, *, every_s: float = 15.0):
+    """Report a step that may take long on stderr: its name and expected duration
+    up front, the elapsed time every ``every_s`` seconds while it runs (a single
+    call into LAPACK shows no progress of its own), and its duration at the end.
+    Silent when ``expected_s`` is below :data:`SLOW_STEP_S`."""
+    if expected_s is None or expected_s < SLOW_STEP_S:
+        yield
+        return
+    t0 = time.monotonic()
+    click.echo(f"{name}: expected about {_duration(expected_s)} ...", err=True)
+    done = threading.Event()
+
+    def beat():
+        while not done.wait(every_s):
+            click.echo(f"  {name}: {_duration(time.monotonic() - t0)} so far", err=True)
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+    click.echo(f"{name}: done in {_duration(time.monotonic() - t0)}", err=True)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 @contextmanager
@@ -25,6 +109,11 @@ def user_errors(*types: type[BaseException]):
         yield
     except types or (ValueError,) as exc:
         raise fail(exc) from None
+
+
+U_HELP = ("Noise precision U: identity; data (the inverse Ledoit-Wolf-shrunk covariance of "
+          "the data, scaled to Tr(U)/d = 1); data:<k> (the same with its condition number "
+          "capped at k); or FILE, a (d, d) SPD matrix (.npy/.npz/.csv).")
 
 
 def format_time(t: float) -> str:
@@ -58,7 +147,7 @@ THREADS_HELP = ("CPU threads for torch and for numpy's BLAS. Small matrices and 
 
 def threads_option(command):
     """The --threads option (default 1)."""
-    return click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+    return click.option("--threads", type=count(1, MAX_THREADS), default=1, show_default=True,
                         help=THREADS_HELP)(command)
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from nonrev.cli.common import fail, limit_threads, threads_option
+from nonrev.cli.common import (MAX_STEPS, SEED, U_HELP, check_outputs, count, fail, limit_threads,
+                               threads_option)
 from nonrev.process.spec import Q_METAVAR, U_METAVAR
 
 
@@ -25,8 +26,7 @@ def _train_config(quick, config_file, overrides):
               help="Training data: a bundled set, a .npy/.npz array ((n, d) vectors or "
                    "(n, H, W) / (n, C, H, W) images) or a folder of images. [default: digits]")
 @click.option("--u", "u_spec", default=None, metavar=U_METAVAR,
-              help="Noise precision U: identity; data (inverse shrunk training covariance, "
-                   "Tr(U)/d = 1); or a (d, d) SPD matrix file. [default: identity]")
+              help=U_HELP + " [default: identity]")
 @click.option("--q", "q_spec", default=None, metavar=Q_METAVAR,
               help="Current Q: none; optimal; gamma:<x> (x times the optimal); or a (d, d) "
                    "antisymmetric matrix file. [default: none]")
@@ -35,13 +35,13 @@ def _train_config(quick, config_file, overrides):
 @click.option("--quick", is_flag=True,
               help="Small network (width 256) and 8000 steps: a usable digits model "
                    "on a CPU in minutes (README: measured run times).")
-@click.option("--steps", type=click.IntRange(min=1), default=None,
+@click.option("--steps", type=count(1, MAX_STEPS), default=None,
               help="Total training steps (with --resume: extend or shorten the run).")
 @click.option("--device", default=None, help="torch device, e.g. cpu or cuda.")
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out from its last checkpoint (its recorded "
                    "settings; only --steps and --device may change).")
-@click.option("--seed", type=click.IntRange(min=0), default=None, help="Training seed.")
+@click.option("--seed", type=SEED, default=None, help="Training seed.")
 @click.option("--key", default=None, help="Array to use in an .npz data file.")
 @click.option("--image-size", type=click.IntRange(min=2, max=256), default=None,
               help="Side of the resized images of a folder. [default: 16]")
@@ -54,17 +54,20 @@ def train(data, u_spec, q_spec, out_dir, quick, steps, device, resume, seed, key
     """Train a score network by denoising score matching with the exact kernel of
     dx = -(I+Q) U x dt + sqrt(2) dW.
 
-    Checkpoints are written atomically every few minutes and at the end; Ctrl-C
-    finishes the current step, writes a checkpoint and stops (continue with
-    --resume).
+    Checkpoints are written atomically soon after the start, then every few
+    minutes and at the end; Ctrl-C or SIGTERM finishes the current step, writes a
+    checkpoint and stops (continue with --resume).
     """
     import yaml
     from tqdm import tqdm
 
     from nonrev.config import ConfigError, to_dict
+    from nonrev.outputs import remove_partials
     from nonrev.training.loop import CHECKPOINT_JSON, train as run_train
 
     out = Path(out_dir)
+    # writable before any work (existing contents are checked below)
+    check_outputs(("--out", out, {"folder": True, "overwrite": True}))
     fixed = {"--data": data, "--u": u_spec, "--q": q_spec, "--seed": seed, "--key": key,
              "--image-size": image_size, "--config": config_file}
     if resume:
@@ -90,15 +93,17 @@ def train(data, u_spec, q_spec, out_dir, quick, steps, device, resume, seed, key
         if (out / CHECKPOINT_JSON).exists():
             raise click.ClickException(f"--out {out}: already holds a checkpoint; pass --resume "
                                        "to continue it, or choose another folder")
+        if out.is_dir():
+            remove_partials(out)  # left by a killed run
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise click.ClickException(f"--out {out}: exists and is not an empty folder")
 
     interrupted = []
 
     def on_sigint(signum, frame):
-        if interrupted:  # second Ctrl-C: stop now
+        if interrupted:  # second Ctrl-C (or SIGTERM): stop now
             raise KeyboardInterrupt
-        interrupted.append(True)
+        interrupted.append(signum)
 
     bar = tqdm(desc="nonrev train", unit="step", dynamic_ncols=True)
     recent = []
@@ -113,7 +118,7 @@ def train(data, u_spec, q_spec, out_dir, quick, steps, device, resume, seed, key
         if step % 10 == 0:
             bar.set_postfix_str(f"loss {sum(recent) / len(recent):.4f}")
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    previous = {sig: signal.signal(sig, on_sigint) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with limit_threads(threads):
             model = run_train(cfg, out, resume=resume, steps=steps if resume else None,
@@ -122,15 +127,20 @@ def train(data, u_spec, q_spec, out_dir, quick, steps, device, resume, seed, key
     except (ValueError, FloatingPointError) as exc:
         bar.close()
         raise fail(exc) from None
+    except OSError as exc:  # the disk filled up, the folder was removed...
+        bar.close()
+        raise fail(f"--out {out}: cannot write the checkpoint ({exc.strerror or exc}); the "
+                   "last complete checkpoint there is kept") from None
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     bar.close()
     hist = model.loss_history
     loss = f"{hist[-1][1]:.4f}" if hist else "n/a"
     if interrupted:
         click.echo(f"interrupted at step {model.step}; checkpoint written to {out}. "
                    f"Continue with: nonrev train --out {out} --resume")
-        raise SystemExit(130)
+        raise SystemExit(128 + int(interrupted[0]))  # 130 after Ctrl-C, 143 after SIGTERM
     import json
 
     elapsed = json.loads((out / CHECKPOINT_JSON).read_text())["elapsed_s"]

@@ -177,7 +177,7 @@ def ledoit_wolf_shrinkage(X) -> float:
     return 0.0 if delta2 <= 0.0 else float(beta2 / delta2)
 
 
-def u_from_data(X, shrinkage: float | None = None) -> np.ndarray:
+def u_from_data(X, shrinkage: float | None = None, max_condition: float | None = None) -> np.ndarray:
     """A noise precision ``U`` shaped like the data: ``U ∝ (shrunk covariance)^{-1}``.
 
     ``C* = rho mu I + (1 - rho) S`` with ``S`` the sample covariance (1/n), ``mu =
@@ -186,6 +186,11 @@ def u_from_data(X, shrinkage: float | None = None) -> np.ndarray:
     ``Tr(U)/d = 1``: the noise has the data's correlation shape and the mean rate of
     the standard process (``Tr(U)/d`` is the best relaxation rate any current can
     give). ValueError when ``C*`` is singular (``rho = 0`` with ``n <= d``).
+
+    ``max_condition``: cap the condition number of ``U`` at this value (>= 1) by
+    raising its smallest eigenvalues to ``lambda_max / max_condition`` (same
+    eigenvectors), before the scaling to ``Tr(U)/d = 1``. The slowest rate of ``U``
+    then rises and the current needed to equalise the rates is less stiff.
     """
     X = as_samples("X", X, min_cols=1)
     n, d = X.shape
@@ -207,7 +212,16 @@ def u_from_data(X, shrinkage: float | None = None) -> np.ndarray:
     if lam[0] <= 1e-12 * lam[-1]:
         raise ValueError(f"the shrunk covariance is singular (shrinkage {rho:.3g}, n = {n}, "
                          f"d = {d}); use shrinkage > 0")
-    U = sym((V / lam) @ V.T)
+    prec = 1.0 / lam
+    if max_condition is not None:
+        try:
+            kappa = float(max_condition)
+        except (TypeError, ValueError):
+            kappa = math.nan
+        if not (math.isfinite(kappa) and kappa >= 1.0):
+            raise ValueError(f"max_condition must be a number >= 1, got {max_condition!r}")
+        prec = np.maximum(prec, prec.max() / kappa)
+    U = sym((V * prec) @ V.T)
     return U * (d / np.trace(U))
 
 

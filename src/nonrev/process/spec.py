@@ -1,8 +1,9 @@
 """The one parser of the U and Q specs that the command line and config files use.
 
 ``U``: ``identity``; ``data`` (:func:`nonrev.data.u_from_data`: the inverse
-Ledoit-Wolf-shrunk covariance of the data, scaled to ``Tr(U)/d = 1``); or a file
-holding a (d, d) SPD matrix.
+Ledoit-Wolf-shrunk covariance of the data, scaled to ``Tr(U)/d = 1``); ``data:<k>``
+(the same with its condition number capped at ``k``); or a file holding a (d, d) SPD
+matrix.
 
 ``Q``: ``none`` (reversible); ``optimal`` (:func:`nonrev.optimal_q` of ``U``);
 ``gamma:<x>`` (``x`` times the optimal current); or a file holding a (d, d)
@@ -19,21 +20,32 @@ from nonrev.data.files import load_square_matrix, u_from_data
 from nonrev.process.currents import optimal_q, scaled_q
 from nonrev.process.ou import OUProcess
 
-U_METAVAR = "identity|data|FILE"
+U_METAVAR = "identity|data|data:<k>|FILE"
 Q_METAVAR = "none|optimal|gamma:<x>|FILE"
 
 
-def gamma_of(spec: str) -> float | None:
-    """The ``x`` of a ``gamma:<x>`` spec (a finite number), or None for other specs."""
-    if not spec.startswith("gamma:"):
+def _number_after(prefix: str, spec: str, minimum: float) -> float | None:
+    """The number ``x`` of a ``<prefix>:<x>`` spec (finite, >= minimum), or None for
+    specs without that prefix."""
+    if not spec.startswith(prefix + ":"):
         return None
     try:
-        gamma = float(spec[len("gamma:"):])
+        x = float(spec[len(prefix) + 1:])
     except ValueError:
-        gamma = math.nan
-    if not math.isfinite(gamma):
-        raise ValueError(f"gamma:<x> needs a finite number x, got {spec!r}")
-    return gamma
+        x = math.nan
+    if not (math.isfinite(x) and x >= minimum):
+        raise ValueError(f"{prefix}:<x> needs a finite number x >= {minimum:g}, got {spec!r}")
+    return x
+
+
+def gamma_of(spec: str) -> float | None:
+    """The ``x`` of a ``gamma:<x>`` Q spec, or None for other specs."""
+    return _number_after("gamma", spec, -math.inf)
+
+
+def condition_cap_of(spec: str) -> float | None:
+    """The ``k`` of a ``data:<k>`` U spec (k >= 1), or None for other specs."""
+    return _number_after("data", spec, 1.0)
 
 
 def u_from_spec(spec: str, X: np.ndarray, *, option: str = "--u") -> np.ndarray:
@@ -43,6 +55,12 @@ def u_from_spec(spec: str, X: np.ndarray, *, option: str = "--u") -> np.ndarray:
         return np.eye(d)
     if spec == "data":
         return u_from_data(X)
+    try:
+        cap = condition_cap_of(spec)
+    except ValueError as exc:
+        raise ValueError(f"{option}: {exc}") from None
+    if cap is not None:
+        return u_from_data(X, max_condition=cap)
     return load_square_matrix(spec, option, d)
 
 

@@ -26,8 +26,10 @@ sha256 and tensor shapes of the weights file) and ``weights-<step>.safetensors``
 anywhere). A new weights file is written first (temporary name, fsync,
 ``os.replace``), then the JSON (same way), then older weights files are removed, so
 an interruption at any moment leaves a consistent pair. Checkpoints are written
-every ``checkpoint_minutes`` (and every ``checkpoint_steps`` steps, if set), when
-``should_stop`` asks, and at the end. Resuming restores the weights, optimizer,
+every ``checkpoint_minutes`` (the first already after :data:`FIRST_CHECKPOINT_S`
+seconds), every ``checkpoint_steps`` steps if set, when ``should_stop`` asks, and at
+the end; temporary files that a killed writer left in the folder are removed when a
+run starts or resumes there. Resuming restores the weights, optimizer,
 EMA and generator state exactly, so on one machine an interrupted and resumed run
 gives the same weights as an uninterrupted one.
 
@@ -53,16 +55,21 @@ import torch
 
 from nonrev import __version__
 from nonrev.data.datasets import Dataset, Normaliser, load_dataset
-from nonrev.config import ConfigError, field, from_dict, to_dict
+from nonrev.config import COUNT_MAX, ConfigError, check_memory, field, from_dict, show, to_dict
 from nonrev.linalg import sample_covariance
-from nonrev.outputs import write_bytes
+from nonrev.outputs import remove_partials, write_bytes
 from nonrev.process.ou import OUProcess
-from nonrev.process.spec import gamma_of, process_from_spec
+from nonrev.process.spec import condition_cap_of, gamma_of, process_from_spec
 from nonrev.samplers.driver import METHODS, SPACINGS, sample, time_grid
 from nonrev.scores.neural import NeuralScore, Parameterisation, build_network, dsm_loss
 
 __all__ = ["CheckpointError", "TrainConfig", "TrainedModel", "EMA", "load_checkpoint",
            "process_from_spec", "quick_config", "train"]
+
+#: Seconds after the start of a run (fresh, or resumed) at which the first checkpoint
+#: is written, when ``checkpoint_minutes`` asks for later ones: a run stopped early
+#: (SIGKILL, a lost machine) can still be resumed.
+FIRST_CHECKPOINT_S = 10.0
 
 FORMAT = "nonrev-checkpoint"
 FORMAT_VERSION = 1
@@ -82,39 +89,40 @@ class TrainConfig:
     key: str = field("", help="array name in an .npz data file")
     image_size: int = field(16, min=2, max=256, help="side of resized folder images")
     color: str = field("auto", choices=("auto", "gray", "rgb"), help="folder images")
-    n_points: int = field(4000, min=8, help="size of a generated 2-D toy set")
+    n_points: int = field(4000, min=8, max=COUNT_MAX, help="size of a generated 2-D toy set")
     test_fraction: float = field(0.2, min=0.01, max=0.9)
-    n_train: int = field(0, min=0, help="use only the first n_train training rows (0: all)")
+    n_train: int = field(0, min=0, max=COUNT_MAX, help="use only the first n_train training rows (0: all)")
     split_seed: int = field(0, min=0, help="seed of the train/test split (and toy data)")
-    u: str = field("identity", help="identity | data | FILE (a (d, d) SPD matrix)")
+    u: str = field("identity", help="identity | data | data:<k> (condition number capped "
+                                    "at k) | FILE (a (d, d) SPD matrix)")
     q: str = field("none", help="none | optimal | gamma:<x> | FILE (antisymmetric)")
     network: str = field("mlp", choices=("mlp", "conv", "auto"),
                          help="mlp or conv (image data); auto: mlp, read from older checkpoints")
     precondition: bool = field(True, help="Gaussian preconditioning of the noise prediction "
                                           "(nonrev.scores.neural.Parameterisation)")
-    hidden: int = field(512, min=8, help="mlp width")
-    depth: int = field(3, min=1, help="residual blocks")
-    channels: int = field(64, min=8, help="conv channels")
-    emb_dim: int = field(128, min=2, help="time embedding size (even)")
-    steps: int = field(20000, min=1)
-    batch_size: int = field(256, min=1)
-    time_groups: int = field(16, min=1, help="distinct grid times per batch (divides batch_size)")
+    hidden: int = field(512, min=8, max=16384, help="mlp width")
+    depth: int = field(3, min=1, max=256, help="residual blocks")
+    channels: int = field(64, min=8, max=4096, help="conv channels")
+    emb_dim: int = field(128, min=2, max=16384, help="time embedding size (even)")
+    steps: int = field(20000, min=1, max=10**9)
+    batch_size: int = field(256, min=1, max=10**6)
+    time_groups: int = field(16, min=1, max=10**6, help="distinct grid times per batch (divides batch_size)")
     lr: float = field(1e-3, min=1e-8, max=1.0)
     weight_decay: float = field(0.0, min=0.0)
-    warmup: int = field(200, min=0, help="linear learning-rate warm-up steps")
+    warmup: int = field(200, min=0, max=10**9, help="linear learning-rate warm-up steps")
     lr_schedule: str = field("cosine", choices=("cosine", "constant"))
     ema_decay: float = field(0.999, min=0.0, max=0.99999)
     grad_clip: float = field(1.0, min=0.0, help="max gradient norm (0: off)")
     t_min: float = field(1e-2, min=1e-6, help="smallest training time (and default end of sampling)")
     t_max: float = field(10.0, min=1e-3, help="largest training time (largest T to sample from)")
-    n_times: int = field(0, min=0, help="training grid size (0: auto, 1000 for d <= 128)")
+    n_times: int = field(0, min=0, max=100_000, help="training grid size (0: auto, 1000 for d <= 128)")
     spacing: str = field("log", choices=SPACINGS, help="training grid spacing")
     seed: int = field(0, min=0)
     device: str = field("cpu")
     amp: bool = field(False, help="bfloat16 autocast (off by default; no gain on small CPUs)")
     checkpoint_minutes: float = field(3.0, min=0.0, help="0: only at the end")
-    checkpoint_steps: int = field(0, min=0, help="also every this many steps (0: off)")
-    log_every: int = field(50, min=1, help="steps per entry of the loss history")
+    checkpoint_steps: int = field(0, min=0, max=10**9, help="also every this many steps (0: off)")
+    log_every: int = field(50, min=1, max=10**9, help="steps per entry of the loss history")
 
     def validate(self, prefix=""):
         if self.batch_size % self.time_groups:
@@ -126,16 +134,18 @@ class TrainConfig:
             raise ConfigError(f"{prefix}emb_dim: must be even, got {self.emb_dim}")
         if self.n_times == 1:
             raise ConfigError(f"{prefix}n_times: must be 0 (auto) or >= 2")
-        try:
-            gamma_of(self.q)
-        except ValueError as exc:
-            raise ConfigError(f"{prefix}q: {exc}") from None
+        for key, check in (("u", condition_cap_of), ("q", gamma_of)):
+            try:
+                check(getattr(self, key))
+            except ValueError as exc:
+                raise ConfigError(f"{prefix}{key}: {exc}") from None
         try:
             dev = torch.device(self.device)
         except RuntimeError as exc:
             raise ConfigError(f"{prefix}device: {exc}") from None
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"{prefix}device: {self.device!r} asked for, but CUDA is not available")
+            raise ConfigError(f"{prefix}device: {show(self.device)} asked for, but CUDA is not "
+                              "available")
 
 
 def quick_config(**overrides) -> TrainConfig:
@@ -571,6 +581,8 @@ def train(cfg: TrainConfig | None = None, out=None, *, resume: bool = False,
     every step: when it returns True a checkpoint is written and training stops.
     """
     out = None if out is None else Path(out)
+    if out is not None and out.is_dir():
+        remove_partials(out)  # .weights-*.partial.safetensors of a run killed while writing
     if resume:
         if out is None:
             raise ValueError("resume needs the checkpoint folder (out)")
@@ -602,6 +614,8 @@ def train(cfg: TrainConfig | None = None, out=None, *, resume: bool = False,
     model, opt, gen = state.model, state.opt, state.gen
     model.train()
     last_save = time.monotonic()
+    interval = 60.0 * cfg.checkpoint_minutes
+    first_save = True  # the first checkpoint of this session comes early
     t_start = time.monotonic() - state.elapsed
     window = state.loss_window
     stopped = False
@@ -632,12 +646,13 @@ def train(cfg: TrainConfig | None = None, out=None, *, resume: bool = False,
             progress(state.step, cfg.steps, lv)
         state.elapsed = time.monotonic() - t_start
         stopped = should_stop is not None and should_stop()
-        due = (cfg.checkpoint_minutes > 0
-               and time.monotonic() - last_save >= 60.0 * cfg.checkpoint_minutes) or (
+        wait = min(interval, FIRST_CHECKPOINT_S) if first_save else interval
+        due = (cfg.checkpoint_minutes > 0 and time.monotonic() - last_save >= wait) or (
             cfg.checkpoint_steps > 0 and state.step % cfg.checkpoint_steps == 0)
         if out is not None and (due or stopped):
             save_checkpoint(out, state)
             last_save = time.monotonic()
+            first_save = False
         if stopped:
             break
     if out is not None and not stopped:
