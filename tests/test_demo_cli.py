@@ -99,6 +99,7 @@ def test_demo_unparseable_or_missing_config_and_existing_out(tmp_path, tiny_conf
     res = runner.invoke(main, ["demo", "--config", str(tmp_path / "nope.yaml")])
     assert res.exit_code != 0 and "does not exist" in res.output
     (tmp_path / "exists").mkdir()
+    (tmp_path / "exists" / "old.txt").write_text("an earlier run")
     res = runner.invoke(main, ["demo", "--config", str(tiny_config), "--out",
                                str(tmp_path / "exists")])
     assert res.exit_code != 0 and "already exists" in res.output

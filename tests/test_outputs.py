@@ -1,6 +1,6 @@
 import pytest
 
-from nonrev.outputs import atomic_dir
+from nonrev.outputs import OutputError, atomic_dir
 
 
 def test_atomic_dir_success_failure_and_overwrite(tmp_path):
@@ -9,7 +9,7 @@ def test_atomic_dir_success_failure_and_overwrite(tmp_path):
         (tmp / "a.txt").write_text("1")
         assert not out.exists()
     assert (out / "a.txt").read_text() == "1"
-    with pytest.raises(FileExistsError):
+    with pytest.raises(OutputError, match="already exists"):
         with atomic_dir(out):
             pass
     with pytest.raises(RuntimeError):

@@ -2,11 +2,13 @@
 error helper in :mod:`.common`. Nothing outside this package imports it.
 
 Every error a user can cause is reported in one line with a non-zero exit code,
-never a traceback."""
+never a traceback. SIGTERM is handled like Ctrl-C (temporary outputs removed, a
+training checkpoint written)."""
 
 import click
 
 from nonrev import __version__
+from nonrev.cli.common import terminate_as_interrupt
 from nonrev.cli.analyze import analyze
 from nonrev.cli.demo import demo
 from nonrev.cli.sample import sample
@@ -27,6 +29,7 @@ def main():
     dynamics commits to a class (speciation) and falls onto training points
     (collapse), for any U and Q.
     """
+    terminate_as_interrupt()  # SIGTERM cleans up like Ctrl-C in every command
 
 
 for _command in (analyze, demo, steer, sweep, train, sample, study):

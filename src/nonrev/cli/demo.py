@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from nonrev.cli.common import fail, threads_option
+from nonrev.cli.common import SEED, fail, threads_option
 
 
 def _headline_config(quick: bool, config_file, seed, device):
@@ -22,7 +22,7 @@ def _headline_config(quick: bool, config_file, seed, device):
               help="Replace OUT if it exists (only once the new run has finished).")
 @click.option("--quick", is_flag=True,
               help="Small sizes, same story (README: measured run times).")
-@click.option("--seed", type=click.IntRange(min=0), default=None, help="Overrides the config's seed.")
+@click.option("--seed", type=SEED, default=None, help="Overrides the config's seed.")
 @click.option("--device", default=None, help="torch device, e.g. cpu or cuda (default: config, cpu).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="YAML or TOML file with any subset of the configuration keys.")
@@ -48,7 +48,7 @@ def demo(out_dir, quick, seed, device, config_file, print_config, threads, overw
 
     from nonrev.config import ConfigError, to_dict
     from nonrev.experiments.headline import run_headline, stage_count
-    from nonrev.outputs import atomic_dir
+    from nonrev.outputs import OutputError, atomic_dir
     from nonrev.reports.headline import summary_rows, write_report
 
     import torch
@@ -75,9 +75,10 @@ def demo(out_dir, quick, seed, device, config_file, print_config, threads, overw
                 results = run_headline(cfg, progress=progress)
             (tmp / "results.json").write_text(json.dumps(results, indent=1))
             write_report(results, tmp)
-    except FileExistsError:
-        raise click.ClickException(f"--out {out}: already exists; choose a new folder "
-                                   "or pass --overwrite") from None
+    except OutputError as exc:  # raised on entry, before any work
+        raise fail(exc) from None
+    except OSError as exc:  # e.g. the disk filled up: nothing was moved into place
+        raise fail(f"--out {out}: cannot write ({exc.strerror or exc})") from None
     click.echo(f"\n{'regime':<11} {'case':<26} {'predicted':>9} {'measured':>9} {'error':>7}")
     for regime, case, tp, tm, err in summary_rows(results):
         click.echo(f"{regime:<11} {case:<26} {tp:9.3f} {tm:9.3f} {100 * err:6.1f}%")

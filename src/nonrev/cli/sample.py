@@ -6,15 +6,16 @@ from pathlib import Path
 
 import click
 
-from nonrev.cli.common import fail, limit_threads, threads_option
+from nonrev.cli.common import (MAX_SAMPLES, MAX_STEPS, SEED, check_outputs, count, fail,
+                               limit_threads, threads_option)
 from nonrev.samplers import METHODS
 
 
 @click.command()
 @click.argument("checkpoint", type=click.Path(path_type=str))
-@click.option("--n", "n", type=click.IntRange(min=1), default=100, show_default=True,
+@click.option("--n", "n", type=count(1, MAX_SAMPLES), default=100, show_default=True,
               help="Number of samples.")
-@click.option("--steps", type=click.IntRange(min=1), default=100, show_default=True,
+@click.option("--steps", type=count(1, MAX_STEPS), default=100, show_default=True,
               help="Sampler steps (score evaluations: steps, +1 for the final denoising; "
                    "heun: 2 per step).")
 @click.option("--method", type=click.Choice(METHODS),
@@ -22,8 +23,9 @@ from nonrev.samplers import METHODS
 @click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False),
               help="Samples in the data's original units, as .npy.")
 @click.option("--grid", "grid_file", type=click.Path(dir_okay=False), default=None,
-              help="Also write a PNG: an image grid (image data) or a scatter plot (2-D data).")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+              help="Also write a PNG: an image grid (image data) or a scatter plot (2-D data). "
+                   "Written together with --out: both or neither.")
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--T", "T", type=float, default=None,
               help="Start time of the reverse process [default: the training t_max].")
 @click.option("--spacing", type=click.Choice(["log", "uniform"]), default="log",
@@ -31,7 +33,7 @@ from nonrev.samplers import METHODS
 @click.option("--no-ema", is_flag=True, help="Use the raw weights instead of their EMA.")
 @click.option("--no-denoise", is_flag=True, help="Skip the final Tweedie denoising step.")
 @click.option("--device", default=None, help="torch device [default: the training device].")
-@click.option("--batch-size", type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option("--batch-size", type=count(1, MAX_SAMPLES), default=2000, show_default=True)
 @threads_option
 def sample(checkpoint, n, steps, method, out_file, grid_file, seed, T, spacing, no_ema,
            no_denoise, device, batch_size, threads):
@@ -40,8 +42,10 @@ def sample(checkpoint, n, steps, method, out_file, grid_file, seed, T, spacing, 
     from nonrev.training.loop import load_checkpoint
 
     out = Path(out_file)
-    if out.suffix.lower() != ".npy":
-        raise click.ClickException(f"--out {out}: use a .npy file name")
+    check_outputs(("--out", out, {"suffixes": (".npy",)}),
+                  ("--grid", grid_file, {"suffixes": (".png",)}))
+    if grid_file is not None and Path(grid_file).resolve() == out.resolve():
+        raise fail(f"--grid {grid_file}: the same file as --out")
     try:
         with limit_threads(threads):
             model = load_checkpoint(checkpoint, ema=not no_ema, device=device)
@@ -54,13 +58,21 @@ def sample(checkpoint, n, steps, method, out_file, grid_file, seed, T, spacing, 
     except ValueError as exc:
         raise fail(exc) from None
     from nonrev.data.datasets import to_source_layout
-    from nonrev.outputs import save_npy
+    from nonrev.outputs import atomic_file, save_npy
     from nonrev.reports.learned import write_sample_picture
 
     arr = to_source_layout(x, shape, model.data["sample_shape"], model.data["channels_last"])
-    save_npy(out, arr)
-    if grid_file is not None:
-        write_sample_picture(Path(grid_file), x, model.data)
+    try:
+        if grid_file is None:
+            save_npy(out, arr)
+        else:
+            # the picture first, into a temporary file that becomes --grid only once
+            # the samples are written too: a failure leaves neither file
+            with atomic_file(grid_file) as tmp_grid:
+                write_sample_picture(tmp_grid, x, model.data)
+                save_npy(out, arr)
+    except OSError as exc:
+        raise fail(f"--out {out}: cannot write ({exc.strerror or exc})") from None
     click.echo(f"wrote {n} samples {tuple(arr.shape)} to {out} "
                f"({method}, {nfe} score evaluations per sample)"
                + (f"; picture: {grid_file}" if grid_file else ""))

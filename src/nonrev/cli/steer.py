@@ -8,21 +8,10 @@ from pathlib import Path
 import click
 import numpy as np
 
-from nonrev.cli.common import data_options, fail, format_time, user_errors
+from nonrev.cli.common import (MAX_N_TRAIN, SEED, count, data_options, fail, format_time,
+                               user_errors)
 from nonrev.process.spec import U_METAVAR
 from nonrev.regimes.steering import OBJECTIVES
-
-
-def _check_out(out_path: str) -> Path:
-    """The --out path: a .npy file in an existing folder (checked before any work)."""
-    out = Path(out_path)
-    if out.suffix.lower() != ".npy":
-        raise ValueError(f"--out {out}: must end in .npy (nonrev analyze --q reads it)")
-    if out.is_dir():
-        raise ValueError(f"--out {out}: is a folder")
-    if not out.parent.is_dir():
-        raise ValueError(f"--out {out}: folder {str(out.parent)!r} does not exist")
-    return out
 
 
 def _print_table(info: dict, data: str, u_spec: str, n: int, d: int, classes: int,
@@ -76,9 +65,9 @@ def _print_table(info: dict, data: str, u_spec: str, n: int, d: int, classes: in
 @click.option("--u", "u_spec", default="data", show_default=True, metavar=U_METAVAR,
               help="Noise precision U, as in nonrev analyze. With the identity no current "
                    "moves anything.")
-@click.option("--n-train", type=click.IntRange(min=2), default=None,
+@click.option("--n-train", type=count(2, MAX_N_TRAIN), default=None,
               help="Number of training points N in the collapse criterion [default: n].")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--seed", type=SEED, default=0, show_default=True,
               help="Seed of the random starts of the search.")
 @click.option("--out", "out_path", required=True, metavar="Q.npy",
               help="Where to save Q (.npy); written atomically.")
@@ -98,14 +87,14 @@ def steer(data, key, labels_path, labels_key, objective, target, q_norm_max, min
     import shlex
 
     from nonrev.data.files import load_array, load_labels
-    from nonrev.outputs import save_npy
+    from nonrev.outputs import check_output, save_npy
     from nonrev.process.currents import optimal_q
     from nonrev.process.spec import u_from_spec
     from nonrev.regimes.steering import steer_q
     from nonrev.regimes.theory import _sample_covariance, class_covariances
 
     with user_errors():
-        out = _check_out(out_path)
+        out = check_output(out_path, suffixes=(".npy",), parents=False)  # before any work
         X = load_array(data, key)
         n, d = X.shape
         classes = 0

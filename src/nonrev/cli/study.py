@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from nonrev.cli.common import fail, limit_threads, threads_option
+from nonrev.cli.common import SEED, fail, limit_threads, threads_option
 
 
 @click.command()
@@ -16,7 +16,7 @@ from nonrev.cli.common import fail, limit_threads, threads_option
 @click.option("--quick", is_flag=True, help="Smaller budget, same story (README: measured run times).")
 @click.option("--overwrite", is_flag=True,
               help="Replace OUT if it exists (only once the new run has finished).")
-@click.option("--seed", type=click.IntRange(min=0), default=None, help="Overrides the config's seed.")
+@click.option("--seed", type=SEED, default=None, help="Overrides the config's seed.")
 @click.option("--device", default=None, help="torch device, e.g. cpu or cuda.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="YAML or TOML file with any subset of the study's settings.")
@@ -38,7 +38,7 @@ def study(name, out_dir, quick, overwrite, seed, device, config_file, print_conf
 
     from nonrev.config import ConfigError, build, to_dict
     from nonrev.experiments.digits_study import DigitsStudyConfig, quick_config, run_digits_study
-    from nonrev.outputs import atomic_dir
+    from nonrev.outputs import OutputError, atomic_dir
     from nonrev.reports.learned import summary_lines, write_digits_report
 
     try:
@@ -66,9 +66,10 @@ def study(name, out_dir, quick, overwrite, seed, device, config_file, print_conf
                     raise fail(exc) from None
             (tmp / "results.json").write_text(json.dumps(results, indent=1))
             write_digits_report(results, tmp)
-    except FileExistsError:
-        raise click.ClickException(f"--out {out}: already exists; choose a new folder "
-                                   "or pass --overwrite") from None
+    except OutputError as exc:  # raised on entry, before any work
+        raise fail(exc) from None
+    except OSError as exc:  # e.g. the disk filled up: nothing was moved into place
+        raise fail(f"--out {out}: cannot write ({exc.strerror or exc})") from None
     for line in summary_lines(results):
         click.echo(line)
     click.echo(f"runtime {results['runtime_s']:.0f} s; report: {out / 'report.md'}")

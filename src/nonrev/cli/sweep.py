@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from nonrev.cli.common import fail
+from nonrev.cli.common import MAX_THREADS, count, fail
 
 @click.command(epilog="Exit code: the number of failed cells (at most 100), 0 when every "
                       "cell succeeded; 1 also for an unusable CONFIG or --out (nothing runs "
@@ -23,10 +23,10 @@ from nonrev.cli.common import fail
                    "--address HEAD:6379' on the others), then pass --address HEAD:6379. "
                    "With Ray's token authentication (the default of ray start) set "
                    "RAY_AUTH_MODE=token here too; the token is read from ~/.ray/auth_token.")
-@click.option("--workers", type=click.IntRange(min=1), default=None,
+@click.option("--workers", type=count(1, MAX_THREADS), default=None,
               help="Cells run at once [default: the number of CPUs; with --address, as "
                    "many as the cluster takes].")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--threads", type=count(1, MAX_THREADS), default=1, show_default=True,
               help="BLAS/torch threads per cell (a Ray cell then asks for as many CPUs).")
 @click.option("--resume", is_flag=True,
               help="Also run into an --out that holds a different sweep (e.g. after adding "

@@ -40,7 +40,7 @@ from nonrev.regimes.measure import (
 )
 from nonrev.regimes.theory import collapse_entropy_gap, collapse_time, speciation_time
 from nonrev.scores import EmpiricalScore, GaussianMixtureScore
-from nonrev.config import ConfigError, field, from_dict
+from nonrev.config import COUNT_MAX, DIM_MAX, ConfigError, field, from_dict
 
 DIRECTIONS = ("slow", "fast")
 
@@ -163,8 +163,8 @@ def collapse_row(proc: OUProcess, X: np.ndarray, *, n_traj: int, dt: float,
 class RegimeCellConfig:
     """One cell of the regime study: every key a scalar, so that a sweep can vary it."""
 
-    dim: int = field(16, min=2, help="dimension d of the data and of the process")
-    n_train: int = field(500, min=2, help="training points N (from N(0, I)) for collapse")
+    dim: int = field(16, min=2, max=DIM_MAX, help="dimension d of the data and of the process")
+    n_train: int = field(500, min=2, max=COUNT_MAX, help="training points N (from N(0, I)) for collapse")
     spectrum_min: float = field(0.25, min=1e-6, help="smallest eigenvalue of U")
     spectrum_max: float = field(1.75, min=1e-6, help="largest eigenvalue of U")
     gamma: float = field(0.0, help="Q = gamma * Q_optimal(U)")
@@ -174,12 +174,12 @@ class RegimeCellConfig:
     device: str = field("cpu", help="torch device of the reverse runs, e.g. cpu or cuda")
     mu_norm2: float = field(40.0, min=1e-6, help="|mu|^2 of the two class means +-mu")
     sigma: float = field(1.0, min=1e-6, help="within-class standard deviation")
-    n_pairs: int = field(2000, min=10, help="clone pairs per branch time")
+    n_pairs: int = field(2000, min=10, max=COUNT_MAX, help="clone pairs per branch time")
     speciation_dt: float = field(0.01, min=1e-5, max=1.0, help="step of the cloning runs")
     branch_factors: list[float] = field([0.7, 0.85, 1.0, 1.15, 1.3],
                                         help="branch times as multiples of the predicted t_S")
     method: str = field("euler_maruyama", choices=("euler_maruyama", "ancestral"))
-    n_traj: int = field(400, min=10, help="reverse trajectories of the collapse run")
+    n_traj: int = field(400, min=10, max=COUNT_MAX, help="reverse trajectories of the collapse run")
     collapse_dt: float = field(0.005, min=1e-5, max=1.0, help="step of the collapse run")
     start_factor: float = field(3.0, min=1.01, help="collapse run from T = start_factor * t_C")
 

@@ -36,7 +36,7 @@ from nonrev.process.currents import current_summary, optimal_q, scaled_q
 from nonrev.process.ou import OUProcess
 from nonrev.experiments.cell import class_mean, collapse_row, speciation_row
 from nonrev.experiments.cell import spectrum_u as _spectrum_u
-from nonrev.config import ConfigError, check_device, field
+from nonrev.config import COUNT_MAX, DIM_MAX, ConfigError, check_device, check_memory, field
 from nonrev.experiments.steering import run_steering
 
 KL_HORIZON = 1e-3
@@ -46,7 +46,7 @@ KL_HORIZON = 1e-3
 class SpeciationConfig:
     mu_norm2: float = field(40.0, min=1e-6, help="|mu|^2 of the two class means +-mu")
     sigma: float = field(1.0, min=1e-6, help="within-class standard deviation")
-    n_pairs: int = field(8000, min=10, help="clone pairs per branch time")
+    n_pairs: int = field(8000, min=10, max=COUNT_MAX, help="clone pairs per branch time")
     dt: float = field(0.01, min=1e-5, max=1.0, help="step of the reverse SDE")
     branch_factors: list[float] = field([0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.35, 1.5],
                                         help="branch times as multiples of the predicted t_S")
@@ -59,13 +59,19 @@ class SpeciationConfig:
 
 @dataclass
 class CollapseConfig:
-    dim: int = field(96, min=2, help="dimension of the collapse study")
-    n_train: int = field(8000, min=2, help="training points, drawn from N(0, I)")
-    n_traj: int = field(1000, min=10, help="reverse trajectories")
+    dim: int = field(96, min=2, max=DIM_MAX, help="dimension of the collapse study")
+    n_train: int = field(8000, min=2, max=COUNT_MAX, help="training points, drawn from N(0, I)")
+    n_traj: int = field(1000, min=10, max=COUNT_MAX, help="reverse trajectories")
     dt: float = field(0.005, min=1e-5, max=1.0)
     start_factor: float = field(3.0, min=1.01, help="T = start_factor * predicted t_C")
-    n_mc: int = field(2000, min=10, help="Monte Carlo draws per excess-entropy time")
-    entropy_times: int = field(12, min=2, help="times of the excess-entropy curve")
+    n_mc: int = field(2000, min=10, max=COUNT_MAX, help="Monte Carlo draws per excess-entropy time")
+    entropy_times: int = field(12, min=2, max=10_000, help="times of the excess-entropy curve")
+
+    def validate(self, prefix=""):
+        # the (n_train | n_traj | n_mc, dim) arrays (a few copies) and the (dim, dim)
+        # matrices, in float64: refused before any of them is allocated
+        check_memory(f"{prefix}n_train", 32.0 * (self.n_train + self.n_traj + self.n_mc) * self.dim
+                     + 64.0 * self.dim**2, "the collapse study's arrays")
 
 
 @dataclass
@@ -73,14 +79,14 @@ class SteeringConfig:
     """The steering section (:mod:`.steering`); cloning uses the speciation sizes."""
 
     enabled: bool = field(True, help="steer Q to maximise t_S of the fast-direction split")
-    n_train: int = field(2000, min=2, help="training points N of the predicted t_C")
-    n_random: int = field(2, min=0, help="random starts of the search (besides Q = 0, optimal)")
-    max_iter: int = field(100, min=1, help="search iterations per start")
+    n_train: int = field(2000, min=2, max=COUNT_MAX, help="training points N of the predicted t_C")
+    n_random: int = field(2, min=0, max=1000, help="random starts of the search (besides Q = 0, optimal)")
+    max_iter: int = field(100, min=1, max=COUNT_MAX, help="search iterations per start")
 
 
 @dataclass
 class HeadlineConfig:
-    dim: int = field(32, min=2, help="dimension of the relaxation and speciation studies")
+    dim: int = field(32, min=2, max=DIM_MAX, help="dimension of the relaxation and speciation studies")
     spectrum_min: float = field(0.25, min=1e-6)
     spectrum_max: float = field(1.75, min=1e-6)
     gammas: list[float] = field([0.0, 0.5, 1.0], help="Q = gamma * Q_optimal for each gamma")

@@ -44,7 +44,10 @@ import ipaddress
 import itertools
 import json
 import os
+import signal
 import socket
+import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -54,7 +57,7 @@ from typing import Callable, Iterator
 from nonrev import __version__
 from nonrev.config import ConfigError, check_field, from_dict, load_file, to_dict
 from nonrev.experiments.registry import get_experiment, run_experiment
-from nonrev.outputs import atomic_file, remove_partials, write_json
+from nonrev.outputs import OutputError, atomic_file, check_output, remove_partials, write_json
 from nonrev.errors import one_line
 
 SWEEP_KEYS = ("experiment", "fixed", "grid", "cells")
@@ -203,9 +206,122 @@ def run_cell(experiment: str, params: dict, threads: int = 1) -> dict:
 
 
 # ----------------------------------------------------------------------------- backends
+def die_with_parent(parent_pid: int, *, poll_s: float = 1.0) -> None:
+    """Make this process end when process ``parent_pid`` (its parent) ends, even by
+    SIGKILL: the initializer of the local backend's pool workers.
+
+    On Linux the kernel sends SIGKILL at the parent's death (``prctl
+    PR_SET_PDEATHSIG``); everywhere a daemon thread also checks every ``poll_s``
+    seconds that the parent is still the same process, and exits otherwise (the
+    worker has then been re-parented). A worker whose parent is already gone
+    exits at once.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # pragma: no cover - no libc prctl
+            pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+    def watch():
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="nonrev-parent-watch", daemon=True).start()
+
+
+#: The watchdog process of :func:`reaper` (standard library only, started with ``-c``):
+#: it remembers every descendant of the sweep's process (pid and start time, read
+#: from /proc twice a second) and, when its pipe from that process reaches EOF while
+#: the process is gone, SIGKILLs those that still run (and were not replaced by a
+#: new process with the same pid).
+_REAPER = r"""
+import os, select, signal, sys
+parent = int(sys.argv[1])
+me = os.getpid()
+
+def table():
+    out = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as fh:
+                    rest = fh.read().rsplit(b")", 1)[1].split()
+                out[int(name)] = (int(rest[1]), rest[19])
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+def descendants(tab, root):
+    kids = {}
+    for pid, (ppid, _) in tab.items():
+        kids.setdefault(ppid, []).append(pid)
+    found, todo = [], [root]
+    while todo:
+        for pid in kids.get(todo.pop(), ()):
+            if pid != me:
+                found.append(pid)
+                todo.append(pid)
+    return found
+
+start = table().get(parent, (0, None))[1]
+known = {}
+while True:
+    ready, _, _ = select.select([0], [], [], 0.5)
+    if ready and not os.read(0, 64):
+        break
+    tab = table()
+    known.update({pid: tab[pid][1] for pid in descendants(tab, parent)})
+tab = table()
+if tab.get(parent, (0, None))[1] == start and start is not None:
+    sys.exit(0)  # a normal end: the sweep closed the pipe itself
+for pid, st in known.items():
+    if tab.get(pid, (0, None))[1] == st:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+"""
+
+
+@contextlib.contextmanager
+def reaper():
+    """While inside, a watchdog process (:data:`_REAPER`) ends every process this
+    one has started, directly or not (pool workers, Ray's raylet, agents and
+    workers), as soon as this process dies, even by SIGKILL. Linux (/proc) only;
+    elsewhere a no-op."""
+    if not os.path.isdir("/proc/self"):
+        yield
+        return
+    import subprocess
+
+    read_end, write_end = os.pipe()  # not inherited by the processes started later
+    try:
+        watchdog = subprocess.Popen([sys.executable, "-S", "-c", _REAPER, str(os.getpid())],
+                                    stdin=read_end, stdout=subprocess.DEVNULL,
+                                    start_new_session=True)
+    finally:
+        os.close(read_end)
+    try:
+        yield
+    finally:
+        os.close(write_end)
+        try:
+            watchdog.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            watchdog.kill()
+
+
 def _run_local(experiment: str, cells: list[Cell], workers: int, threads: int) -> Iterator:
     """Yield ``(cell, record)`` as cells finish: in this process when ``workers`` is
-    1, else in a pool of ``workers`` spawned processes."""
+    1, else in a pool of ``workers`` spawned processes, which end with this one
+    (:func:`die_with_parent`) however it ends."""
     if workers == 1:
         for cell in cells:
             yield cell, run_cell(experiment, cell.params, threads)
@@ -214,7 +330,8 @@ def _run_local(experiment: str, cells: list[Cell], workers: int, threads: int) -
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=die_with_parent, initargs=(os.getpid(),))
     try:
         futures = {pool.submit(run_cell, experiment, c.params, threads): c for c in cells}
         for fut in as_completed(futures):
@@ -356,8 +473,10 @@ def _prepare(out: Path, sweep: Sweep, resume: bool) -> None:
     """Check that ``out`` is new, empty or holds this sweep (any sweep with
     ``resume``), create it and record the sweep in ``out/sweep.json``."""
     spec = out / "sweep.json"
-    if out.exists() and not out.is_dir():
-        raise SweepError(f"--out {out}: exists and is not a folder")
+    try:  # creatable and writable, before any work (contents are checked below)
+        check_output(out, folder=True, overwrite=True)
+    except OutputError as exc:
+        raise SweepError(str(exc)) from None
     if out.is_dir() and not spec.is_file():
         if any(p.name != ".lock" for p in out.iterdir()):
             raise SweepError(f"--out {out}: exists and holds no sweep (no sweep.json); "
@@ -475,12 +594,14 @@ def run_sweep(sweep: Sweep, out, *, backend: str = "ray", address: str | None = 
                 runs = _run_local(sweep.experiment, todo, workers or os.cpu_count() or 1, threads)
             else:
                 runs = _run_ray(sweep.experiment, todo, workers, threads, address)
-            for cell, record in runs:
-                record = {"cell_id": cell.id, "experiment": sweep.experiment,
-                          "params": cell.params, **record}
-                write_json(out / "cells" / f"{cell.id}.json", record)
-                if on_cell is not None:
-                    on_cell(cell, record)
+            with reaper() if (backend == "ray" or (workers or os.cpu_count() or 1) > 1) \
+                    else contextlib.nullcontext():
+                for cell, record in runs:
+                    record = {"cell_id": cell.id, "experiment": sweep.experiment,
+                              "params": cell.params, **record}
+                    write_json(out / "cells" / f"{cell.id}.json", record)
+                    if on_cell is not None:
+                        on_cell(cell, record)
         table = write_table(out, sweep)
     return SweepOutcome(table, len(todo), len(finished), int((table["status"] != "ok").sum()))
 
