@@ -1,5 +1,6 @@
-"""Speciation and collapse: predicted by theory (:mod:`.theory`), measured in the
-reverse dynamics (:mod:`.measure`), and steered by the choice of Q (:mod:`.steering`)."""
+"""Speciation and collapse: predicted by theory (:mod:`.theory`, on the criteria of
+:mod:`.criteria`; at finite N by :mod:`.finite`), measured in the reverse dynamics
+(:mod:`.measure`), and steered by the choice of Q (:mod:`.steering`)."""
 
 from nonrev.regimes.measure import (
     clone_agreement,
@@ -21,6 +22,7 @@ from nonrev.regimes.theory import (
     speciation_time,
     speciation_time_from_data,
 )
+from nonrev.regimes.finite import collapse_time_finite, finite_lock_times
 from nonrev.regimes.steering import OBJECTIVES, steer_q
 
 __all__ = [
@@ -37,6 +39,8 @@ __all__ = [
     "collapse_snr_spectrum",
     "collapse_time",
     "collapse_time_from_data",
+    "collapse_time_finite",
+    "finite_lock_times",
     "isotropic_collapse_time",
     "predict_regimes",
     "speciation_snr",

@@ -1,0 +1,70 @@
+"""Finite-N collapse: the forward-path prediction of the median lock time against the
+reverse dynamics under the exact empirical score (collapse_lock_times)."""
+
+import numpy as np
+import pytest
+import torch
+
+from nonrev import OUProcess, optimal_q
+from nonrev.experiments.cell import spectrum_u
+from nonrev.regimes import collapse_lock_times, collapse_time, collapse_time_finite
+from nonrev.regimes.finite import finite_lock_times
+from nonrev.scores import EmpiricalScore
+
+
+def measured_median(proc, C, n_train, n_traj=2000, dt=0.005, seed=0):
+    """Median lock time of the reverse run (exact empirical score, exact start at T)."""
+    t_asym = collapse_time(proc, C, n_train)
+    rng = np.random.default_rng(seed)
+    X = torch.tensor(rng.standard_normal((n_train, proc.dim)) @ np.linalg.cholesky(C).T)
+    g = torch.Generator().manual_seed(seed)
+    T = 1.8 * t_asym
+    x_T = proc.sample(X[torch.randint(0, n_train, (n_traj,), generator=g)], T, generator=g)
+    r = collapse_lock_times(EmpiricalScore(proc, X.float()), proc, n=n_traj, T=T,
+                            steps=int(round(T / dt)), generator=g, x_T=x_T.float())
+    return r["median"]
+
+
+CASES = {
+    "iso": (np.eye(16), None, np.eye(16), 100),
+    "aniso-optimal-aniso-data": (spectrum_u(16, 0.25, 1.75, seed=1)[0], "optimal",
+                                 np.diag(np.geomspace(0.25, 4.0, 16)), 400),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_finite_prediction_within_3_percent_of_measured_lock_time(name):
+    # Issue 16: within 3% of the measured median lock time (2000 trajectories), on an
+    # independent training set; the asymptotic REM time misses by more (5-8% here).
+    U, q, C, n_train = CASES[name]
+    proc = OUProcess(U, optimal_q(U) if q else None)
+    torch.manual_seed(0)
+    measured = measured_median(proc, C, n_train)
+    predicted = collapse_time_finite(proc, C, n_train, seed=7)
+    asymptotic = collapse_time(proc, C, n_train)
+    assert abs(predicted / measured - 1) < 0.03, (predicted, measured)
+    assert abs(asymptotic / measured - 1) > abs(predicted / measured - 1)
+
+
+def test_stopping_at_the_median_changes_nothing():
+    proc = OUProcess(np.eye(8))
+    full = finite_lock_times(proc, np.eye(8), 60, n_traj=300, seed=3)
+    early = finite_lock_times(proc, np.eye(8), 60, n_traj=300, seed=3, stop_at_median=True)
+    assert early["median"] == full["median"]
+    assert early["steps"] < full["steps"]
+    finite = np.isfinite(early["lock_times"])
+    np.testing.assert_array_equal(early["lock_times"][finite], full["lock_times"][finite])
+
+
+def test_finite_bad_inputs():
+    proc = OUProcess(np.eye(4))
+    for call, name in [
+        (lambda: collapse_time_finite(np.eye(4), np.eye(4), 100), "process"),
+        (lambda: collapse_time_finite(proc, np.eye(3), 100), "data_cov"),
+        (lambda: collapse_time_finite(proc, np.eye(4), 1), "n_train"),
+        (lambda: collapse_time_finite(proc, np.eye(4), 100, n_traj=0), "n_traj"),
+        (lambda: collapse_time_finite(proc, np.eye(4), 100, dt=0.0), "dt"),
+        (lambda: collapse_time_finite(proc, np.zeros((4, 4)), 100), "no variance"),
+    ]:
+        with pytest.raises(ValueError, match=name):
+            call()
