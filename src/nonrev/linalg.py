@@ -16,11 +16,26 @@ import torch
 SYM_TOL = 1e-8
 
 
+def _real(name: str, X):
+    """``X`` as an array, with complex input accepted only when every imaginary
+    part is zero (numpy would otherwise drop them with a mere ComplexWarning)."""
+    if isinstance(X, np.ndarray) or isinstance(X, (list, tuple, complex)):
+        arr = np.asarray(X)
+        if np.iscomplexobj(arr):
+            if np.any(arr.imag != 0):
+                raise ValueError(f"{name} must be real, got complex entries with a non-zero "
+                                 "imaginary part")
+            return arr.real
+    return X
+
+
 def as_matrix(name: str, X, *, dim: int | None = None) -> np.ndarray:
-    """Return ``X`` as a finite, square float64 array, or raise ValueError naming it."""
+    """Return ``X`` as a finite, square, real float64 array, or raise ValueError naming it."""
     try:
-        arr = np.array(X, dtype=np.float64)
+        arr = np.array(_real(name, X), dtype=np.float64)
     except (TypeError, ValueError) as exc:
+        if "must be real" in str(exc):
+            raise
         raise ValueError(f"{name} must be a numeric matrix ({exc})") from None
     if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
         raise ValueError(f"{name} must be a square 2-D matrix, got shape {arr.shape}")
@@ -269,8 +284,10 @@ def as_samples(name: str, X, *, dim: int | None = None, min_rows: int = 2,
     accepted (a covariance needs at least 2 samples).
     """
     try:
-        arr = np.array(X, dtype=np.float64)
+        arr = np.array(_real(name, X), dtype=np.float64)
     except (TypeError, ValueError) as exc:
+        if "must be real" in str(exc):
+            raise
         raise ValueError(f"{name} must be a numeric (n, d) array ({exc})") from None
     cols = "d" if dim is None else dim
     if arr.ndim != 2 or (dim is not None and arr.shape[1] != dim):
@@ -289,7 +306,8 @@ def as_samples(name: str, X, *, dim: int | None = None, min_rows: int = 2,
 def as_labels(name: str, labels, n: int) -> np.ndarray:
     """One class label per sample: a 1-D array of length ``n``.
 
-    Integers, strings or finite floats; an (n, 1) column is flattened.
+    Integers, strings or integral floats (class codes such as 0.0, 1.0; continuous
+    values are refused); an (n, 1) column is flattened.
     """
     arr = np.asarray(labels)
     if arr.ndim == 2 and arr.shape[1] == 1:
@@ -303,6 +321,9 @@ def as_labels(name: str, labels, n: int) -> np.ndarray:
         raise ValueError(f"{name} must be integers, numbers or strings, got dtype {arr.dtype}")
     if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or inf")
+    if arr.dtype.kind == "f" and not np.all(arr == np.round(arr)):
+        raise ValueError(f"{name} must be classes (integers or names), got non-integral numbers "
+                         f"such as {arr[arr != np.round(arr)][0]:.4g} (continuous values?)")
     return arr
 
 

@@ -53,6 +53,17 @@ def check_outputs(*outputs) -> None:
                 raise fail(exc) from None
 
 
+def warn_shape(X, data: str) -> None:
+    """Warn on stderr when the data have more dimensions than samples: the sample
+    covariance is then singular (rank at most n - 1) and every prediction rests on
+    the few directions the samples span."""
+    n, d = X.shape
+    if d > n:
+        click.echo(f"warning: {data} has d = {d} dimensions but only n = {n} samples; the "
+                   f"sample covariance has rank at most {n - 1}, so the predictions rest on "
+                   f"{n - 1} of the {d} directions", err=True)
+
+
 def terminate_as_interrupt() -> None:
     """Handle SIGTERM (``kill``, a job scheduler, a container stop) like Ctrl-C, so
     that a stopped command cleans up as it does on KeyboardInterrupt (temporary

@@ -23,7 +23,55 @@ __all__ = ["load_array", "load_labels", "ledoit_wolf_shrinkage", "u_from_data"]
 _NUMERIC_KINDS = "biuf"
 
 
+#: The first bytes of every .npy file (and of every array inside an .npz archive).
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def _check_npy_header(fh, size: int, where: str) -> None:
+    """Read the .npy header from ``fh`` and check it against the ``size`` bytes the
+    file holds, before numpy allocates what the header claims: ValueError (one
+    line) for a file that is not .npy, holds Python objects, or is truncated or
+    padded."""
+    from numpy.lib import format as npy_format
+
+    start = fh.tell()
+    head = fh.read(len(NPY_MAGIC) + 2)
+    if head[:len(NPY_MAGIC)] != NPY_MAGIC or len(head) < len(NPY_MAGIC) + 2:
+        raise ValueError(f"{where}: not a NumPy .npy array (it does not start with the .npy "
+                         "signature; a text or CSV file needs the .csv extension)")
+    version = (head[-2], head[-1])
+    try:
+        reader = (npy_format.read_array_header_1_0 if version == (1, 0)
+                  else npy_format.read_array_header_2_0)
+        shape, _, dtype = reader(fh, max_header_size=10_000)
+    except (ValueError, OSError, EOFError, SyntaxError) as exc:
+        raise ValueError(f"{where}: corrupted .npy header ({' '.join(str(exc).split())[:120]})") \
+            from None
+    if dtype.hasobject:
+        raise ValueError(f"{where}: holds Python objects (dtype {dtype}); nonrev reads numeric "
+                         "arrays only and never unpickles")
+    need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    have = size - (fh.tell() - start)
+    if need != have:
+        raise ValueError(f"{where}: truncated or corrupted .npy file (its header announces "
+                         f"shape {tuple(shape)} of {dtype}, {need} bytes; the file holds {have})")
+    fh.seek(start)
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    with open(path, "rb") as fh:
+        _check_npy_header(fh, path.stat().st_size, str(path))
+        return np.load(fh, allow_pickle=False)
+
+
 def _read_npz(path: Path, key: str | None) -> np.ndarray:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = {info.filename: info for info in zf.infolist()}
+    except zipfile.BadZipFile:
+        raise ValueError(f"{path}: not an .npz archive (not a zip file)") from None
     with np.load(path, allow_pickle=False) as archive:
         keys = list(archive.files)
         if key is None:
@@ -33,7 +81,32 @@ def _read_npz(path: Path, key: str | None) -> np.ndarray:
             key = keys[0]
         elif key not in keys:
             raise ValueError(f"{path}: no array named {key!r} (arrays: {', '.join(keys)})")
+        info = members.get(f"{key}.npy") or members.get(key)
+        if info is not None:
+            import zipfile
+
+            with zipfile.ZipFile(path) as zf, zf.open(info) as fh:
+                _check_npy_header(_Seekable(fh), info.file_size, f"{path}[{key}]")
         return archive[key]
+
+
+class _Seekable:
+    """Just enough of a seekable file over a zip member for :func:`_check_npy_header`
+    (it only seeks back to where it started)."""
+
+    def __init__(self, fh):
+        self._fh, self._pos = fh, 0
+
+    def read(self, n=-1):
+        data = self._fh.read(n)
+        self._pos += len(data)
+        return data
+
+    def tell(self):
+        return self._pos
+
+    def seek(self, pos):  # the check's last step, returning to the start: not needed here
+        return pos
 
 
 def _parse_float(text: str) -> float | None:
@@ -88,7 +161,7 @@ def _read(path, key: str | None, *, labels_for: int | None = None) -> np.ndarray
         raise ValueError(f"{path}: a key only applies to .npz files")
     try:
         if suffix == ".npy":
-            return np.load(path, allow_pickle=False)
+            return _read_npy(path)
         if suffix == ".npz":
             return _read_npz(path, key)
         if text_labels:
@@ -110,6 +183,8 @@ def load_array(path, key: str | None = None) -> np.ndarray:
     float64. ValueError (one line, naming the file) for every bad input.
     """
     arr = _read(path, key)
+    if arr.dtype.kind == "c":
+        raise ValueError(f"{path}: complex numbers (dtype {arr.dtype}); nonrev needs real data")
     if arr.dtype.kind not in _NUMERIC_KINDS:
         raise ValueError(f"{path}: non-numeric data (dtype {arr.dtype})")
     try:
@@ -147,9 +222,14 @@ def load_labels(path, n: int, key: str | None = None) -> np.ndarray:
     """
     arr = _read(path, key, labels_for=n)
     try:
-        return as_labels(f"{path}: labels", arr, n)
+        labels = as_labels(f"{path}: labels", arr, n)
     except ValueError as exc:
         raise ValueError(one_line(exc)) from None
+    k = np.unique(labels).size
+    if n > 2 and k == n:
+        raise ValueError(f"{path}: labels name {k} classes for {n} samples, one sample each; "
+                         "labels must be classes (continuous values?)")
+    return labels
 
 
 def ledoit_wolf_shrinkage(X) -> float:
