@@ -25,6 +25,10 @@ class GaussianScore:
         mu = torch.as_tensor(M @ self.m, dtype=x.dtype)
         return -(x - mu) @ P.T
 
+    def stiffness(self, t):
+        M, S = self.p.mean_and_cov(t)
+        return np.linalg.inv(M @ self.C @ M.T + S)
+
 
 @pytest.fixture
 def problem(rng):
@@ -60,8 +64,8 @@ def test_gaussian_data_converges(problem, method, rng):
         warnings.simplefilter("ignore", RuntimeWarning)
         # Euler-Maruyama is explicit in A: its O(h ||A||) error needs more steps
         x, _ = sample(score, proc, n=20_000, T=10.0, steps=1600 if method == "euler_maruyama"
-                      else 400, method=method, spacing="log"
-                      if method in ("ancestral", "ddim") else "uniform",
+                      else 400, method=method, spacing="uniform"
+                      if method in ("euler_maruyama", "heun") else "log",
                       generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     M, S = proc.mean_and_cov(1e-3)
     # first-order methods, |m| ~ 5 and covariance scale ~ 3: the bias is O(h),
@@ -115,16 +119,21 @@ def test_time_grids():
 
 
 def test_explicit_methods_refuse_unstable_steps(rng):
+    """The d = 4 Gaussian case of issue 13 (U eigenvalues 0.25..1.75, data covariance
+    eigenvalues 4..0.05, optimal Q, T = 6): Heun at 20 uniform steps returned a
+    covariance error of 39 with a warning; it and Euler-Maruyama at 10 steps must be
+    refused, naming steps and T, while enough steps pass."""
     d = 4
     U, _, _ = random_spd(d, rng)
-    proc = OUProcess(U, optimal_q(U, np.arange(1, d + 1)) * 20)  # a stiff current
-    score = GaussianScore(proc, np.zeros(d), np.zeros((d, d)))
-    with pytest.raises(ValueError, match="unstable.*ancestral"):
-        sample(score, proc, n=4, T=5.0, steps=10, method="euler_maruyama")
-    with pytest.warns(RuntimeWarning, match="ancestral"):
-        sample(score, proc, n=4, T=1.0, steps=int(np.linalg.norm(proc.A, 2)) + 1,
-               method="heun")
-    sample(score, proc, n=4, T=5.0, steps=10, method="ancestral")  # fine
+    C, _, _ = random_spd(d, rng, lo=0.05, hi=4.0, geometric=True)
+    proc = OUProcess(U, optimal_q(U))
+    score = GaussianScore(proc, np.zeros(d), C)
+    with pytest.raises(ValueError, match=r"heun is unstable with steps = 20 .*T\] = \[0.001, 6"):
+        sample(score, proc, n=4, T=6.0, steps=20, method="heun")
+    with pytest.raises(ValueError, match="euler_maruyama is unstable with steps = 10"):
+        sample(score, proc, n=4, T=6.0, steps=10, method="euler_maruyama")
+    sample(score, proc, n=4, T=6.0, steps=400, method="heun")  # fine
+    sample(score, proc, n=4, T=6.0, steps=10, method="ancestral")  # exact kernel: fine
 
 
 def test_bad_input(problem):
@@ -159,7 +168,8 @@ from benchmarks.samplers import mixture_problem as _mixture_problem  # noqa: E40
 
 # Steps and grid per method: first-order Euler-Maruyama needs the most steps.
 MIXTURE_RUNS = {"euler_maruyama": (2000, "uniform"), "heun": (400, "uniform"),
-                "ancestral": (400, "log"), "ddim": (400, "log")}
+                "ancestral": (400, "log"), "ddim": (400, "log"), "gddim": (100, "log"),
+                "dpmpp_2m": (50, "log")}
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -370,6 +370,14 @@ class OUProcess:
             out[i] = np.linalg.cholesky(sym(S)) @ self._rotation(t)
         return out[0] if scalar else out
 
+    def rotation_rate_bound(self) -> float:
+        """``max_t ||Omega_t||_2``, the rate at which the gDDIM factor ``R_t`` rotates
+        against the Cholesky factor ``L_t`` (sampled over t; see :meth:`gddim_factor`)."""
+        rot = getattr(self, "_rot", None)
+        if rot is None:
+            rot = self._rot = self._rotation_setup()
+        return rot["omega"]
+
     def _rotation(self, t: float) -> np.ndarray:
         """``O_t`` (``R_t = L_t O_t``), from the nearest stored checkpoint below ``t``."""
         rot = getattr(self, "_rot", None)
@@ -402,7 +410,7 @@ class OUProcess:
         delta = _MAGNUS_THETA / max(1.25 * w, 1e-3)
         span = _CHECKPOINT_SUBSTEPS * delta
         pairs = [_exact_pair(self.A, c * delta) for c in _GL3] + [_exact_pair(self.A, delta)]
-        return {"delta": delta, "span": span, "pairs": pairs,
+        return {"delta": delta, "span": span, "pairs": pairs, "omega": float(w),
                 "O": [np.eye(d)], "S": [np.zeros((d, d))]}
 
     def sample(self, x0, t, generator: torch.Generator | None = None) -> torch.Tensor:

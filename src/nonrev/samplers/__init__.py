@@ -1,5 +1,18 @@
-"""Reverse-time samplers: see :mod:`nonrev.samplers.driver` for the methods."""
+"""Reverse-time samplers.
 
-from nonrev.samplers.driver import METHODS, SPACINGS, sample, time_grid
+* :func:`sample` (:mod:`.driver`): run a method on a grid;
+* :mod:`.steps`: the per-method step functions and their per-grid coefficients
+  (:func:`coefficients`, :func:`step`), the API that other front ends reuse;
+* :mod:`.grids`: :func:`time_grid` and grid validation;
+* :mod:`.gaussian`: :func:`gaussian_error` (the exact law of a sampler's output for
+  Gaussian data) and :func:`optimise_grid`.
+"""
 
-__all__ = ["METHODS", "SPACINGS", "sample", "time_grid"]
+from nonrev.samplers.grids import SPACINGS, as_grid, time_grid
+from nonrev.samplers.steps import METHODS, Coefficients, coefficients, step
+from nonrev.samplers.driver import sample
+from nonrev.samplers.gaussian import gaussian_error, optimise_grid
+
+__all__ = ["METHODS", "SPACINGS", "Coefficients", "as_grid", "coefficients", "gaussian_error",
+           "optimise_grid", "sample",
+           "step", "time_grid"]

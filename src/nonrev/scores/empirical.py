@@ -224,10 +224,33 @@ class EmpiricalScore:
         return lse - 0.5 * ((x @ S.P) * x).sum(1) + S.const
 
     @torch.no_grad()
-    def posterior_mean_x0(self, x, t) -> torch.Tensor:
-        """Tweedie's denoiser ``E[x_0 | x_t = x] = sum_mu w_mu(x) a_mu``, shape (B, d)."""
+    def score_unchecked(self, x, t) -> torch.Tensor:
+        """``__call__`` without input checks (for sampler loops that checked once)."""
+        S = self._setup(float(t), x.device, x.dtype)
+        abar = self._stream(x, S, mean=True, argmax=False).mean
+        return abar @ S.PM.T - x @ S.P
+
+    @torch.no_grad()
+    def denoise(self, x, t) -> torch.Tensor:
+        """The data prediction (Tweedie's denoiser) ``E[x_0 | x_t = x] = sum_mu
+        w_mu(x) a_mu``, shape (B, d)."""
         x, t, S = self._check(x, t)
         return self._stream(x, S, mean=True, argmax=False).mean
+
+    @torch.no_grad()
+    def denoise_unchecked(self, x, t) -> torch.Tensor:
+        """:meth:`denoise` without input checks."""
+        S = self._setup(float(t), x.device, x.dtype)
+        return self._stream(x, S, mean=True, argmax=False).mean
+
+    def stiffness(self, t) -> np.ndarray:
+        """``Sigma_t^{-1}`` (float64 (d, d)): the Gaussian part of ``-grad score`` of
+        data at points, for the samplers' stability check."""
+        _, Sigma = self.process.mean_and_cov(as_time("t", t))
+        return np.linalg.inv(Sigma)
+
+    #: The earlier name of :meth:`denoise`.
+    posterior_mean_x0 = denoise
 
     @torch.no_grad()
     def nearest(self, x, t) -> torch.Tensor:

@@ -36,6 +36,8 @@ class _Setup(NamedTuple):
     means: torch.Tensor  # (K, d): m_k = M_t mu_k
     linv: torch.Tensor  # (K, d, d): L_k^{-1}, lower triangular
     const: torch.Tensor  # (K,): log w_k - sum log diag L_k - d/2 log 2 pi
+    gain: torch.Tensor  # (K, d, d): L_k^{-1} M_t C_k (row form of the posterior-mean gain)
+    means0: torch.Tensor  # (K, d): mu_k, the data means
 
 
 class GaussianMixtureScore:
@@ -86,6 +88,7 @@ class GaussianMixtureScore:
         K, d = self.n_components, self.dim
         means = self.means @ M.T
         linv = np.empty((K, d, d))
+        gain = np.empty((K, d, d))
         const = np.empty(K)
         with np.errstate(divide="ignore"):  # a zero weight gives log 0 = -inf
             logw = np.log(self.weights)
@@ -100,10 +103,12 @@ class GaussianMixtureScore:
                     f"t = {t:g}; at t = 0 every covariance must be positive definite"
                 ) from None
             linv[k] = scipy.linalg.solve_triangular(L, np.eye(d), lower=True)
+            gain[k] = linv[k] @ M @ self.covs[k]
             const[k] = logw[k] - np.log(np.diag(L)).sum() - 0.5 * d * math.log(2 * math.pi)
         to = dict(device=device, dtype=dtype)
         return _Setup(torch.as_tensor(means, **to), torch.as_tensor(linv, **to),
-                      torch.as_tensor(const, **to))
+                      torch.as_tensor(const, **to), torch.as_tensor(gain, **to),
+                      torch.as_tensor(self.means, **to))
 
     def _logits(self, x, t) -> tuple[torch.Tensor, torch.Tensor, _Setup]:
         """``(z, logits, setup)``: z (K, B, d) whitened residuals ``L_k^{-1}(x - m_k)``,
@@ -111,8 +116,10 @@ class GaussianMixtureScore:
         x = as_batch("x", x, self.dim)
         if x.dtype not in (torch.float32, torch.float64):
             raise ValueError(f"x must be float32 or float64, got {x.dtype}")
-        t = as_time("t", t)
-        S = self._setup(t, x.device, x.dtype)
+        return self._logits_unchecked(x, as_time("t", t))
+
+    def _logits_unchecked(self, x, t):
+        S = self._setup(float(t), x.device, x.dtype)
         diff = x.unsqueeze(0) - S.means.unsqueeze(1)  # (K, B, d)
         z = diff @ S.linv.transpose(1, 2)  # rows z_k^T = (x - m_k)^T L_k^{-T}
         logits = S.const - 0.5 * (z * z).sum(-1).T  # (B, K)
@@ -121,10 +128,45 @@ class GaussianMixtureScore:
     # ------------------------------------------------------------------ public
     def __call__(self, x, t) -> torch.Tensor:
         """``grad log P_t(x) = -sum_k r_k S_k^{-1} (x - m_k)``, shape (B, d)."""
-        z, logits, S = self._logits(x, t)
+        return self._score(*self._logits(x, t))
+
+    def score_unchecked(self, x, t) -> torch.Tensor:
+        """``__call__`` without input checks (for sampler loops that checked once)."""
+        return self._score(*self._logits_unchecked(x, t))
+
+    @staticmethod
+    def _score(z, logits, S) -> torch.Tensor:
         r = torch.softmax(logits, dim=1)  # (B, K)
         # sum_k r_k L_k^{-T} z_k, in row form: sum_k (r_k z_k)^T L_k^{-1}.
         return -((r.T.unsqueeze(-1) * z) @ S.linv).sum(0)
+
+    def denoise(self, x, t) -> torch.Tensor:
+        """The data prediction ``E[x_0 | x_t = x] = sum_k r_k (mu_k + C_k M_t^T S_k^{-1}
+        (x - m_k))``, shape (B, d): bounded at every ``t`` (no ``M_t^{-1}``)."""
+        return self._denoise(*self._logits(x, t))
+
+    def denoise_unchecked(self, x, t) -> torch.Tensor:
+        """:meth:`denoise` without input checks."""
+        return self._denoise(*self._logits_unchecked(x, t))
+
+    def _denoise(self, z, logits, S) -> torch.Tensor:
+        r = torch.softmax(logits, dim=1)  # (B, K)
+        # per component: mu_k + C_k M^T L_k^{-T} z_k, rows z_k^T (L_k^{-1} M C_k)
+        comp = S.means0.unsqueeze(1) + z @ S.gain  # (K, B, d)
+        return (r.T.unsqueeze(-1) * comp).sum(0)
+
+    def stiffness(self, t) -> np.ndarray:
+        """The stiffest component's precision ``(M_t C_k M_t^T + Sigma_t)^{-1}`` (the
+        largest eigenvalue over ``k``), float64 (d, d): the Gaussian part of
+        ``-grad score`` for the samplers' stability check."""
+        M, Sigma = self.process.mean_and_cov(as_time("t", t))
+        best, top = None, -np.inf
+        for k in range(self.n_components):
+            P = np.linalg.inv(0.5 * (M @ self.covs[k] @ M.T + (M @ self.covs[k] @ M.T).T) + Sigma)
+            lam = np.linalg.eigvalsh(0.5 * (P + P.T))[-1]
+            if lam > top:
+                best, top = 0.5 * (P + P.T), lam
+        return best
 
     def log_prob(self, x, t) -> torch.Tensor:
         """``log P_t(x) = logsumexp_k [log w_k + log N(x; m_k, S_k)]``, shape (B,)."""

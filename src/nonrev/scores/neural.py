@@ -168,6 +168,30 @@ class Parameterisation:
         return Tables(torch.tensor([t], **to), *(torch.as_tensor(a, **to)[None]
                                                   for a in (M, *self._matrices(M, S))))
 
+    def _denoise_uncached(self, t: float, device, dtype):
+        """``(W_t, R_t)`` (preconditioned) or ``(M_t^{-1}, L_t)`` (plain) at ``t``, so
+        that ``x0_hat = W x + R F`` resp. ``M^{-1} (x - L eps)``."""
+        M, S = self.process.mean_and_cov(t)
+        to = dict(device=device, dtype=dtype)
+        if self.cov is None:
+            L = np.linalg.cholesky(0.5 * (S + S.T))
+            return torch.as_tensor(np.linalg.inv(M), **to), torch.as_tensor(L, **to)
+        C = self.cov
+        G = M @ C @ M.T + S
+        G = 0.5 * (G + G.T)
+        W = np.linalg.solve(G, M @ C).T  # C M^T G^{-1}
+        P = C - W @ M @ C
+        return torch.as_tensor(W, **to), torch.as_tensor(psd_factor(0.5 * (P + P.T)), **to)
+
+    def denoise_matrices(self, t: float, *, device=None, dtype=torch.float32):
+        """The matrices of the data prediction at ``t`` (cached, LRU of 256 times):
+        ``(W_t, R_t)`` with ``x0_hat = W_t x + R_t F`` when preconditioned (``R_t``
+        the posterior factor above), else ``(M_t^{-1}, L_t)`` with
+        ``x0_hat = M_t^{-1} (x - L_t eps)``."""
+        if not hasattr(self, "_den"):
+            self._den = functools.lru_cache(maxsize=256)(self._denoise_uncached)
+        return self._den(float(t), torch.device(device or "cpu"), dtype)
+
     def at(self, t: float, *, device=None, dtype=torch.float32) -> Tables:
         """:class:`Tables` of one time ``t > 0`` (cached, LRU of 256 times)."""
         return self._at(float(t), torch.device(device or "cpu"), dtype)
@@ -267,6 +291,49 @@ class NeuralScore:
         self.net.eval()
         tt = torch.full((x.shape[0],), t, device=self.device, dtype=self.dtype)
         return predict_eps(self.net, x.to(device=self.device, dtype=self.dtype), tt, K, A, D)
+
+    def stiffness(self, t) -> np.ndarray:
+        """The Gaussian part of ``-grad score`` at ``t`` (float64 (d, d)):
+        ``(M_t C M_t^T + Sigma_t)^{-1}`` with the training covariance ``C`` when
+        preconditioned, else ``Sigma_t^{-1}``; for the samplers' stability check."""
+        M, S = self.process.mean_and_cov(as_time("t", t))
+        G = S if self.param.cov is None else M @ self.param.cov @ M.T + S
+        P = np.linalg.inv(0.5 * (G + G.T))
+        return 0.5 * (P + P.T)
+
+    @torch.no_grad()
+    def denoise(self, x, t) -> torch.Tensor:
+        """The data prediction ``x0_hat = E[x_0 | x_t = x]`` of the network, (B, d) in
+        ``x``'s dtype. Preconditioned: ``W_t x + R_t F(K_t x, t)`` directly (no
+        ``M_t^{-1}``, bounded at every ``t``); plain noise prediction:
+        ``M_t^{-1} (x - L_t eps)``."""
+        x = as_batch("x", x, self.dim)
+        return self.denoise_unchecked(x, as_time("t", t))
+
+    @torch.no_grad()
+    def denoise_unchecked(self, x, t) -> torch.Tensor:
+        """:meth:`denoise` without input checks."""
+        t = float(t)
+        K, A, D, L = self._tables_at(t)
+        W, R = self.param.denoise_matrices(t, device=self.device, dtype=self.dtype)
+        xn = x.to(device=self.device, dtype=self.dtype)
+        self.net.eval()
+        tt = torch.full((x.shape[0],), t, device=self.device, dtype=self.dtype)
+        if self.param.preconditioned:
+            out = xn @ W.T + self.net(xn @ K.T, tt) @ R.T
+        else:
+            out = (xn - self.net(xn @ K.T, tt) @ R.T) @ W.T
+        return out.to(dtype=x.dtype)
+
+    @torch.no_grad()
+    def score_unchecked(self, x, t) -> torch.Tensor:
+        """``__call__`` without input checks."""
+        t = float(t)
+        K, A, D, L = self._tables_at(t)
+        self.net.eval()
+        tt = torch.full((x.shape[0],), t, device=self.device, dtype=self.dtype)
+        e = predict_eps(self.net, x.to(device=self.device, dtype=self.dtype), tt, K, A, D)
+        return -torch.linalg.solve_triangular(L, e, upper=False, left=False).to(dtype=x.dtype)
 
     @torch.no_grad()
     def __call__(self, x, t) -> torch.Tensor:

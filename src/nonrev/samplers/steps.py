@@ -1,0 +1,384 @@
+"""One step of every reverse sampler, with its per-grid coefficients precomputed once.
+
+This is the stepping API that :func:`nonrev.samplers.sample` drives and that other
+front ends (e.g. a diffusers scheduler) reuse:
+
+    coef = coefficients(process, times, method)      # float64 precompute, then cast
+    state = None
+    for k in range(coef.steps):                      # t = coef.times[k] -> coef.times[k+1]
+        for stage in range(coef.stages):             # 2 for heun, else 1
+            t = coef.eval_time(k, stage)
+            x0_hat = model_x0(x, t)                  # or score=model_score(x, t)
+            z = noise(x) if coef.stochastic and stage == 0 else None
+            x, state = step(coef, k, x, x0_hat, noise=z, state=state)
+
+``coef.times`` is the grid in sampling order (decreasing). ``step`` is pure: it
+returns the new state and the new ``x`` (after stage 0 of heun, the predictor point
+where stage 1 evaluates the model). Rows are samples: ``x`` and the model outputs
+are (B, d) tensors in ``coef``'s dtype and device; matrices act as ``x @ P.T``.
+
+**The model output.** Pass either the data prediction ``x0_hat = E[x_0 | x_t]``
+(positional, the preferred form) or ``score=grad log p_t(x)``; they are related by
+Tweedie, ``x0_hat = M_t^{-1} (x + Sigma_t score)``. Every method accepts both and
+never converts a score to ``x0_hat`` (that product with ``M_t^{-1}``, up to
+``e^{t max Re spec A}``, cancels catastrophically at large ``t``): the exact-kernel
+methods keep a second set of coefficients for scores, the explicit ones
+(``euler_maruyama``, ``heun``) turn an ``x0_hat`` into a score, which is safe
+(``-Sigma_t^{-1} (x - M_t x0_hat)``). With ``x0_hat`` the exact-kernel steps have
+no cancellation at all: ``x_s = M_s x0_hat + Phi (x - M_t x0_hat)`` with bounded
+matrices. With a score the step multiplies ``x`` by ``M_h^{-1}`` (``h`` the step),
+the same as before this API existed. Use one kind of output for a whole run.
+
+**Methods** (``t`` the current time, ``s`` the next, ``h = t - s``;
+``R_t`` the gDDIM factor :attr:`nonrev.process.Kernel.R`, ``L_t`` the Cholesky
+factor, both square roots of ``Sigma_t``):
+
+``euler_maruyama``  ``x_s = x + h (A x + 2 score) + sqrt(2 h) z`` (reverse SDE).
+``heun``            Heun's method on the probability-flow ODE ``dx/dtau = A x + score``;
+                    two model evaluations a step (at ``t``, then at ``s`` on the
+                    predictor point).
+``ancestral``       Exact posterior ``q(x_s | x_t, x_0 = x0_hat)``:
+                    ``x_s = M_s x0_hat + K (x - M_t x0_hat) + C z`` with
+                    ``K = Sigma_s M_h^T Sigma_t^{-1}``, ``C C^T`` the posterior covariance.
+``ddim``            ``x_s = M_s x0_hat + L_s L_t^{-1} (x - M_t x0_hat)`` (Cholesky
+                    factors: exact marginals for a point mass, but the rotation between
+                    ``L_t`` and ``R_t`` adds an antisymmetric term to the flow).
+``gddim``           ``x_s = M_s x0_hat + R_s R_t^{-1} (x - M_t x0_hat)``: DDIM in the
+                    gDDIM frame, the exact probability-flow step when ``x0_hat`` is
+                    constant (a point mass). Equals ``ddim`` when ``U = I``, ``Q = 0``.
+``dpmpp_2m``        The matrix DPM-Solver++(2M): the linear part exact (propagator
+                    ``R_s R_t^{-1}``), ``x0_hat`` extrapolated linearly in the scalar
+                    log signal-to-noise ``lambda_t = 1/2 log(tr(U M_t U^{-1} M_t^T) /
+                    tr(U Sigma_t))`` from the previous step (``lambda = log(alpha /
+                    sigma)`` for ``U = I``), the integral of the variation-of-constants
+                    formula done by Gauss-Legendre quadrature in ``log t``:
+                    ``x_s = Phi x + W_0 x0_k + W_1 (x0_k - x0_{k-1})`` with
+                    ``W_0 = M_s - Phi M_t`` and ``W_1 = R_s int_s^t (-dE/dtau) phi(tau)
+                    dtau``, ``E = R^{-1} M``, ``phi`` linear in lambda, 0 at ``t`` and -1
+                    at the previous time. The first step, and with
+                    ``lower_order_final`` the last one when there are fewer than 15
+                    steps (or when it lands on ``t = 0``), are first order (= gddim).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from nonrev.linalg import psd_factor
+from nonrev.process.ou import OUProcess, _exact_pair
+
+METHODS = ("euler_maruyama", "ancestral", "ddim", "heun", "gddim", "dpmpp_2m")
+EXPLICIT = ("euler_maruyama", "heun")
+STOCHASTIC = ("euler_maruyama", "ancestral")
+#: Refuse an explicit method when perturbations can grow by more than this factor
+#: over the run (see :func:`explicit_growth`).
+MAX_GROWTH = 2.0
+_GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(6)
+
+
+@dataclass(frozen=True)
+class Coefficients:
+    """Per-step matrices of one method on one grid, in sampling order.
+
+    ``times`` (n + 1,) decreasing numpy grid; step ``k`` goes ``times[k] ->
+    times[k+1]``. Per-step tensors have a leading axis of length ``n = steps``:
+
+    * x0 form: ``x_s = x X[k]^T + x0_k X0[k]^T (+ x0_{k-1} X1[k]^T) (+ z C[k]^T)``;
+    * score form: ``x_s = x F[k]^T + score_k G[k]^T (+ x_{k-1} F1[k]^T +
+      score_{k-1} G1[k]^T) (+ z C[k]^T)``.
+
+    ``M``, ``Sinv`` (n + 1, d, d): ``M_t`` and ``Sigma_t^{-1}`` at the grid times (to
+    turn an ``x0_hat`` into a score); ``A`` the drift matrix; ``h`` the step lengths.
+    """
+
+    method: str
+    times: np.ndarray
+    h: np.ndarray
+    stochastic: bool
+    stages: int
+    X: torch.Tensor | None
+    X0: torch.Tensor | None
+    X1: torch.Tensor | None
+    F: torch.Tensor | None
+    G: torch.Tensor | None
+    F1: torch.Tensor | None
+    G1: torch.Tensor | None
+    C: torch.Tensor | None
+    M: torch.Tensor
+    Sinv: torch.Tensor
+    A: torch.Tensor
+
+    @property
+    def steps(self) -> int:
+        return int(self.h.size)
+
+    def eval_time(self, k: int, stage: int = 0) -> float:
+        """Time at which the model is evaluated in stage ``stage`` of step ``k``."""
+        return float(self.times[k + stage])
+
+
+def coefficients(process: OUProcess, times, method: str, *, dtype=torch.float64,
+                 device=None, lower_order_final: bool = True,
+                 check_stability: bool = True, stiffness=None) -> Coefficients:
+    """Precompute ``method``'s per-step matrices on an increasing grid ``times``
+    (float64, then cast to ``dtype`` on ``device``). Explicit methods are checked for
+    stability here (:func:`explicit_growth`, with the score's ``stiffness(t)`` when
+    given, else the worst case ``Sigma_t^{-1}``); ValueError names steps and T."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    grid = np.asarray(times, dtype=np.float64)
+    n, d = grid.size - 1, process.dim
+    desc = grid[::-1].copy()
+    h = -np.diff(desc)
+    ker = process.kernel(grid, dtype=torch.float64)
+    # sampling order: index j <-> time desc[j] = grid[n - j]
+    M = ker.M.numpy()[::-1]
+    S = ker.Sigma.numpy()[::-1]
+    L = ker.L.numpy()[::-1]
+    Mh = ker.step_M.numpy()[::-1]  # Mh[k]: kernel of the gap between desc[k+1] and desc[k]
+    Sh = ker.step_Sigma.numpy()[::-1]
+    Sinv = np.zeros_like(S)
+    for j in range(n + 1):
+        if desc[j] > 0:
+            Sinv[j] = np.linalg.inv(S[j])
+            Sinv[j] = 0.5 * (Sinv[j] + Sinv[j].T)
+    X = X0 = X1 = F = G = F1 = G1 = C = None
+    if method in EXPLICIT:
+        if method == "heun" and desc[-1] <= 0:
+            raise ValueError("t_min must be > 0 for heun (its corrector evaluates the score "
+                             "at t_min)")
+        if check_stability:
+            growth = explicit_growth(process, desc, method, Sinv, stiffness)
+            if growth > MAX_GROWTH:
+                raise ValueError(
+                    f"{method} is unstable with steps = {n} on [t_min, T] = [{desc[-1]:.4g}, "
+                    f"{desc[0]:.4g}]: the explicit step can amplify perturbations by "
+                    f"{growth:.3g} over the run (> {MAX_GROWTH}) where the exact reverse "
+                    "flow never expands them (stiffness of A and of the score, "
+                    "Sigma_t^{-1}). Use more steps or a smaller T, or an exact-kernel "
+                    "method ('gddim', 'dpmpp_2m', 'ancestral', 'ddim').")
+    else:
+        Fh = np.linalg.inv(Mh)  # M_h^{-1} = M_s M_t^{-1}
+        F = Fh.copy()
+        Mt, Ms, St, Ss = M[:-1], M[1:], S[:-1], S[1:]
+        Lt, Ls = L[:-1], L[1:]
+        if method == "ddim":
+            Phi = _right_solve(Ls, Lt)
+            G = F @ St - Ls @ _T(Lt)
+        elif method == "ancestral":
+            # K = Sigma_s Mh^T Sigma_t^{-1}: solve Sigma_t K^T = Mh Sigma_s (Sigma_t SPD)
+            tL = torch.from_numpy(np.ascontiguousarray(Lt))
+            K = _T(torch.cholesky_solve(torch.from_numpy(np.ascontiguousarray(Mh @ Ss)),
+                                        tL).numpy())
+            Phi = K
+            eye = np.eye(d)
+            Rj = eye - K @ Mh
+            P = Rj @ Ss @ _T(Rj) + K @ Sh @ _T(K)
+            P = 0.5 * (P + _T(P))
+            C = np.empty_like(P)
+            for k in range(n):
+                try:
+                    C[k] = np.linalg.cholesky(P[k])
+                except np.linalg.LinAlgError:  # singular posterior (s = 0)
+                    C[k] = psd_factor(P[k])
+            G = (F - K) @ St
+        else:  # gddim, dpmpp_2m: the R frame
+            R = ker.R.numpy()[::-1]
+            Rt, Rs = R[:-1], R[1:]
+            Phi = _right_solve(Rs, Rt)  # R_s R_t^{-1}
+            G = F @ St - Rs @ _T(Rt)
+        X = Phi
+        X0 = Ms - Phi @ Mt
+        if method == "dpmpp_2m":
+            X1 = np.zeros_like(X0)
+            F1 = np.zeros_like(X0)
+            G1 = np.zeros_like(X0)
+            lam = _log_snr(process, desc, M, S)
+            for k in range(1, n):
+                last = k == n - 1
+                if desc[k + 1] <= 0 or (last and lower_order_final and n < 15):
+                    continue
+                W1t = _second_order_weight(process, desc, lam, k, Rs[k], Fh[k])
+                X0[k] = X0[k] + W1t @ Mt[k]
+                X1[k] = -W1t @ Mt[k]
+                G[k] = G[k] + W1t @ St[k]
+                # x0_{k-1} = M_p^{-1}(x_{k-1} + Sigma_p score_{k-1}), M_t M_p^{-1} = Mh[k-1]^{-1}
+                F1[k] = -W1t @ Fh[k - 1]
+                G1[k] = F1[k] @ S[k - 1]
+                # score form of x: x F^T with F = Phi + X0 M_t^{-1}
+                F[k] = F[k] + W1t
+    cast = dict(dtype=dtype, device=device)
+
+    def out(a):
+        return None if a is None else torch.as_tensor(np.ascontiguousarray(a), **cast)
+
+    return Coefficients(
+        method=method, times=desc, h=h, stochastic=method in STOCHASTIC,
+        stages=2 if method == "heun" else 1,
+        X=out(X), X0=out(X0), X1=out(X1), F=out(F), G=out(G), F1=out(F1), G1=out(G1),
+        C=out(C), M=out(M), Sinv=out(Sinv), A=out(process.A))
+
+
+def _T(a):
+    return np.swapaxes(a, -1, -2)
+
+
+def _right_solve(B, A):
+    """``B A^{-1}`` for stacks (solve ``A^T Y^T = B^T``)."""
+    return _T(np.linalg.solve(_T(A), _T(B)))
+
+
+def _log_snr(process: OUProcess, desc, M, S) -> np.ndarray:
+    """``lambda_t = 1/2 log(tr(U M U^{-1} M^T) / tr(U Sigma))`` on the grid (inf at 0)."""
+    U, Ui = process.U, process.stationary_cov
+    lam = np.empty(desc.size)
+    for j, t in enumerate(desc):
+        num = np.trace(U @ M[j] @ Ui @ M[j].T)
+        den = np.trace(U @ S[j])
+        lam[j] = math.inf if t <= 0 else 0.5 * (math.log(num) - math.log(den))
+    return lam
+
+
+def _second_order_weight(process, desc, lam, k, Rs, Mh_inv) -> np.ndarray:
+    """``W_1 M_t^{-1}`` of step ``k`` (``t = desc[k]``, ``s = desc[k+1]``, previous time
+    ``p = desc[k-1]``):
+
+        W_1 M_t^{-1} = [M_h^{-1} (lambda_s - lambda_t) - R_s int_{lambda_t}^{lambda_s}
+                        E~ dlambda] / (lambda_t - lambda_p),   E~ = R_tau^{-1} M_tau M_t^{-1},
+
+    the integral by Gauss-Legendre panels in ``u = log tau`` with
+    ``dlambda = -lambda'(tau) tau du`` (``lambda'`` in closed form).
+    """
+    t, s = float(desc[k]), float(desc[k + 1])
+    U, Ui, A = process.U, process.stationary_cov, process.A
+    span = math.log(t) - math.log(s)
+    omega = process.rotation_rate_bound()
+    panels = max(1, int(math.ceil(span / 0.5)), int(math.ceil((t - s) * omega / 1.0)))
+    edges = np.linspace(math.log(s), math.log(t), panels + 1)
+    nodes, weights = [], []
+    for a, b in zip(edges[:-1], edges[1:]):
+        nodes.append(0.5 * (b - a) * _GL_NODES + 0.5 * (a + b))
+        weights.append(0.5 * (b - a) * _GL_WEIGHTS)
+    u = np.concatenate(nodes)
+    w = np.concatenate(weights)
+    tau = np.exp(u)
+    R = process.gddim_factor(tau)
+    total = np.zeros((process.dim, process.dim))
+    for j, tj in enumerate(tau):
+        Mj, Sj = _exact_pair(A, float(tj))
+        Mback = np.linalg.inv(_exact_pair(A, t - float(tj))[0])  # M_tau M_t^{-1}
+        Et = np.linalg.solve(R[j], Mback)
+        num = np.trace(U @ Mj @ Ui @ Mj.T)
+        den = np.trace(U @ Sj)
+        g = np.trace(U @ U @ Mj @ Ui @ Mj.T)
+        dlam = g * (1.0 / num + 1.0 / den)  # -lambda'(tau)
+        total += (w[j] * dlam * tj) * Et
+    return (Mh_inv * (lam[k + 1] - lam[k]) - Rs @ total) / (lam[k] - lam[k - 1])
+
+
+def explicit_growth(process: OUProcess, desc, method: str, Sinv=None,
+                    stiffness=None) -> float:
+    """How much an explicit method can amplify a perturbation over a grid (sampling
+    order ``desc``), where the exact reverse flow does not expand one.
+
+    Two linearisations: the score's own stiffness ``J_t`` (the Gaussian part of
+    ``-grad score``: ``stiffness(t)`` when the score offers it, e.g.
+    ``Gamma_t^{-1} = (M_t C M_t^T + Sigma_t)^{-1}`` for Gaussian data, else the worst
+    case ``Sigma_t^{-1}`` of data at points: every score's Jacobian is
+    ``-Sigma_t^{-1} + Sigma_t^{-1} M_t Cov(x_0 | x_t) M_t^T Sigma_t^{-1}``), and data
+    at the stationary law (``J = U``, where the drift ``A`` alone rotates). For each,
+    the step map of the method (``I + h (A - 2 J_t)`` for Euler-Maruyama; Heun's
+    two-stage map with ``J_t``, ``J_s`` on the probability flow) is formed and its
+    spectral radius taken; the exact flows of these Gaussian problems do not expand
+    perturbations, so the product over the steps of ``max(1, rho)`` is numerical
+    growth. Returned: the larger of the two.
+    """
+    n = desc.size - 1
+    d = process.dim
+    A = process.A
+    eye = np.eye(d)
+    if stiffness is not None:
+        Sinv = np.stack([np.asarray(stiffness(float(t)), dtype=np.float64) if t > 0
+                         else np.zeros((d, d)) for t in desc])
+    elif Sinv is None:
+        S = process.cov(desc[desc > 0])
+        Sinv = np.zeros((desc.size, d, d))
+        Sinv[desc > 0] = np.linalg.inv(S)
+    worst = 1.0
+    for stiff in ("point", "stationary"):
+        log_growth = 0.0
+        for k in range(n):
+            h = float(desc[k] - desc[k + 1])
+            Jt = Sinv[k] if stiff == "point" else process.U
+            if method == "euler_maruyama":
+                step = eye + h * (A - 2.0 * Jt)
+            else:
+                Js = Sinv[k + 1] if stiff == "point" else process.U
+                Kt, Ks = A - Jt, A - Js
+                step = eye + 0.5 * h * (Kt + Ks @ (eye + h * Kt))
+            rho = float(np.abs(np.linalg.eigvals(step)).max())
+            log_growth += math.log(max(1.0, rho))
+        worst = max(worst, math.exp(log_growth))
+    return worst
+
+
+# ---------------------------------------------------------------------------- conversions
+def to_score(coef: Coefficients, k: int, x: torch.Tensor, x0_hat: torch.Tensor,
+             stage: int = 0) -> torch.Tensor:
+    """``score = -Sigma_t^{-1} (x - M_t x0_hat)`` at ``t = coef.eval_time(k, stage)``."""
+    j = k + stage
+    return -(x - x0_hat @ coef.M[j].T) @ coef.Sinv[j].T
+
+
+# ---------------------------------------------------------------------------- the step
+def step(coef: Coefficients, k: int, x: torch.Tensor, x0_hat: torch.Tensor | None = None, *,
+         score: torch.Tensor | None = None, noise: torch.Tensor | None = None, state=None):
+    """Step ``k`` of ``coef.method`` (from ``coef.times[k]`` to ``coef.times[k+1]``).
+
+    ``x``: (B, d) state; the model output at ``(x, coef.eval_time(k, stage))``, either
+    ``x0_hat`` (data prediction) or ``score``; ``noise``: (B, d) standard normal for
+    the stochastic methods (None otherwise); ``state``: what the previous call
+    returned (None at the start). Returns ``(x_new, state)``.
+    """
+    if (x0_hat is None) == (score is None):
+        raise ValueError("pass exactly one of x0_hat and score")
+    m = coef.method
+    if m == "euler_maruyama":
+        if score is None:
+            score = to_score(coef, k, x, x0_hat)
+        hk = float(coef.h[k])
+        return x + hk * (x @ coef.A.T + 2.0 * score) + (2.0 * hk) ** 0.5 * noise, None
+    if m == "heun":
+        stage = 0 if state is None else 1
+        if score is None:
+            score = to_score(coef, k, x, x0_hat, stage)
+        hk = float(coef.h[k])
+        if stage == 0:
+            k1 = x @ coef.A.T + score
+            return x + hk * k1, (x, k1)
+        x_start, k1 = state
+        k2 = x @ coef.A.T + score
+        return x_start + 0.5 * hk * (k1 + k2), None
+    kind = "x0" if score is None else "score"
+    if x0_hat is not None:
+        out = x @ coef.X[k].T + x0_hat @ coef.X0[k].T
+    else:
+        out = x @ coef.F[k].T + score @ coef.G[k].T
+    new_state = None
+    if m == "dpmpp_2m":
+        if state is not None and k > 0:
+            if state[0] != kind:
+                raise ValueError("dpmpp_2m: use one kind of model output (x0_hat or score) "
+                                 "for a whole run")
+            if kind == "x0":
+                out = out + state[1] @ coef.X1[k].T
+            else:
+                out = out + state[1] @ coef.F1[k].T + state[2] @ coef.G1[k].T
+        new_state = ("x0", x0_hat) if kind == "x0" else ("score", x, score)
+    if coef.C is not None:
+        out = out + noise @ coef.C[k].T
+    return out, new_state
