@@ -63,7 +63,7 @@ def as_symmetric(name: str, X, *, dim: int | None = None, tol: float = SYM_TOL) 
 def as_spd(name: str, X, *, dim: int | None = None, tol: float = SYM_TOL) -> np.ndarray:
     """Finite symmetric positive definite matrix, returned symmetrised."""
     arr = as_symmetric(name, X, dim=dim, tol=tol)
-    lam_min = np.linalg.eigvalsh(arr)[0]
+    lam_min = np.diag(arr).min() if is_diagonal(arr) else np.linalg.eigvalsh(arr)[0]
     if not lam_min > 0:
         raise ValueError(
             f"{name} must be positive definite: its smallest eigenvalue is {lam_min:.3g}"
@@ -148,15 +148,28 @@ def as_positive_float(name: str, x) -> float:
     return val
 
 
+def is_diagonal(X: np.ndarray) -> bool:
+    """Whether the square matrix ``X`` has no non-zero entry off its diagonal (O(d^2);
+    lets the SPD helpers skip an O(d^3) eigendecomposition, e.g. for U = identity)."""
+    return not np.any(X[~np.eye(X.shape[0], dtype=bool)])
+
+
 def spd_sqrt(U: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(U^{1/2}, U^{-1/2})`` of a symmetric positive definite matrix, by ``eigh``."""
+    """``(U^{1/2}, U^{-1/2})`` of a symmetric positive definite matrix, by ``eigh``
+    (directly for a diagonal ``U``)."""
+    if is_diagonal(U):
+        s = np.sqrt(np.diag(U))
+        return np.diag(s), np.diag(1.0 / s)
     lam, V = np.linalg.eigh(U)
     s = np.sqrt(lam)
     return (V * s) @ V.T, (V / s) @ V.T
 
 
 def spd_inverse(U: np.ndarray) -> np.ndarray:
-    """Inverse of a symmetric positive definite matrix, symmetric to rounding."""
+    """Inverse of a symmetric positive definite matrix, symmetric to rounding
+    (directly for a diagonal ``U``)."""
+    if is_diagonal(U):
+        return np.diag(1.0 / np.diag(U))
     lam, V = np.linalg.eigh(U)
     inv = (V / lam) @ V.T
     return 0.5 * (inv + inv.T)
@@ -327,8 +340,13 @@ def as_labels(name: str, labels, n: int) -> np.ndarray:
     return arr
 
 
-def as_count(name: str, x, *, minimum: int = 1) -> int:
-    """An integer ``>= minimum`` (an integral float such as ``2e4`` is accepted)."""
+#: Largest count :func:`as_count` accepts: every integer up to it is exact in float64.
+COUNT_LIMIT = 2**53
+
+
+def as_count(name: str, x, *, minimum: int = 1, maximum: int = COUNT_LIMIT) -> int:
+    """An integer in ``[minimum, maximum]`` (an integral float such as ``2e4`` is
+    accepted)."""
     if isinstance(x, (bool, np.bool_)):
         raise ValueError(f"{name} must be an integer, got {x!r}")
     try:
@@ -339,6 +357,8 @@ def as_count(name: str, x, *, minimum: int = 1) -> int:
         raise ValueError(f"{name} must be an integer, got {x!r}")
     if int(val) < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {int(val)}")
+    if int(val) > maximum:
+        raise ValueError(f"{name} must be at most {maximum}, got {int(val):.3g}")
     return int(val)
 
 
