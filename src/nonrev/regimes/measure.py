@@ -24,6 +24,7 @@ from nonrev.linalg import as_batch
 from nonrev.metrics import nearest_neighbour_distances
 from nonrev.process.ou import OUProcess
 from nonrev.samplers.driver import METHODS, sample
+from nonrev.scores.base import supports
 
 #: phi at the speciation time for two classes (Biroli et al.; THEORY.md section 3).
 PHI_AT_SPECIATION_TWO_CLASSES = 0.775
@@ -62,7 +63,7 @@ def _labels(classify, x: torch.Tensor) -> np.ndarray:
 
 
 def clone_agreement(score, process: OUProcess, classify, branch_times, n_pairs: int,
-                    T: float, steps: int, method: str = "euler_maruyama", generator=None,
+                    T: float, steps: int, method: str = "ancestral", generator=None,
                     *, x_T=None, t_min: float = 1e-3, n_boot: int = 1000, seed: int = 0,
                     device=None, dtype=torch.float32, progress=None) -> dict:
     """phi(t): probability that two copies branched at ``t`` end in the same class.
@@ -77,8 +78,9 @@ def clone_agreement(score, process: OUProcess, classify, branch_times, n_pairs: 
     ----------
     score : ``score(x, t)``; classify : ``classify(x) -> (B,)`` integer labels.
     branch_times : times in (t_min, T). n_pairs : trajectories per branch time.
-    method : a stochastic sampler (``euler_maruyama`` or ``ancestral``); deterministic
-        ones give identical copies.
+    method : a stochastic sampler (``ancestral``, the default of
+        :func:`~nonrev.samplers.sample`, or ``euler_maruyama``); deterministic ones
+        give identical copies.
     x_T : optional (n_pairs, d) starting points at ``T``; default: the stationary
         law. Exact draws of ``P_T`` (the data pushed forward with
         :meth:`OUProcess.sample`) make any ``T`` exact, not only a large one.
@@ -192,7 +194,7 @@ def collapse_lock_times(score, process: OUProcess, n: int, T: float, steps: int,
     Returns ``lock_times`` (n,), ``median``, ``q25``, ``q75``, ``final_index`` (n,),
     ``samples`` (the end points, a tensor) and ``times`` (recorded times).
     """
-    if not hasattr(score, "nearest"):
+    if not supports(score, "nearest"):
         raise ValueError("score must provide nearest(x, t) (use nonrev.scores.EmpiricalScore)")
     rec_t, rec_i = [], []
 

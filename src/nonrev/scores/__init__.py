@@ -4,12 +4,15 @@
   point masses allowed) pushed through the kernel.
 * :class:`EmpiricalScore`: exact score of N equal-weight training points (the score
   that memorises), streamed over the points in chunks.
+* :class:`Score` (:mod:`.base`): the protocol, with the optional data prediction
+  ``denoise(x, t)``, ``log_prob``, ``nearest`` and ``stiffness``; :func:`supports`.
 
 ``x`` is a (B, d) float32 or float64 torch tensor on any device and ``t`` a python
 float; the result has ``x``'s shape, dtype and device.
 """
 
+from nonrev.scores.base import Score, supports
 from nonrev.scores.empirical import EmpiricalScore, default_chunk_size
 from nonrev.scores.mixture import GaussianMixtureScore
 
-__all__ = ["EmpiricalScore", "GaussianMixtureScore", "default_chunk_size"]
+__all__ = ["EmpiricalScore", "GaussianMixtureScore", "Score", "default_chunk_size", "supports"]
