@@ -33,7 +33,9 @@ import torch
 
 from nonrev import __version__
 from nonrev.process.currents import current_summary, optimal_q, scaled_q
+from nonrev.linalg import sample_covariance
 from nonrev.process.ou import OUProcess
+from nonrev.regimes.finite import collapse_time_finite
 from nonrev.experiments.cell import class_mean, collapse_row, speciation_row
 from nonrev.experiments.cell import spectrum_u as _spectrum_u
 from nonrev.config import COUNT_MAX, DIM_MAX, ConfigError, check_device, check_memory, field
@@ -192,6 +194,10 @@ def _collapse(cfg: HeadlineConfig, gen: torch.Generator, progress) -> dict:
         row = collapse_row(proc, X, n_traj=cc.n_traj, dt=cc.dt, start_factor=cc.start_factor,
                            generator=gen, device=cfg.device, entropy_times=cc.entropy_times,
                            n_mc=cc.n_mc)
+        # Finite-N prediction of the median lock time: its own seeded generator, so the
+        # demo's generator and every other number are untouched.
+        row["t_predicted_finite"] = collapse_time_finite(proc, sample_covariance(X), cc.n_train,
+                                                         dt=cc.dt, seed=cfg.seed)
         rows.append({"q": current_label(gamma), "gamma": gamma, "n_train": cc.n_train,
                      "dim": cc.dim, **row})
         progress(f"collapse {current_label(gamma)}")

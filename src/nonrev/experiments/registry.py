@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from nonrev.experiments.cell import RegimeCellConfig, regime_cell
+from nonrev.experiments.collapse_moves import CollapseMovesConfig, collapse_moves_cell
 from nonrev.experiments.digits_study import DigitsStudyConfig, run_digits_study
 from nonrev.experiments.headline import HeadlineConfig, run_headline
 from nonrev.config import ConfigError, from_dict
@@ -61,6 +62,12 @@ register(Experiment(
     run=regime_cell,
     columns=("t_S_predicted", "t_S_measured", "t_C_predicted", "t_C_measured",
              "memorised_fraction"),
+))
+register(Experiment(
+    name="collapse_moves",
+    config_class=CollapseMovesConfig,
+    run=collapse_moves_cell,
+    columns=("t_C_zero", "optimal_dtC", "speciation_early_dtC", "window_dtC"),
 ))
 register(Experiment(
     name="headline",

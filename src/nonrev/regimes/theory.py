@@ -344,7 +344,8 @@ def collapse_time_from_data(process: OUProcess, X) -> float:
     return collapse_time(process, _sample_covariance(X), X.shape[0])
 
 
-def predict_regimes(X, U, currents: dict, labels=None, n_train: int | None = None) -> dict:
+def predict_regimes(X, U, currents: dict, labels=None, n_train: int | None = None,
+                    finite_n: bool = False, seed: int = 0) -> dict:
     """Predicted ``t_S`` and ``t_C`` of data ``X`` (n, d) for several currents.
 
     ``currents`` maps a name to an antisymmetric ``Q`` (or None for ``Q = 0``); every
@@ -353,7 +354,11 @@ def predict_regimes(X, U, currents: dict, labels=None, n_train: int | None = Non
     ``covariance`` (min/median/max eigenvalue of the data covariance), ``rates``
     (``reversible = lambda_min(U)``, ``bound = Tr(U)/d`` and, per current, the
     relaxation rate ``min Re spec(A)``), ``speciation`` and ``collapse`` (per
-    current name, a time).
+    current name, a time). With ``finite_n``, also ``collapse_finite``: per current,
+    the finite-N prediction of the median lock time
+    (:func:`nonrev.regimes.collapse_time_finite`, seeded with ``seed``) for Gaussian
+    data with the data's covariance; a Monte Carlo whose cost grows like
+    ``N d`` per path and step.
     """
     X = as_samples("X", X)
     n, d = X.shape
@@ -378,9 +383,14 @@ def predict_regimes(X, U, currents: dict, labels=None, n_train: int | None = Non
                   "bound": float(np.trace(base.U) / d)},
         "speciation": {}, "collapse": {},
     }
+    if finite_n:
+        from nonrev.regimes.finite import collapse_time_finite
+        out["collapse_finite"] = {}
     for name, Q in currents.items():
         proc = base if Q is None else OUProcess(base.U, Q)
         out["rates"][name] = proc.relaxation_rate()
         out["speciation"][name] = speciation_time(proc, between, within)
         out["collapse"][name] = collapse_time(proc, C, n_train)
+        if finite_n:
+            out["collapse_finite"][name] = collapse_time_finite(proc, C, n_train, seed=seed)
     return out
