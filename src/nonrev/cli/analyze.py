@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from nonrev.cli.common import (MAX_N_TRAIN, U_HELP, count, data_options, format_time,
-                               user_errors, warn_shape)
+                               user_errors, announce_cost)
 from nonrev.process.spec import Q_METAVAR, U_METAVAR
 
 
@@ -68,7 +68,7 @@ def analyze(data, key, labels_path, labels_key, u_spec, q_spec, n_train, finite_
 
     with user_errors():
         X = load_array(data, key)
-        warn_shape(X, data)
+        announce_cost(X, data)
         n = X.shape[0]
         labels = None if labels_path is None else load_labels(labels_path, n, labels_key)
         U = u_from_spec(u_spec, X)

@@ -64,6 +64,54 @@ def warn_shape(X, data: str) -> None:
                    f"{n - 1} of the {d} directions", err=True)
 
 
+#: Dimension from which the data commands announce their expected cost.
+LARGE_D = 1000
+#: O(d^3) steps (in units of one symmetric eigendecomposition of a d x d matrix) of
+#: ``nonrev analyze`` with its default U and Q: measured ratio, see
+#: benchmarks/large_d.py.
+ANALYZE_EIGH_UNITS = 12.0
+
+
+def eigh_seconds(d: int, *, probe: int = 384) -> float:
+    """Seconds one ``eigh`` of a d x d symmetric matrix takes here, extrapolated as
+    d^3 from one timed at ``probe`` (a fraction of a second)."""
+    import numpy as np
+
+    a = np.random.default_rng(0).standard_normal((probe, probe))
+    t0 = time.perf_counter()
+    np.linalg.eigh(a + a.T)
+    return (time.perf_counter() - t0) * (d / probe) ** 3
+
+
+def announce_cost(X, data: str, units: float = ANALYZE_EIGH_UNITS) -> None:
+    """For data with d >= :data:`LARGE_D`: print on stderr what the command will cost
+    here (``units`` eigendecompositions of d x d matrices, timed on this machine) and
+    then, until the command ends, the elapsed time every 15 s (the long steps are
+    single LAPACK calls that show no progress of their own)."""
+    warn_shape(X, data)
+    d = X.shape[1]
+    if d < LARGE_D:
+        return
+    expected = units * eigh_seconds(d)
+    click.echo(f"{data}: d = {d}; this takes about {_duration(expected)} here (dense d x d "
+               f"linear algebra, O(d^3); {8 * d * d / 2**30:.2g} GiB per matrix)", err=True)
+    stop = _heartbeat("nonrev", time.monotonic(), 15.0)
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.call_on_close(stop)
+
+
+def _heartbeat(name: str, t0: float, every_s: float):
+    done = threading.Event()
+
+    def beat():
+        while not done.wait(every_s):
+            click.echo(f"  {name}: {_duration(time.monotonic() - t0)} so far", err=True)
+
+    threading.Thread(target=beat, daemon=True).start()
+    return done.set
+
+
 def terminate_as_interrupt() -> None:
     """Handle SIGTERM (``kill``, a job scheduler, a container stop) like Ctrl-C, so
     that a stopped command cleans up as it does on KeyboardInterrupt (temporary
@@ -92,19 +140,11 @@ def stage(name: str, expected_s: float | None = None, *, every_s: float = 15.0):
         return
     t0 = time.monotonic()
     click.echo(f"{name}: expected about {_duration(expected_s)} ...", err=True)
-    done = threading.Event()
-
-    def beat():
-        while not done.wait(every_s):
-            click.echo(f"  {name}: {_duration(time.monotonic() - t0)} so far", err=True)
-
-    thread = threading.Thread(target=beat, daemon=True)
-    thread.start()
+    stop = _heartbeat(name, t0, every_s)
     try:
         yield
     finally:
-        done.set()
-        thread.join()
+        stop()
     click.echo(f"{name}: done in {_duration(time.monotonic() - t0)}", err=True)
 
 

@@ -9,7 +9,7 @@ import click
 import numpy as np
 
 from nonrev.cli.common import (MAX_N_TRAIN, SEED, count, data_options, fail, format_time,
-                               user_errors, warn_shape)
+                               user_errors, announce_cost)
 from nonrev.process.spec import U_METAVAR
 from nonrev.regimes.steering import OBJECTIVES
 
@@ -96,7 +96,7 @@ def steer(data, key, labels_path, labels_key, objective, target, q_norm_max, min
     with user_errors():
         out = check_output(out_path, suffixes=(".npy",), parents=False)  # before any work
         X = load_array(data, key)
-        warn_shape(X, data)
+        announce_cost(X, data)
         n, d = X.shape
         classes = 0
         within = None

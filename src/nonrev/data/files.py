@@ -28,52 +28,76 @@ NPY_MAGIC = b"\x93NUMPY"
 
 
 def _check_npy_header(fh, size: int, where: str) -> None:
-    """Read the .npy header from ``fh`` and check it against the ``size`` bytes the
-    file holds, before numpy allocates what the header claims: ValueError (one
-    line) for a file that is not .npy, holds Python objects, or is truncated or
-    padded."""
-    from numpy.lib import format as npy_format
+    """Read the .npy header from ``fh`` (positioned at the start of the array's
+    ``size`` bytes) and check it against ``size`` before numpy allocates what the
+    header claims: ValueError (one line) for a file that is not .npy, holds Python
+    objects, or is truncated or padded. Leaves ``fh`` anywhere."""
+    import ast
 
-    start = fh.tell()
     head = fh.read(len(NPY_MAGIC) + 2)
     if head[:len(NPY_MAGIC)] != NPY_MAGIC or len(head) < len(NPY_MAGIC) + 2:
         raise ValueError(f"{where}: not a NumPy .npy array (it does not start with the .npy "
                          "signature; a text or CSV file needs the .csv extension)")
     version = (head[-2], head[-1])
+    if version not in ((1, 0), (2, 0), (3, 0)):
+        raise ValueError(f"{where}: corrupted .npy header (format version {version})")
+    width = 2 if version == (1, 0) else 4
+    raw = fh.read(width)
+    hlen = int.from_bytes(raw, "little") if len(raw) == width else -1
+    offset = len(NPY_MAGIC) + 2 + width
+    if not 0 < hlen <= min(10_000, size - offset):
+        raise ValueError(f"{where}: corrupted .npy header (header length {hlen})")
+    text = fh.read(hlen)
     try:
-        reader = (npy_format.read_array_header_1_0 if version == (1, 0)
-                  else npy_format.read_array_header_2_0)
-        shape, _, dtype = reader(fh, max_header_size=10_000)
-    except (ValueError, OSError, EOFError, SyntaxError) as exc:
-        raise ValueError(f"{where}: corrupted .npy header ({' '.join(str(exc).split())[:120]})") \
-            from None
+        header = ast.literal_eval(text.decode("utf-8" if version == (3, 0) else "latin1"))
+        shape, dtype = tuple(header["shape"]), np.dtype(header["descr"])
+        if not isinstance(header["fortran_order"], bool) or not all(
+                isinstance(n, int) and n >= 0 for n in shape):
+            raise ValueError("bad shape or order")
+    except (ValueError, SyntaxError, TypeError, KeyError, MemoryError, RecursionError,
+            UnicodeDecodeError) as exc:
+        raise ValueError(f"{where}: corrupted .npy header ({type(exc).__name__})") from None
     if dtype.hasobject:
         raise ValueError(f"{where}: holds Python objects (dtype {dtype}); nonrev reads numeric "
                          "arrays only and never unpickles")
-    need = int(np.prod(shape, dtype=object)) * dtype.itemsize
-    have = size - (fh.tell() - start)
+    need = math.prod(shape) * dtype.itemsize
+    from nonrev.config import physical_memory
+
+    memory = physical_memory()
+    if memory is not None and 8 * math.prod(shape) > memory // 2:  # as float64
+        raise ValueError(f"{where}: an array of shape {shape} needs "
+                         f"{8 * math.prod(shape) / 2**30:.3g} GiB as float64, more than half "
+                         f"of this machine's {memory / 2**30:.3g} GiB")
+    have = size - offset - hlen
     if need != have:
         raise ValueError(f"{where}: truncated or corrupted .npy file (its header announces "
-                         f"shape {tuple(shape)} of {dtype}, {need} bytes; the file holds {have})")
-    fh.seek(start)
+                         f"shape {shape} of {dtype}, {need} bytes; the file holds {have})")
 
 
 def _read_npy(path: Path) -> np.ndarray:
+    from numpy.lib import format as npy_format
+
     with open(path, "rb") as fh:
         _check_npy_header(fh, path.stat().st_size, str(path))
-        return np.load(fh, allow_pickle=False)
+        fh.seek(0)
+        return npy_format.read_array(fh, allow_pickle=False)
 
 
 def _read_npz(path: Path, key: str | None) -> np.ndarray:
+    """One array of an .npz archive, read member by member with zipfile (never through
+    numpy's format sniffing, which takes a damaged archive for a pickle)."""
     import zipfile
 
+    from numpy.lib import format as npy_format
+
     try:
-        with zipfile.ZipFile(path) as zf:
-            members = {info.filename: info for info in zf.infolist()}
+        zf = zipfile.ZipFile(path)
     except zipfile.BadZipFile:
         raise ValueError(f"{path}: not an .npz archive (not a zip file)") from None
-    with np.load(path, allow_pickle=False) as archive:
-        keys = list(archive.files)
+    with zf:
+        members = {info.filename[:-4] if info.filename.endswith(".npy") else info.filename: info
+                   for info in zf.infolist()}
+        keys = list(members)
         if key is None:
             if len(keys) != 1:
                 raise ValueError(f"{path}: holds {len(keys)} arrays ({', '.join(keys) or 'none'}); "
@@ -81,32 +105,11 @@ def _read_npz(path: Path, key: str | None) -> np.ndarray:
             key = keys[0]
         elif key not in keys:
             raise ValueError(f"{path}: no array named {key!r} (arrays: {', '.join(keys)})")
-        info = members.get(f"{key}.npy") or members.get(key)
-        if info is not None:
-            import zipfile
-
-            with zipfile.ZipFile(path) as zf, zf.open(info) as fh:
-                _check_npy_header(_Seekable(fh), info.file_size, f"{path}[{key}]")
-        return archive[key]
-
-
-class _Seekable:
-    """Just enough of a seekable file over a zip member for :func:`_check_npy_header`
-    (it only seeks back to where it started)."""
-
-    def __init__(self, fh):
-        self._fh, self._pos = fh, 0
-
-    def read(self, n=-1):
-        data = self._fh.read(n)
-        self._pos += len(data)
-        return data
-
-    def tell(self):
-        return self._pos
-
-    def seek(self, pos):  # the check's last step, returning to the start: not needed here
-        return pos
+        info = members[key]
+        with zf.open(info) as fh:
+            _check_npy_header(fh, info.file_size, f"{path}[{key}]")
+        with zf.open(info) as fh:
+            return npy_format.read_array(fh, allow_pickle=False)
 
 
 def _parse_float(text: str) -> float | None:

@@ -100,6 +100,10 @@ class TrainConfig:
                          help="mlp or conv (image data); auto: mlp, read from older checkpoints")
     precondition: bool = field(True, help="Gaussian preconditioning of the noise prediction "
                                           "(nonrev.scores.neural.Parameterisation)")
+    parametrisation: str = field("gaussian", choices=("gaussian", "data_frame"),
+                                 help="with precondition: the network's input, output and "
+                                      "time in the noise frame (gaussian) or in the data "
+                                      "frame, with the noise level as time (data_frame)")
     hidden: int = field(512, min=8, max=16384, help="mlp width")
     depth: int = field(3, min=1, max=256, help="residual blocks")
     channels: int = field(64, min=8, max=4096, help="conv channels")
@@ -166,6 +170,14 @@ def grid_size(cfg: TrainConfig, dim: int) -> int:
 
 def _network_kind(cfg: TrainConfig, shape) -> str:
     return "mlp" if cfg.network == "auto" else cfg.network
+
+
+def _parameterisation(cfg: TrainConfig, process: OUProcess, cov) -> Parameterisation:
+    """The parametrisation the config asks for (``cov``: the normalised training
+    covariance, unused without preconditioning)."""
+    if not cfg.precondition:
+        return Parameterisation(process)
+    return Parameterisation(process, cov, kind=cfg.parametrisation, t_range=(cfg.t_min, cfg.t_max))
 
 
 def _make_network(cfg: TrainConfig, dim: int, shape) -> torch.nn.Module:
@@ -364,7 +376,7 @@ def _read_doc(folder: Path) -> dict:
         raise CheckpointError(f"{folder}: not a checkpoint folder ({CHECKPOINT_JSON} not found)")
     try:
         doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise CheckpointError(f"{path}: unreadable or not valid JSON (truncated or edited?): "
                               f"{' '.join(str(exc).split())}") from None
     if not isinstance(doc, dict):
@@ -430,10 +442,25 @@ def _restore(folder: Path, *, for_training: bool, device=None):
             raise ValueError(f"U is {process.dim}x{process.dim} but the data have d = {data['dim']}")
         normaliser = Normaliser.from_dict(doc["normalisation"], data["dim"])
         shape = None if data["shape"] is None else tuple(int(s) for s in data["shape"])
+    except (ValueError, TypeError, KeyError, OverflowError) as exc:
+        raise CheckpointError(f"{where}: {' '.join(str(exc).split())}") from None
+    tensors = _read_tensors(folder, doc)
+    # The network the config describes, first without memory (torch's meta device):
+    # an edited config (hidden: 16384, depth: 256...) is refused before it allocates.
+    try:
+        with torch.device("meta"):
+            ghost = _make_network(cfg, data["dim"], shape)
+    except (ValueError, TypeError, KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"{where}: {' '.join(str(exc).split())[:200]}") from None
+    for n, p in ghost.named_parameters():
+        t = tensors.get("model." + n)
+        if t is None or tuple(t.shape) != tuple(p.shape):
+            raise CheckpointError(f"{where}: tensor model.{n} is missing or has the wrong "
+                                  f"shape for the network in the config")
+    try:
         model = _make_network(cfg, data["dim"], shape)
     except (ValueError, TypeError, KeyError) as exc:
         raise CheckpointError(f"{where}: {' '.join(str(exc).split())}") from None
-    tensors = _read_tensors(folder, doc)
     params = dict(model.named_parameters())
     for prefix in ("model.", "ema."):
         for n, p in params.items():
@@ -451,7 +478,7 @@ def _restore(folder: Path, *, for_training: bool, device=None):
         raise CheckpointError(f"{where}: the data covariance (data.cov) is missing or does not "
                               "fit the config's preconditioning")
     try:
-        param = Parameterisation(process, None if cov is None else cov.double().numpy())
+        param = _parameterisation(cfg, process, None if cov is None else cov.double().numpy())
     except ValueError as exc:
         raise CheckpointError(f"{where}: {exc}") from None
     with torch.no_grad():
@@ -552,8 +579,7 @@ def _fresh_state(cfg: TrainConfig, ds: Dataset, X: np.ndarray) -> _State:
     process = process_from_spec(normaliser.forward(X), cfg.u, cfg.q)
     torch.manual_seed(cfg.seed)  # network initialisation
     model = _make_network(cfg, ds.dim, ds.shape).to(torch.device(cfg.device))
-    param = Parameterisation(process, _covariance(normaliser.forward(X)) if cfg.precondition
-                             else None)
+    param = _parameterisation(cfg, process, _covariance(normaliser.forward(X)))
     return _State(cfg=cfg, data=_data_meta(ds, X.shape[0]), normaliser=normaliser,
                   process=process, param=param, model=model, ema=EMA(model, cfg.ema_decay),
                   opt=_optimizer(cfg, model), gen=torch.Generator().manual_seed(cfg.seed))
