@@ -171,8 +171,8 @@ def coefficients(process: OUProcess, times, method: str, *, dtype=torch.float64,
             G = F @ St - Ls @ _T(Lt)
         elif method == "ancestral":
             # K = Sigma_s Mh^T Sigma_t^{-1}: solve Sigma_t K^T = Mh Sigma_s (Sigma_t SPD)
-            tL = torch.from_numpy(np.ascontiguousarray(Lt))
-            K = _T(torch.cholesky_solve(torch.from_numpy(np.ascontiguousarray(Mh @ Ss)),
+            tL = torch.from_numpy(Lt.copy())  # copy: a size-1 axis keeps a negative stride
+            K = _T(torch.cholesky_solve(torch.from_numpy((Mh @ Ss).copy()),
                                         tL).numpy())
             Phi = K
             eye = np.eye(d)
@@ -214,7 +214,7 @@ def coefficients(process: OUProcess, times, method: str, *, dtype=torch.float64,
     cast = dict(dtype=dtype, device=device)
 
     def out(a):
-        return None if a is None else torch.as_tensor(np.ascontiguousarray(a), **cast)
+        return None if a is None else torch.as_tensor(np.array(a), **cast)  # a fresh copy: no negative strides
 
     return Coefficients(
         method=method, times=desc, h=h, stochastic=method in STOCHASTIC,
