@@ -157,18 +157,29 @@ def random_q(dim: int, norm: float = 1.0, *, seed=None) -> np.ndarray:
     return K * (float(norm) / n2) if n2 > 0 else K
 
 
-def current_summary(U, Q, *, t_max: float | None = None, n_times: int = 200) -> dict:
+def current_summary(U, Q, *, t_max: float | None = None, n_times: int = 200,
+                    transient: bool = True) -> dict:
     """Stiffness and transient figures of ``A = (I + Q) U``, as a plain dict.
 
     Keys: ``q_norm`` and ``a_norm`` (spectral norms), ``rate`` (min Re spec A),
     ``bound`` (Tr U / d), ``rate_reversible`` (lambda_min U), ``transient``
     (max over t of ``||exp(-tA)||_2``, on ``n_times`` log-spaced times up to ``t_max``,
     default ``10 / rate``) and ``transient_time`` (where the maximum sits).
+    ``transient=False`` skips the last two (the ``n_times`` matrix exponentials).
     """
     from nonrev.process.ou import OUProcess
 
     proc = OUProcess(U, Q)
     rate = proc.relaxation_rate()
+    if not transient:
+        return {
+            "dim": proc.dim,
+            "q_norm": float(np.linalg.norm(proc.Q, 2)),
+            "a_norm": float(np.linalg.norm(proc.A, 2)),
+            "rate": rate,
+            "rate_reversible": float(np.linalg.eigvalsh(proc.U)[0]),
+            "bound": float(np.trace(proc.U) / proc.dim),
+        }
     t_max = 10.0 / rate if t_max is None else float(t_max)
     times = np.concatenate([[0.0], np.geomspace(1e-3 * t_max, t_max, n_times - 1)])
     norms = np.array([np.linalg.norm(M, 2) for M in proc.mean_matrix(times)])

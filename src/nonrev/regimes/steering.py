@@ -81,7 +81,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.linalg
 
-from nonrev.process.currents import optimal_q, random_q
+from nonrev.process.currents import current_summary, optimal_q, random_q
 from nonrev.linalg import as_antisymmetric, as_count, as_positive_float, as_psd, as_spd, spd_inverse
 from nonrev.process.ou import OUProcess
 from nonrev.regimes import criteria
@@ -491,8 +491,8 @@ def steer_q(U, between_cov, within_cov=None, *, objective: str = "speciation_ear
         radius = _finite("q_norm_max", q_norm_max)
         if radius < 0:
             raise ValueError(f"q_norm_max must be >= 0 (a norm budget), got {q_norm_max!r}")
-    bound = float(np.trace(U) / d)
-    lam_min = float(np.linalg.eigvalsh(U)[0])
+    figures0 = current_summary(U, None, transient=False)
+    bound, lam_min = figures0["bound"], figures0["rate_reversible"]
     if min_rate is not None:
         min_rate = _finite("min_rate", min_rate)
         if min_rate >= bound * (1.0 - 1e-9):
@@ -561,7 +561,8 @@ def steer_q(U, between_cov, within_cov=None, *, objective: str = "speciation_ear
     def summary(proc: OUProcess) -> dict:
         t_s = speciation_time(proc, prob.Cb, prob.Cw)
         t_c = None if prob.C is None else collapse_time(proc, prob.C, prob.n_train)
-        rate, q_norm = proc.relaxation_rate(), _q_norm(proc.Q)
+        figures = current_summary(proc.U, proc.Q, transient=False)
+        rate, q_norm = figures["rate"], figures["q_norm"]
         feasible = ((radius is None or q_norm <= radius * (1 + 1e-12))
                     and (min_rate is None or rate >= min_rate))
         value = None if objective == "window" and t_c is None else \

@@ -76,6 +76,7 @@ from nonrev.linalg import (
     sample_covariance,
     sym,
 )
+from nonrev.process.currents import current_summary
 from nonrev.process.ou import OUProcess
 from nonrev.regimes import criteria
 
@@ -375,12 +376,12 @@ def predict_regimes(X, U, currents: dict, labels=None, n_train: int | None = Non
     else:
         between, within, w = C, None, np.zeros(0)
     base = OUProcess(U)
+    ref = current_summary(base.U, None, transient=False)
     out = {
         "n": n, "d": d, "n_train": n_train, "classes": int(w.size),
         "covariance": {"min": float(gammas[0]), "median": float(np.median(gammas)),
                        "max": float(gammas[-1])},
-        "rates": {"reversible": float(np.linalg.eigvalsh(base.U)[0]),
-                  "bound": float(np.trace(base.U) / d)},
+        "rates": {"reversible": ref["rate_reversible"], "bound": ref["bound"]},
         "speciation": {}, "collapse": {},
     }
     if finite_n:
@@ -388,7 +389,8 @@ def predict_regimes(X, U, currents: dict, labels=None, n_train: int | None = Non
         out["collapse_finite"] = {}
     for name, Q in currents.items():
         proc = base if Q is None else OUProcess(base.U, Q)
-        out["rates"][name] = proc.relaxation_rate()
+        out["rates"][name] = ref["rate"] if Q is None else \
+            current_summary(base.U, Q, transient=False)["rate"]
         out["speciation"][name] = speciation_time(proc, between, within)
         out["collapse"][name] = collapse_time(proc, C, n_train)
         if finite_n:
