@@ -308,13 +308,23 @@ def u_from_data(X, shrinkage: float | None = None, max_condition: float | None =
     return U * (d / np.trace(U))
 
 
-def load_square_matrix(spec, option: str, d: int) -> np.ndarray:
+def load_square_matrix(spec, option: str, d: int, *, kind: str | None = None) -> np.ndarray:
     """A (d, d) matrix from a .npy/.npz/.csv file given to a command-line ``option``
-    (e.g. ``--u`` or ``--q``); ValueError naming the option otherwise."""
+    (e.g. ``--u`` or ``--q``); ``kind`` ``"spd"`` or ``"antisymmetric"`` also checks
+    that property (:func:`nonrev.linalg.as_spd`, ``as_antisymmetric``). ValueError
+    naming the option and the file otherwise."""
+    from nonrev.linalg import as_antisymmetric, as_spd
+
     try:
         M = load_array(spec)
     except ValueError as exc:
         raise ValueError(f"{option}: {exc}") from None
     if M.shape != (d, d):
         raise ValueError(f"{option} {spec}: must be a ({d}, {d}) matrix, got {M.shape}")
+    check = {"spd": as_spd, "antisymmetric": as_antisymmetric, None: None}[kind]
+    if check is not None:
+        try:
+            M = check("the matrix", M)
+        except ValueError as exc:
+            raise ValueError(f"{option} {spec}: {one_line(exc)}") from None
     return M

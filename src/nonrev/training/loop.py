@@ -424,7 +424,24 @@ def _read_tensors(folder: Path, doc: dict) -> dict:
 
 
 def _restore(folder: Path, *, for_training: bool, device=None):
-    """Rebuild the run state of a checkpoint folder: ``(doc, state)``."""
+    """Rebuild the run state of a checkpoint folder: ``(doc, state)``.
+
+    Every value read from the folder is untrusted: the checks below name what is
+    wrong where they can, and any other failure that an edited ``checkpoint.json``
+    can cause (a list where a mapping belongs, null for a number...) is reported as
+    a malformed checkpoint, in one line, never as a traceback."""
+    try:
+        return _restore_unchecked(folder, for_training=for_training, device=device)
+    except CheckpointError:
+        raise
+    except (TypeError, KeyError, ValueError, AttributeError, IndexError, OverflowError,
+            RuntimeError, RecursionError) as exc:
+        where = folder / CHECKPOINT_JSON
+        raise CheckpointError(f"{where}: malformed checkpoint ({type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())[:200]})") from None
+
+
+def _restore_unchecked(folder: Path, *, for_training: bool, device=None):
     doc = _read_doc(folder)
     where = str(folder / CHECKPOINT_JSON)
     try:
@@ -536,7 +553,11 @@ def load_checkpoint(folder, *, ema: bool = True, device=None) -> TrainedModel:
         st.ema.copy_to(st.model)
     st.model.eval()
     dev = next(st.model.parameters()).device
-    tables = st.param.tables(_grid(st.cfg, st.data["dim"]), device=dev)
+    try:
+        grid = _grid(st.cfg, st.data["dim"])
+    except ConfigError as exc:
+        raise CheckpointError(f"{folder / CHECKPOINT_JSON}: config: {exc}") from None
+    tables = st.param.tables(grid, device=dev)
     return TrainedModel(config=st.cfg, process=st.process, param=st.param, tables=tables,
                         network=st.model,
                         normaliser=st.normaliser, data=st.data, step=st.step,
@@ -544,6 +565,8 @@ def load_checkpoint(folder, *, ema: bool = True, device=None) -> TrainedModel:
 
 
 def _grid(cfg: TrainConfig, dim: int) -> np.ndarray:
+    # the five (n, d, d) float32 tables of the parameterisation, refused before allocation
+    check_memory("n_times", 20.0 * grid_size(cfg, dim) * dim * dim, "the training grid's tables")
     return time_grid(cfg.t_max, grid_size(cfg, dim) - 1, cfg.t_min, cfg.spacing)
 
 
