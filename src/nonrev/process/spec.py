@@ -61,7 +61,7 @@ def u_from_spec(spec: str, X: np.ndarray, *, option: str = "--u") -> np.ndarray:
         raise ValueError(f"{option}: {exc}") from None
     if cap is not None:
         return u_from_data(X, max_condition=cap)
-    return load_square_matrix(spec, option, d)
+    return load_square_matrix(spec, option, d, kind="spd")
 
 
 def q_from_spec(spec: str, U: np.ndarray, *, option: str = "--q") -> tuple[str, np.ndarray | None]:
@@ -77,7 +77,7 @@ def q_from_spec(spec: str, U: np.ndarray, *, option: str = "--q") -> tuple[str, 
         raise ValueError(f"{option}: {exc}") from None
     if gamma is not None:
         return f"gamma={gamma:g}", scaled_q(optimal_q(U), gamma)
-    return "file", load_square_matrix(spec, option, U.shape[0])
+    return "file", load_square_matrix(spec, option, U.shape[0], kind="antisymmetric")
 
 
 def process_from_spec(X, u: str, q: str) -> OUProcess:
