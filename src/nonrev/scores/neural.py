@@ -44,6 +44,7 @@ ValueError: the network has never seen them.
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -60,7 +61,7 @@ from nonrev.models.networks import (  # noqa: F401  (re-exported)
     build_network,
 )
 
-__all__ = ["ConvNet", "MLPNet", "NETWORKS", "NeuralScore", "Parameterisation",
+__all__ = ["ConvNet", "KINDS", "MLPNet", "NETWORKS", "NeuralScore", "Parameterisation",
            "SinusoidalTimeEmbedding", "Tables", "build_network", "dsm_loss", "perturb",
            "predict_eps"]
 
@@ -69,11 +70,14 @@ __all__ = ["ConvNet", "MLPNet", "NETWORKS", "NeuralScore", "Parameterisation",
 class Tables(NamedTuple):
     """Per-time matrices, stacked over ``n`` times (tensors (n,) and (n, d, d)).
 
-    ``M``, ``L``: the kernel (``L L^T = Sigma_t``); ``K``: input map (the network
-    sees ``y = K x``); ``A``, ``D``: ``eps_theta(x, t) = A x - D F(K x, t)``.
+    ``cond``: what the network is given as its time input (the time ``t`` itself, or
+    a noise level: :meth:`Parameterisation.cond`); ``M``, ``L``: the kernel
+    (``L L^T = Sigma_t``); ``K``: input map (the network sees ``y = K x``); ``A``,
+    ``D``: ``eps_theta(x, t) = A x - D F(K x, cond)``.
     """
 
     times: torch.Tensor
+    cond: torch.Tensor
     M: torch.Tensor
     L: torch.Tensor
     K: torch.Tensor
@@ -82,6 +86,11 @@ class Tables(NamedTuple):
 
     def take(self, idx) -> "Tables":
         return Tables(*(a[idx] for a in self))
+
+
+#: The parametrisations: plain noise prediction, the Gaussian preconditioning, and
+#: the same Gaussian core with the network's input, output and time in the data frame.
+KINDS = ("eps", "gaussian", "data_frame")
 
 
 class Parameterisation:
@@ -117,19 +126,99 @@ class Parameterisation:
     the product stays below ``M_s`` (plain noise prediction has no such factor: a
     fast mode of ``U = data`` with ``lambda = 4.5`` and ``h = 3`` amplifies its
     error by ``e^{13.5}``).
+
+    ``kind="data_frame"`` keeps that Gaussian core (``F = 0`` is still exact for
+    Gaussian data) but lets the network work in the frame of the data, which does not
+    turn with ``t`` however strong the current. With ``S_t = C^{1/2} M_t^T
+    Sigma_t^{-1} M_t C^{1/2}`` (the whitened signal-to-noise matrix, symmetric PSD):
+
+        input   y = C^{-1/2} W_t x = C^{1/2} M_t^T G_t^{-1} x
+                  = S_t (I + S_t)^{-1} C^{-1/2} x_0 + noise,
+        output  x0_hat = W_t x + C^{1/2} (I + S_t)^{-1/2} F,
+
+        (``C^{1/2} (I + S)^{-1} C^{1/2} = P_t``, so the output factor is a root of
+        ``P_t``, the symmetric one in the whitened frame), and the time input is
+        the noise level instead of ``t``: ``nu_t = d / Tr(S_t)``, the inverse mean
+        whitened SNR, mapped log-affinely onto the training range ``t_range`` so that
+        the networks' time embedding (``log t`` over ``[t_min, t_max]``) sees
+        ``log nu`` rescaled to [0, 1]. Under ``kind="gaussian"`` the input ``L_G^{-1}
+        x_t`` and output ``chol(P_t) F`` carry the rotation ``exp(-t Q U)`` of the
+        kernel, so with a strong current the network must learn a function that spins
+        in ``t``. ``C`` may be singular (constant pixels): no inverse of ``C`` is
+        formed.
     """
 
-    def __init__(self, process, data_cov=None):
+    def __init__(self, process, data_cov=None, kind: str | None = None, t_range=None):
         self.process = process
         self.dim = int(process.dim)
         self.cov = None if data_cov is None else np.asarray(data_cov, dtype=np.float64)
         if self.cov is not None and self.cov.shape != (self.dim, self.dim):
             raise ValueError(f"data_cov must be ({self.dim}, {self.dim}), got {self.cov.shape}")
+        self.kind = ("eps" if self.cov is None else "gaussian") if kind is None else kind
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
+        if (self.kind == "eps") != (self.cov is None):
+            raise ValueError(f"kind {self.kind!r} " + ("takes no data_cov" if self.kind == "eps"
+                                                       else "needs data_cov"))
+        self._sqrt_cov = None
+        self._nu_range = None
+        if self.kind == "data_frame":
+            w, V = np.linalg.eigh(0.5 * (self.cov + self.cov.T))
+            self._sqrt_cov = (V * np.sqrt(np.clip(w, 0.0, None))) @ V.T
+            if t_range is None:
+                raise ValueError("kind 'data_frame' needs t_range = (t_min, t_max), the "
+                                 "training range its noise levels are mapped onto")
+            self.t_range = (float(t_range[0]), float(t_range[1]))
+            if not (0 < self.t_range[0] < self.t_range[1]):
+                raise ValueError(f"t_range must be 0 < t_min < t_max, got {t_range}")
+            self._nu_range = tuple(self._log_nu(*self.process.mean_and_cov(t))
+                                   for t in self.t_range)
         self._at = functools.lru_cache(maxsize=256)(self._at_uncached)
+        self._den = functools.lru_cache(maxsize=256)(self._denoise_uncached)
 
     @property
     def preconditioned(self) -> bool:
         return self.cov is not None
+
+    # -- the Gaussian core ----------------------------------------------------------
+    def _posterior(self, M: np.ndarray, S: np.ndarray):
+        """``(W, R, G_inv, K)``: posterior mean map, a root of the posterior covariance
+        (as the kind wants it), ``G_t^{-1}`` and the network's input map."""
+        d = self.dim
+        C = self.cov
+        G = M @ C @ M.T + S
+        LG = np.linalg.cholesky(0.5 * (G + G.T))
+        LG_inv = scipy.linalg.solve_triangular(LG, np.eye(d), lower=True)
+        G_inv = LG_inv.T @ LG_inv
+        W = C @ M.T @ G_inv
+        if self.kind == "data_frame":
+            Ch = self._sqrt_cov
+            w, V = np.linalg.eigh(self._snr(M, S))
+            R = Ch @ ((V / np.sqrt(1.0 + np.clip(w, 0.0, None))) @ V.T)
+            return W, R, G_inv, Ch @ M.T @ G_inv
+        P = C - W @ M @ C
+        return W, psd_factor(0.5 * (P + P.T)), G_inv, LG_inv
+
+    def _snr(self, M: np.ndarray, S: np.ndarray) -> np.ndarray:
+        """``S_t = C^{1/2} M^T Sigma^{-1} M C^{1/2}`` (symmetric PSD)."""
+        B = np.linalg.solve(0.5 * (S + S.T), M @ self._sqrt_cov)
+        X = (M @ self._sqrt_cov).T @ B
+        return 0.5 * (X + X.T)
+
+    def _log_nu(self, M: np.ndarray, S: np.ndarray) -> float:
+        return math.log(self.dim / max(float(np.trace(self._snr(M, S))), 1e-300))
+
+    def cond(self, t: float, M: np.ndarray | None = None, S: np.ndarray | None = None) -> float:
+        """The network's time input at ``t``: ``t`` itself, or (``data_frame``) the
+        noise level ``nu_t`` mapped log-affinely onto ``t_range``."""
+        if self.kind != "data_frame":
+            return float(t)
+        if M is None:
+            M, S = self.process.mean_and_cov(t)
+        lo, hi = self._nu_range
+        a = (self._log_nu(M, S) - lo) / (hi - lo)
+        l0, l1 = (math.log(x) for x in self.t_range)
+        return math.exp(l0 + a * (l1 - l0))
 
     def _matrices(self, M: np.ndarray, S: np.ndarray):
         """``(L, K, A, D)`` for one time from ``M_t`` and ``Sigma_t`` (float64)."""
@@ -137,18 +226,10 @@ class Parameterisation:
         L = np.linalg.cholesky(0.5 * (S + S.T))
         if self.cov is None:
             return L, np.eye(d), np.zeros((d, d)), -np.eye(d)
-        C = self.cov
-        G = M @ C @ M.T + S
-        G = 0.5 * (G + G.T)
-        LG = np.linalg.cholesky(G)
-        LG_inv = scipy.linalg.solve_triangular(LG, np.eye(d), lower=True)
-        G_inv = LG_inv.T @ LG_inv
-        W = C @ M.T @ G_inv
-        P = C - W @ M @ C
-        R = psd_factor(0.5 * (P + P.T))
+        _, R, G_inv, K = self._posterior(M, S)
         A = L.T @ G_inv
         D = scipy.linalg.solve_triangular(L, M @ R, lower=True)
-        return L, LG_inv, A, D
+        return L, K, A, D
 
     def tables(self, times, *, device=None, dtype=torch.float32) -> Tables:
         """:class:`Tables` on a strictly increasing grid of positive times (the
@@ -158,15 +239,16 @@ class Parameterisation:
         if float(ker.times[0]) <= 0:
             raise ValueError("the training grid must start at t > 0")
         mats = [self._matrices(Ms[i], Ss[i]) for i in range(len(ker))]
+        cond = [self.cond(float(t), Ms[i], Ss[i]) for i, t in enumerate(ker.times.tolist())]
         to = dict(device=device, dtype=dtype)
         stack = [torch.as_tensor(np.stack([m[k] for m in mats]), **to) for k in range(4)]
-        return Tables(ker.times.to(**to), ker.M.to(**to), *stack)
+        return Tables(ker.times.to(**to), torch.tensor(cond, **to), ker.M.to(**to), *stack)
 
     def _at_uncached(self, t: float, device, dtype) -> Tables:
         M, S = self.process.mean_and_cov(t)
         to = dict(device=device, dtype=dtype)
-        return Tables(torch.tensor([t], **to), *(torch.as_tensor(a, **to)[None]
-                                                  for a in (M, *self._matrices(M, S))))
+        return Tables(torch.tensor([t], **to), torch.tensor([self.cond(t, M, S)], **to),
+                      *(torch.as_tensor(a, **to)[None] for a in (M, *self._matrices(M, S))))
 
     def _denoise_uncached(self, t: float, device, dtype):
         """``(W_t, R_t)`` (preconditioned) or ``(M_t^{-1}, L_t)`` (plain) at ``t``, so
@@ -176,20 +258,14 @@ class Parameterisation:
         if self.cov is None:
             L = np.linalg.cholesky(0.5 * (S + S.T))
             return torch.as_tensor(np.linalg.inv(M), **to), torch.as_tensor(L, **to)
-        C = self.cov
-        G = M @ C @ M.T + S
-        G = 0.5 * (G + G.T)
-        W = np.linalg.solve(G, M @ C).T  # C M^T G^{-1}
-        P = C - W @ M @ C
-        return torch.as_tensor(W, **to), torch.as_tensor(psd_factor(0.5 * (P + P.T)), **to)
+        W, R, _, _ = self._posterior(M, S)
+        return torch.as_tensor(W, **to), torch.as_tensor(R, **to)
 
     def denoise_matrices(self, t: float, *, device=None, dtype=torch.float32):
         """The matrices of the data prediction at ``t`` (cached, LRU of 256 times):
         ``(W_t, R_t)`` with ``x0_hat = W_t x + R_t F`` when preconditioned (``R_t``
         the posterior factor above), else ``(M_t^{-1}, L_t)`` with
         ``x0_hat = M_t^{-1} (x - L_t eps)``."""
-        if not hasattr(self, "_den"):
-            self._den = functools.lru_cache(maxsize=256)(self._denoise_uncached)
         return self._den(float(t), torch.device(device or "cpu"), dtype)
 
     def at(self, t: float, *, device=None, dtype=torch.float32) -> Tables:
@@ -200,7 +276,8 @@ class Parameterisation:
 def predict_eps(net: nn.Module, x: torch.Tensor, t: torch.Tensor, K, A, D) -> torch.Tensor:
     """``eps_theta = A x - D F(K x, t)`` for rows ``x`` (B, d) sharing matrices
     ``K, A, D`` (d, d), or groups ``x`` (G, m, d) with matrices (G, d, d); ``t``
-    holds one time per row (B,) or per group (G,)."""
+    holds the network's time input (:attr:`Tables.cond`) per row (B,) or per group
+    (G,)."""
     if x.ndim == 2:
         y = x @ K.T
         return x @ A.T - net(y, t) @ D.T
@@ -230,7 +307,7 @@ def dsm_loss(net: nn.Module, x0: torch.Tensor, tab: Tables, z: torch.Tensor) -> 
     ``G m d`` entries, so the loss of a perfect denoiser of pure noise is 1.
     """
     xt = perturb(x0, tab.M, tab.L, z)
-    return (predict_eps(net, xt, tab.times, tab.K, tab.A, tab.D) - z).square().mean()
+    return (predict_eps(net, xt, tab.cond, tab.K, tab.A, tab.D) - z).square().mean()
 
 
 # ---------------------------------------------------------------------------- score
@@ -264,10 +341,10 @@ class NeuralScore:
 
     def __repr__(self) -> str:
         return (f"NeuralScore(dim={self.dim}, t in [{self.t_min:.4g}, {self.t_max:.4g}], "
-                f"net={type(self.net).__name__}, preconditioned={self.param.preconditioned})")
+                f"net={type(self.net).__name__}, parametrisation={self.param.kind})")
 
     def _tables_at(self, t: float):
-        """``(K, A, D, L)`` at ``t``: the training grid's when ``t`` is on it (to
+        """``(K, A, D, L, cond)`` at ``t``: the training grid's when ``t`` is on it (to
         float32 rounding), else exact."""
         tol = 1e-9 * max(1.0, abs(t))
         if t < self.t_min * (1 - 1e-6) - tol or t > self.t_max * (1 + 1e-6) + tol:
@@ -278,19 +355,19 @@ class NeuralScore:
         for j in (i - 1, i):
             if 0 <= j < len(self._grid) and abs(float(self._grid[j]) - t) <= 1e-6 * t:
                 tab = self.tables
-                return tab.K[j], tab.A[j], tab.D[j], tab.L[j]
+                return tab.K[j], tab.A[j], tab.D[j], tab.L[j], tab.cond[j]
         tab = self.param.at(t, device=self.device, dtype=self.dtype)
-        return tab.K[0], tab.A[0], tab.D[0], tab.L[0]
+        return tab.K[0], tab.A[0], tab.D[0], tab.L[0], tab.cond[0]
 
     @torch.no_grad()
     def eps(self, x, t) -> torch.Tensor:
         """The predicted noise ``eps_theta(x, t)``, (B, d) in the network's dtype."""
         x = as_batch("x", x, self.dim)
         t = as_time("t", t)
-        K, A, D, _ = self._tables_at(t)
+        K, A, D, _, c = self._tables_at(t)
         self.net.eval()
-        tt = torch.full((x.shape[0],), t, device=self.device, dtype=self.dtype)
-        return predict_eps(self.net, x.to(device=self.device, dtype=self.dtype), tt, K, A, D)
+        return predict_eps(self.net, x.to(device=self.device, dtype=self.dtype),
+                           c.expand(x.shape[0]), K, A, D)
 
     def stiffness(self, t) -> np.ndarray:
         """The Gaussian part of ``-grad score`` at ``t`` (float64 (d, d)):
@@ -314,11 +391,11 @@ class NeuralScore:
     def denoise_unchecked(self, x, t) -> torch.Tensor:
         """:meth:`denoise` without input checks."""
         t = float(t)
-        K, A, D, L = self._tables_at(t)
+        K, A, D, L, c = self._tables_at(t)
         W, R = self.param.denoise_matrices(t, device=self.device, dtype=self.dtype)
         xn = x.to(device=self.device, dtype=self.dtype)
         self.net.eval()
-        tt = torch.full((x.shape[0],), t, device=self.device, dtype=self.dtype)
+        tt = c.expand(x.shape[0])
         if self.param.preconditioned:
             out = xn @ W.T + self.net(xn @ K.T, tt) @ R.T
         else:
@@ -329,10 +406,10 @@ class NeuralScore:
     def score_unchecked(self, x, t) -> torch.Tensor:
         """``__call__`` without input checks."""
         t = float(t)
-        K, A, D, L = self._tables_at(t)
+        K, A, D, L, c = self._tables_at(t)
         self.net.eval()
-        tt = torch.full((x.shape[0],), t, device=self.device, dtype=self.dtype)
-        e = predict_eps(self.net, x.to(device=self.device, dtype=self.dtype), tt, K, A, D)
+        e = predict_eps(self.net, x.to(device=self.device, dtype=self.dtype), c.expand(x.shape[0]),
+                        K, A, D)
         return -torch.linalg.solve_triangular(L, e, upper=False, left=False).to(dtype=x.dtype)
 
     @torch.no_grad()
