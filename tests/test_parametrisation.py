@@ -106,3 +106,19 @@ def test_trained_data_frame_model_works_with_every_sampler():
         assert np.all(np.isfinite(x)), method
         limit = 0.17 if method in ("ancestral", "ddim", "gddim", "dpmpp_2m") else 0.45
         assert sliced_wasserstein(x, ds.train) < limit, method
+
+
+def test_noise_level_training_grid(rng):
+    """spacing='snr': times evenly spaced in log nu_t, from t_min to t_max."""
+    d = 4
+    proc, C = _problem(rng, d, "optimal", True)
+    param = Parameterisation(proc, C)
+    grid = param.noise_level_grid(T_MIN, T_MAX, 30)
+    assert grid[0] == T_MIN and grid[-1] == T_MAX and np.all(np.diff(grid) > 0)
+    log_nu = [param._log_nu(*proc.mean_and_cov(t)) for t in grid]
+    steps = np.diff(log_nu)
+    np.testing.assert_allclose(steps, steps.mean(), rtol=0.02)
+    with pytest.raises(ValueError, match="data covariance"):
+        Parameterisation(proc).noise_level_grid(T_MIN, T_MAX, 10)
+    with pytest.raises(ValueError, match="spacing: snr needs precondition"):
+        from_dict(TrainConfig, {"spacing": "snr", "precondition": False})

@@ -162,9 +162,10 @@ class Parameterisation:
                                                        else "needs data_cov"))
         self._sqrt_cov = None
         self._nu_range = None
-        if self.kind == "data_frame":
+        if self.cov is not None:
             w, V = np.linalg.eigh(0.5 * (self.cov + self.cov.T))
             self._sqrt_cov = (V * np.sqrt(np.clip(w, 0.0, None))) @ V.T
+        if self.kind == "data_frame":
             if t_range is None:
                 raise ValueError("kind 'data_frame' needs t_range = (t_min, t_max), the "
                                  "training range its noise levels are mapped onto")
@@ -207,6 +208,25 @@ class Parameterisation:
 
     def _log_nu(self, M: np.ndarray, S: np.ndarray) -> float:
         return math.log(self.dim / max(float(np.trace(self._snr(M, S))), 1e-300))
+
+    def noise_level_grid(self, t_min: float, t_max: float, n: int) -> np.ndarray:
+        """``n`` increasing times from ``t_min`` to ``t_max`` evenly spaced in the log
+        noise level ``log nu_t = log(d / Tr S_t)`` (preconditioned kinds only): a
+        training grid that spends its times where the data's signal-to-noise changes,
+        whatever the rates of the modes. Found by inverting ``log nu`` (increasing in
+        ``t``) on a fine log-spaced grid."""
+        if self.cov is None:
+            raise ValueError("a noise-level grid needs the data covariance (a "
+                             "preconditioned parametrisation)")
+        fine = np.geomspace(t_min, t_max, max(20 * n, 400))
+        ker = self.process.kernel(fine, dtype=torch.float64)
+        Ms, Ss = ker.M.numpy(), ker.Sigma.numpy()
+        log_nu = np.array([self._log_nu(Ms[i], Ss[i]) for i in range(len(fine))])
+        log_nu = np.maximum.accumulate(log_nu)  # round-off only: it increases with t
+        targets = np.linspace(log_nu[0], log_nu[-1], n)
+        grid = np.exp(np.interp(targets, log_nu, np.log(fine)))
+        grid[0], grid[-1] = t_min, t_max
+        return grid
 
     def cond(self, t: float, M: np.ndarray | None = None, S: np.ndarray | None = None) -> float:
         """The network's time input at ``t``: ``t`` itself, or (``data_frame``) the

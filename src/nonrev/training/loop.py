@@ -120,7 +120,9 @@ class TrainConfig:
     t_min: float = field(1e-2, min=1e-6, help="smallest training time (and default end of sampling)")
     t_max: float = field(10.0, min=1e-3, help="largest training time (largest T to sample from)")
     n_times: int = field(0, min=0, max=100_000, help="training grid size (0: auto, 1000 for d <= 128)")
-    spacing: str = field("log", choices=SPACINGS, help="training grid spacing")
+    spacing: str = field("log", choices=(*SPACINGS, "snr"),
+                         help="training grid spacing: uniform or log in t, or snr (evenly "
+                              "in the log noise level of the data, which needs precondition)")
     seed: int = field(0, min=0)
     device: str = field("cpu")
     amp: bool = field(False, help="bfloat16 autocast (off by default; no gain on small CPUs)")
@@ -134,6 +136,8 @@ class TrainConfig:
                               f"got {self.time_groups}")
         if self.t_min >= self.t_max:
             raise ConfigError(f"{prefix}t_max: must be > t_min ({self.t_min}), got {self.t_max}")
+        if self.spacing == "snr" and not self.precondition:
+            raise ConfigError(f"{prefix}spacing: snr needs precondition (the data covariance)")
         if self.emb_dim % 2:
             raise ConfigError(f"{prefix}emb_dim: must be even, got {self.emb_dim}")
         if self.n_times == 1:
@@ -554,7 +558,7 @@ def load_checkpoint(folder, *, ema: bool = True, device=None) -> TrainedModel:
     st.model.eval()
     dev = next(st.model.parameters()).device
     try:
-        grid = _grid(st.cfg, st.data["dim"])
+        grid = _grid(st.cfg, st.data["dim"], st.param)
     except ConfigError as exc:
         raise CheckpointError(f"{folder / CHECKPOINT_JSON}: config: {exc}") from None
     tables = st.param.tables(grid, device=dev)
@@ -564,9 +568,11 @@ def load_checkpoint(folder, *, ema: bool = True, device=None) -> TrainedModel:
                         loss_history=st.loss_history)
 
 
-def _grid(cfg: TrainConfig, dim: int) -> np.ndarray:
+def _grid(cfg: TrainConfig, dim: int, param: Parameterisation) -> np.ndarray:
     # the five (n, d, d) float32 tables of the parameterisation, refused before allocation
     check_memory("n_times", 20.0 * grid_size(cfg, dim) * dim * dim, "the training grid's tables")
+    if cfg.spacing == "snr":
+        return param.noise_level_grid(cfg.t_min, cfg.t_max, grid_size(cfg, dim))
     return time_grid(cfg.t_max, grid_size(cfg, dim) - 1, cfg.t_min, cfg.spacing)
 
 
@@ -655,7 +661,7 @@ def train(cfg: TrainConfig | None = None, out=None, *, resume: bool = False,
     cfg = state.cfg
     dev = torch.device(cfg.device)
     Xn = torch.as_tensor(state.normaliser.forward(X), dtype=torch.float32, device=dev)
-    grid = _grid(cfg, ds.dim)
+    grid = _grid(cfg, ds.dim, state.param)
     tables = state.param.tables(grid, device=dev)
     n_grid, G = len(grid), cfg.time_groups
     m = cfg.batch_size // G
