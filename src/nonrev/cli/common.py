@@ -66,6 +66,8 @@ def warn_shape(X, data: str) -> None:
 
 #: Dimension from which the data commands announce their expected cost.
 LARGE_D = 1000
+#: Seconds between two "so far" lines of a long command.
+HEARTBEAT_S = 15.0
 #: O(d^3) steps (in units of one symmetric eigendecomposition of a d x d matrix) of
 #: ``nonrev analyze`` with its default U and Q: measured ratio, see
 #: benchmarks/large_d.py.
@@ -86,8 +88,8 @@ def eigh_seconds(d: int, *, probe: int = 384) -> float:
 def announce_cost(X, data: str, units: float = ANALYZE_EIGH_UNITS) -> None:
     """For data with d >= :data:`LARGE_D`: print on stderr what the command will cost
     here (``units`` eigendecompositions of d x d matrices, timed on this machine) and
-    then, until the command ends, the elapsed time every 15 s (the long steps are
-    single LAPACK calls that show no progress of their own)."""
+    then, until the command ends, the elapsed time every :data:`HEARTBEAT_S` seconds
+    (the long steps are single LAPACK calls that show no progress of their own)."""
     warn_shape(X, data)
     d = X.shape[1]
     if d < LARGE_D:
@@ -95,7 +97,7 @@ def announce_cost(X, data: str, units: float = ANALYZE_EIGH_UNITS) -> None:
     expected = units * eigh_seconds(d)
     click.echo(f"{data}: d = {d}; this takes about {_duration(expected)} here (dense d x d "
                f"linear algebra, O(d^3); {8 * d * d / 2**30:.2g} GiB per matrix)", err=True)
-    stop = _heartbeat("nonrev", time.monotonic(), 15.0)
+    stop = _heartbeat("nonrev", time.monotonic(), HEARTBEAT_S)
     ctx = click.get_current_context(silent=True)
     if ctx is not None:
         ctx.call_on_close(stop)
@@ -122,30 +124,6 @@ def terminate_as_interrupt() -> None:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_term)
-
-
-#: Steps expected to last at least this long get a message with the estimate and
-#: a heartbeat while they run (see :func:`stage`).
-SLOW_STEP_S = 5.0
-
-
-@contextmanager
-def stage(name: str, expected_s: float | None = None, *, every_s: float = 15.0):
-    """Report a step that may take long on stderr: its name and expected duration
-    up front, the elapsed time every ``every_s`` seconds while it runs (a single
-    call into LAPACK shows no progress of its own), and its duration at the end.
-    Silent when ``expected_s`` is below :data:`SLOW_STEP_S`."""
-    if expected_s is None or expected_s < SLOW_STEP_S:
-        yield
-        return
-    t0 = time.monotonic()
-    click.echo(f"{name}: expected about {_duration(expected_s)} ...", err=True)
-    stop = _heartbeat(name, t0, every_s)
-    try:
-        yield
-    finally:
-        stop()
-    click.echo(f"{name}: done in {_duration(time.monotonic() - t0)}", err=True)
 
 
 def _duration(seconds: float) -> str:
