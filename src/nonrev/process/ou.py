@@ -142,6 +142,92 @@ def _magnus6(A: np.ndarray, S0: np.ndarray, O: np.ndarray, delta: float, n: int,
     return O, S
 
 
+def _exact_pairs(A: np.ndarray, ts) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_exact_pair` for many times at once: stacks (n, d, d) of ``M_t`` and
+    ``Sigma_t`` (the same scaling and squaring, vectorised over the times)."""
+    ts = np.asarray(ts, dtype=np.float64).reshape(-1)
+    n, d = ts.size, A.shape[0]
+    norm = np.linalg.norm(A, 1)
+    with np.errstate(divide="ignore"):
+        s = np.where(ts * norm <= _TAYLOR_THETA, 0,
+                     np.ceil(np.log2(np.maximum(ts * norm, 1e-300) / _TAYLOR_THETA)))
+    s = s.astype(int)
+    h = ts / 2.0**s
+    eye = np.broadcast_to(np.eye(d), (n, d, d))
+    M = eye.copy()
+    term_m = eye.copy()
+    term_s = (2.0 * h)[:, None, None] * eye
+    S = term_s.copy()
+    for k in range(1, 40):
+        term_m = (-h / k)[:, None, None] * (A @ term_m)
+        AX = A @ term_s
+        term_s = (-h / (k + 1))[:, None, None] * (AX + np.swapaxes(AX, 1, 2))
+        M += term_m
+        S += term_s
+        if (np.abs(term_m).max(axis=(1, 2)) <= 1e-18 * np.abs(M).max(axis=(1, 2))).all() and \
+                (np.abs(term_s).max(axis=(1, 2)) <= 1e-18 * np.abs(S).max(axis=(1, 2)) + 0.0).all():
+            break
+    for j in range(int(s.max(initial=0))):
+        sel = s > j
+        Mj = M[sel]
+        Sj = Mj @ S[sel] @ np.swapaxes(Mj, 1, 2) + S[sel]
+        S[sel] = 0.5 * (Sj + np.swapaxes(Sj, 1, 2))
+        M[sel] = Mj @ Mj
+    return M, S
+
+
+def _nearest_orthogonal(O: np.ndarray) -> np.ndarray:
+    """The orthogonal polar factor of ``O`` (a stack or one matrix): the nearest
+    orthogonal matrix, removing the rounding drift of long products."""
+    u, _, vt = np.linalg.svd(O)
+    return u @ vt
+
+
+_LOWER = {}
+
+
+def _rotation_rates(A: np.ndarray, S: np.ndarray) -> np.ndarray:
+    """:func:`_rotation_rate` for a stack (n, d, d) of ``Sigma``s."""
+    d = A.shape[0]
+    if d not in _LOWER:
+        _LOWER[d] = (np.tril(np.ones((d, d)), -1), np.eye(d), np.triu(np.ones((d, d)), 1))
+    lo, di, up = _LOWER[d]
+    L = np.linalg.cholesky(0.5 * (S + np.swapaxes(S, 1, 2)))
+    Linv = np.linalg.inv(L)
+    B = Linv @ A @ L
+    N = Linv @ np.swapaxes(Linv, 1, 2)
+    X = B + np.swapaxes(B, 1, 2)
+    W = -B + X * lo + 0.5 * X * di + N * up - N * lo
+    return 0.5 * (W - np.swapaxes(W, 1, 2))
+
+
+def _magnus6_batch(A, S, O, h, n) -> np.ndarray:
+    """Integrate ``O' = Omega O`` for a batch of starts (``S``, ``O``: (q, d, d) at
+    their start times) over ``n[i]`` substeps of length ``h[i]``; returns the ``O``s."""
+    S, O = S.copy(), O.copy()
+    h = np.asarray(h, dtype=np.float64)
+    n = np.asarray(n)
+    pairs = [_exact_pairs(A, c * h) for c in _GL3] + [_exact_pairs(A, h)]
+    r15 = math.sqrt(15.0)
+    T = lambda a: np.swapaxes(a, 1, 2)  # noqa: E731
+    comm = lambda a, b: a @ b - b @ a  # noqa: E731
+    for j in range(int(n.max(initial=0))):
+        sel = n > j
+        Sj, hj = S[sel], h[sel][:, None, None]
+        W = [hj * _rotation_rates(A, m[sel] @ Sj @ T(m[sel]) + sg[sel])
+             for (m, sg) in pairs[:3]]
+        a1 = W[1]
+        a2 = (r15 / 3.0) * (W[2] - W[0])
+        a3 = (10.0 / 3.0) * (W[2] - 2.0 * W[1] + W[0])
+        c1 = comm(a1, a2)
+        c2 = -comm(a1, 2.0 * a3 + c1) / 60.0
+        Wm = a1 + a3 / 12.0 + comm(-20.0 * a1 - a3 + c1, a2 + c2) / 240.0
+        O[sel] = scipy.linalg.expm(0.5 * (Wm - T(Wm))) @ O[sel]
+        mh, sh = pairs[3][0][sel], pairs[3][1][sel]
+        Sn = mh @ Sj @ T(mh) + sh
+        S[sel] = 0.5 * (Sn + T(Sn))
+    return O
+
 @dataclass(frozen=True)
 class Kernel:
     """The exact kernel of an :class:`OUProcess` on an increasing grid of times.
@@ -360,14 +446,12 @@ class OUProcess:
         """
         grid, scalar = as_times("times", times)
         d = self.dim
-        out = np.empty((grid.size, d, d))
-        for i, t in enumerate(grid):
-            t = float(t)
-            if t == 0.0:
-                out[i] = 0.0
-                continue
-            _, S = self._pair(t)
-            out[i] = np.linalg.cholesky(sym(S)) @ self._rotation(t)
+        out = np.zeros((grid.size, d, d))
+        pos = grid > 0
+        if pos.any():
+            tp = grid[pos]
+            S = np.stack([self._pair(float(t))[1] for t in tp])
+            out[pos] = np.linalg.cholesky(0.5 * (S + np.swapaxes(S, 1, 2))) @ self._rotations(tp)
         return out[0] if scalar else out
 
     def rotation_rate_bound(self) -> float:
@@ -378,26 +462,26 @@ class OUProcess:
             rot = self._rot = self._rotation_setup()
         return rot["omega"]
 
-    def _rotation(self, t: float) -> np.ndarray:
-        """``O_t`` (``R_t = L_t O_t``), from the nearest stored checkpoint below ``t``."""
+    def _rotations(self, ts: np.ndarray) -> np.ndarray:
+        """``O_t`` (``R_t = L_t O_t``) at each time, each integrated from the nearest
+        stored checkpoint below it (all at once)."""
         rot = getattr(self, "_rot", None)
         if rot is None:
             rot = self._rot = self._rotation_setup()
         delta, span = rot["delta"], rot["span"]
-        k = int(t // span)
-        while len(rot["O"]) <= k:  # extend the checkpoints by one span each
-            O, S = _magnus6(self.A, rot["S"][-1], rot["O"][-1], delta,
-                            _CHECKPOINT_SUBSTEPS, rot["pairs"])
-            rot["O"].append(O)
-            rot["S"].append(S)
-        rest = t - k * span
-        if rest <= 0.0:
-            return rot["O"][k].copy()
-        n = max(1, int(math.ceil(rest / delta)))
-        h = rest / n
-        pairs = [_exact_pair(self.A, c * h) for c in _GL3] + [_exact_pair(self.A, h)]
-        O, _ = _magnus6(self.A, rot["S"][k], rot["O"][k], h, n, pairs)
-        return O
+        k = np.floor(ts / span).astype(int)
+        while len(rot["O"]) <= k.max():  # extend the checkpoints by one span each
+            O = _magnus6_batch(self.A, rot["S"][-1][None], rot["O"][-1][None], [delta],
+                               [_CHECKPOINT_SUBSTEPS])[0]
+            rot["O"].append(_nearest_orthogonal(O))  # no drift across checkpoints
+            rot["S"].append(_exact_pair(self.A, len(rot["S"]) * span)[1])
+        rest = np.maximum(ts - k * span, 0.0)
+        n = np.maximum(1, np.ceil(rest / delta)).astype(int)
+        n[rest <= 0.0] = 0
+        h = np.where(n > 0, rest / np.maximum(n, 1), 0.0)
+        O0 = np.stack([rot["O"][i] for i in k])
+        S0 = np.stack([rot["S"][i] for i in k])
+        return _nearest_orthogonal(_magnus6_batch(self.A, S0, O0, h, n))
 
     def _rotation_setup(self) -> dict:
         """Substep length from the largest ``||Omega_t||`` over t (sampled from 1e-6 to

@@ -69,7 +69,7 @@ import numpy as np
 import torch
 
 from nonrev.linalg import psd_factor
-from nonrev.process.ou import OUProcess, _exact_pair
+from nonrev.process.ou import OUProcess, _exact_pairs
 
 METHODS = ("euler_maruyama", "ancestral", "ddim", "heun", "gddim", "dpmpp_2m")
 EXPLICIT = ("euler_maruyama", "heun")
@@ -267,16 +267,15 @@ def _second_order_weight(process, desc, lam, k, Rs, Mh_inv) -> np.ndarray:
     w = np.concatenate(weights)
     tau = np.exp(u)
     R = process.gddim_factor(tau)
-    total = np.zeros((process.dim, process.dim))
-    for j, tj in enumerate(tau):
-        Mj, Sj = _exact_pair(A, float(tj))
-        Mback = np.linalg.inv(_exact_pair(A, t - float(tj))[0])  # M_tau M_t^{-1}
-        Et = np.linalg.solve(R[j], Mback)
-        num = np.trace(U @ Mj @ Ui @ Mj.T)
-        den = np.trace(U @ Sj)
-        g = np.trace(U @ U @ Mj @ Ui @ Mj.T)
-        dlam = g * (1.0 / num + 1.0 / den)  # -lambda'(tau)
-        total += (w[j] * dlam * tj) * Et
+    Mj, Sj = _exact_pairs(A, tau)
+    Mback = np.linalg.inv(_exact_pairs(A, t - tau)[0])  # M_tau M_t^{-1}
+    Et = np.linalg.solve(R, Mback)
+    Y = Mj @ Ui @ _T(Mj)
+    num = np.einsum("ij,nji->n", U, Y)
+    den = np.einsum("ij,nji->n", U, Sj)
+    g = np.einsum("ij,nji->n", U @ U, Y)
+    dlam = g * (1.0 / num + 1.0 / den)  # -lambda'(tau)
+    total = np.einsum("n,nij->ij", w * dlam * tau, Et)
     return (Mh_inv * (lam[k + 1] - lam[k]) - Rs @ total) / (lam[k] - lam[k - 1])
 
 
