@@ -353,6 +353,15 @@ def test_ill_conditioned_u_speciation_and_collapse(lam):
     for fn in (speciation_time, lambda *a: general(speciation_time, *a)):
         t = fn(proc, np.outer(mu, mu), sigma2 * np.eye(d))
         assert abs(t - ref) < 1e-6 * ref
+    # Without labels (the total covariance, C_w = 0: the issue's `analyze --q none`),
+    # Tr(U C) is ~4, so the envelope time is ~1e8 and the old scan floor ~100, far
+    # above the crossing. Q = 0, U and C diagonal: r(t) = max_i lam_i c_i / (e^{2 lam_i t} - 1).
+    lams, cs = np.diag(U), np.array([1.0 + mu2, 1.0, 1.0, 1.0, 1.0])
+    r = lambda t: np.max(lams * cs / np.expm1(2 * lams * t))
+    ref_total = brentq(lambda t: r(t) - 1.0, 1e-6, 1e3, xtol=1e-14, rtol=1e-14)
+    for fn in (speciation_time, lambda *a: general(speciation_time, *a)):
+        t = fn(proc, np.diag(cs))
+        assert abs(t - ref_total) < 1e-6 * ref_total
     # Collapse, checked against a direct root of g(t) = log N on the same U.
     C = np.diag([4.0, 1.0, 1.0, 1.0, 1.0])
     t_c = collapse_time(proc, C, 50)
@@ -368,12 +377,14 @@ def test_ill_conditioned_u_from_data_matches_closed_form(rng):
     X = rng.standard_normal((n, d))
     X[:, 0] += np.where(labels == 1, 1.5, -1.5)
     U = np.diag([1e-8, 1.0, 1.0, 1.0, 1.0])
-    out = theory.predict_regimes(X, U, {"none": None}, labels=labels)
     between, within, _ = class_covariances(X, labels)
-    # Q = 0, U diagonal: r(t) from the whitened pair, solved directly by brentq here.
-    ref = brentq(lambda t: np.log(speciation_snr(OUProcess(U), between, within, t)), 1e-3, 50)
-    assert abs(out["speciation"]["none"] - ref) < 1e-6 * ref
-    assert 0.5 < out["speciation"]["none"] < 2.0
+    total = sample_covariance(X)
+    for lab, args in ((labels, (between, within)), (None, (total, None))):
+        out = theory.predict_regimes(X, U, {"none": None}, labels=lab)
+        # r(t) from the whitened pair, its crossing solved directly by brentq here.
+        ref = brentq(lambda t: np.log(speciation_snr(OUProcess(U), *args, t)), 1e-3, 50)
+        assert abs(out["speciation"]["none"] - ref) < 1e-6 * ref
+        assert 0.5 < out["speciation"]["none"] < 3.0
 
 
 def test_constant_data_is_an_error_not_never():
