@@ -215,14 +215,17 @@ def field(default, **meta):
 
 def check_field(cls, name: str, value, *, key: str | None = None):
     """Validate one value for field ``name`` of config dataclass ``cls`` and return it
-    converted (ints to floats where a float is expected): its type, range and choices,
+    converted (ints to floats where a float is expected; a nested config as its
+    complete mapping, defaults filled in): its type, range and choices,
     but not the cross-field checks of ``validate``. ``key`` names the value in error
     messages (default ``name``), e.g. ``grid.gamma[2]``."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     if name not in fields:
         raise ConfigError(f"unknown key {key or show(name)} (valid keys: {', '.join(fields)})")
     hints = typing.get_type_hints(cls)
-    return _check_value(key or name, value, hints[name], fields[name].metadata)
+    out = _check_value(key or name, value, hints[name], fields[name].metadata)
+    # a nested config comes back as its plain mapping, as a file or a sweep cell holds it
+    return to_dict(out) if dataclasses.is_dataclass(out) else out
 
 
 def deep_update(base: dict, new: dict) -> dict:

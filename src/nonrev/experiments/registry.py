@@ -12,6 +12,7 @@ from typing import Callable
 
 from nonrev.experiments.cell import RegimeCellConfig, regime_cell
 from nonrev.experiments.collapse_moves import CollapseMovesConfig, collapse_moves_cell
+from nonrev.experiments.digits_grid import DigitsCellConfig, digits_cell
 from nonrev.experiments.digits_study import DigitsStudyConfig, run_digits_study
 from nonrev.experiments.headline import HeadlineConfig, run_headline
 from nonrev.config import ConfigError, from_dict
@@ -80,4 +81,10 @@ register(Experiment(
     config_class=DigitsStudyConfig,
     run=run_digits_study,
     columns=("runtime_s",),
+))
+register(Experiment(
+    name="digits_cell",
+    config_class=DigitsCellConfig,
+    run=digits_cell,
+    columns=("quality.gddim.20.frechet", "quality.dpmpp_2m.20.frechet", "rate", "a_norm"),
 ))

@@ -39,8 +39,15 @@ def regime_figures(table, out) -> list[Path]:
     return paths
 
 
-#: Figures drawn from the table at the end of a sweep, by experiment name.
-FIGURES = {"regime": regime_figures}
+def digits_grid_report(table, out) -> list[Path]:
+    """The learned-model grid's figure and report.md (:mod:`nonrev.reports.digits_grid`)."""
+    from nonrev.reports.digits_grid import write_digits_grid_report
+
+    return write_digits_grid_report(table, out)
+
+
+#: Figures (and reports) drawn from the table at the end of a sweep, by experiment name.
+FIGURES = {"regime": regime_figures, "digits_cell": digits_grid_report}
 
 
 def sweep_figures(experiment: str, table, out) -> list[Path]:

@@ -1,0 +1,173 @@
+"""Report of a learned-model grid on digits (a sweep of
+:func:`nonrev.experiments.digits_grid.digits_cell`): which current a learned model
+gains from, read off the sweep's table.
+
+Writes ``fd_vs_nfe.png`` (digits Frechet distance against NFE, best sampler of each
+setting, mean over seeds with the range as error bars) and ``report.md``: the setting
+table, the comparison asked of every non-reversible setting (its Frechet distance at
+NFE 20 against the best reversible setting with the same U), and findings in words.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from nonrev.reports.plotting import figure, fmt, save_figure
+
+#: Keys that name a setting (everything a cell varies except the training seed).
+SETTING_KEYS = ("u", "q", "parametrisation", "time_sampling")
+#: The NFE at which the comparison of the learned-model issue is made.
+TARGET_NFE = 20
+#: A non-reversible setting "matches" the reversible one within this factor.
+MATCH_FACTOR = 1.1
+
+
+def _quality_columns(table) -> dict:
+    """``{(method, nfe): column}`` of the Frechet-distance columns."""
+    out = {}
+    for col in table.columns:
+        parts = col.split(".")
+        if len(parts) == 4 and parts[0] == "quality" and parts[3] == "frechet":
+            out[(parts[1], int(parts[2]))] = col
+    return out
+
+
+def settings_summary(table) -> list[dict]:
+    """One row per setting: the Frechet distance per (method, NFE) as mean, min and
+    max over seeds, the best method at each NFE, and the process figures."""
+    ok = table[table["status"] == "ok"]
+    cols = _quality_columns(ok)
+    keys = [k for k in SETTING_KEYS if k in ok]
+    rows = []
+    for values, group in ok.groupby(keys, sort=False):
+        values = values if isinstance(values, tuple) else (values,)
+        row = dict(zip(keys, values))
+        row["seeds"] = sorted(int(s) for s in group["seed"]) if "seed" in group else []
+        row["fd"] = {k: (float(group[c].mean()), float(group[c].min()), float(group[c].max()))
+                     for k, c in cols.items()}
+        for name in ("rate", "q_norm", "a_norm", "u_condition", "final_loss", "train_seconds",
+                     "memorised_fraction"):
+            if name in group:
+                row[name] = float(group[name].mean())
+        rows.append(row)
+    return rows
+
+
+def _best(row: dict, nfe: int):
+    """``(method, (mean, lo, hi))`` of the lowest mean Frechet distance at ``nfe``."""
+    cands = [(m, v) for (m, n), v in row["fd"].items() if n == nfe]
+    return min(cands, key=lambda mv: mv[1][0]) if cands else (None, (np.nan,) * 3)
+
+
+def _name(row: dict) -> str:
+    return (f"U={row['u']}, Q={row['q']}, {row.get('parametrisation', 'gaussian')}"
+            + (", snr grid" if row.get("time_sampling") == "snr" else ""))
+
+
+def comparisons(rows: list[dict], nfe: int = TARGET_NFE) -> list[dict]:
+    """Every non-reversible setting against the best reversible one with the same U
+    at ``nfe`` (best sampler of each): the ratio of mean Frechet distances, and
+    whether it holds on every seed (its worst seed against the reference's best)."""
+    out = []
+    for u in dict.fromkeys(r["u"] for r in rows):
+        rev = [r for r in rows if r["u"] == u and r["q"] == "none"]
+        if not rev:
+            continue
+        ref = min(rev, key=lambda r: _best(r, nfe)[1][0])
+        ref_method, (ref_mean, ref_lo, ref_hi) = _best(ref, nfe)
+        for r in rows:
+            if r["u"] != u or r["q"] == "none":
+                continue
+            method, (mean, lo, hi) = _best(r, nfe)
+            out.append({"setting": _name(r), "method": method, "fd": mean, "fd_max": hi,
+                        "reference": _name(ref), "reference_method": ref_method,
+                        "reference_fd": ref_mean, "reference_fd_min": ref_lo,
+                        "ratio": mean / ref_mean,
+                        "matches_on_every_seed": bool(hi <= MATCH_FACTOR * ref_lo),
+                        "better_by_10pct": bool(mean <= 0.9 * ref_mean)})
+    return out
+
+
+def figure_fd(rows: list[dict], path: Path) -> None:
+    fig, ax = figure(figsize=(7.5, 4.5))
+    for k, r in enumerate(rows):
+        nfes = sorted({n for (_, n) in r["fd"]})
+        best = [_best(r, n) for n in nfes]
+        mean = np.array([b[1][0] for b in best])
+        err = np.array([[b[1][0] - b[1][1], b[1][2] - b[1][0]] for b in best]).T
+        style = "-" if r["q"] == "none" else "--"
+        ax.errorbar(nfes, mean, yerr=err, fmt="o" + style, capsize=3, label=_name(r))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("score evaluations per sample (NFE)")
+    ax.set_ylabel("digits Frechet distance (best sampler)")
+    ax.set_title("Learned models: solid Q = 0, dashed Q != 0 (range over seeds)")
+    ax.legend(fontsize=6)
+    save_figure(fig, path)
+
+
+def findings(rows: list[dict], comps: list[dict], nfe: int = TARGET_NFE) -> list[str]:
+    """Plain statements read off the numbers."""
+    out = []
+    for c in comps:
+        verdict = ("better by 10% or more" if c["better_by_10pct"] else
+                   f"within {MATCH_FACTOR}x on every seed" if c["matches_on_every_seed"] else
+                   "worse")
+        out.append(f"{c['setting']}: Frechet distance {fmt(c['fd'])} at NFE {nfe} "
+                   f"({c['method']}) against {fmt(c['reference_fd'])} for the best "
+                   f"reversible setting with the same U ({c['reference']}, "
+                   f"{c['reference_method']}): ratio {c['ratio']:.2f}, {verdict}.")
+    by = {(r["u"], r["q"], r.get("parametrisation"), r.get("time_sampling")): r for r in rows}
+    for (u, q, p, ts), r in by.items():
+        if p == "data_frame" and (u, q, "gaussian", ts) in by:
+            g = by[u, q, "gaussian", ts]
+            a, b = _best(r, nfe)[1][0], _best(g, nfe)[1][0]
+            out.append(f"Data-frame parametrisation for U={u}, Q={q}: {fmt(a)} against "
+                       f"{fmt(b)} with the Gaussian preconditioning at NFE {nfe} "
+                       f"({'better' if a < b else 'worse'} by {abs(a / b - 1) * 100:.0f}%).")
+        if ts == "snr" and (u, q, p, "log") in by:
+            g = by[u, q, p, "log"]
+            a, b = _best(r, nfe)[1][0], _best(g, nfe)[1][0]
+            out.append(f"Noise-level training grid for U={u}, Q={q}, {p}: {fmt(a)} against "
+                       f"{fmt(b)} on the log grid at NFE {nfe}.")
+    return out
+
+
+def write_digits_grid_report(table, out) -> list[Path]:
+    """Write ``fd_vs_nfe.png`` and ``report.md`` for a digits-grid sweep table into
+    ``out``; returns their paths (none when no cell finished)."""
+    out = Path(out)
+    rows = settings_summary(table)
+    if not rows:
+        return []
+    comps = comparisons(rows)
+    figure_fd(rows, out / "fd_vs_nfe.png")
+    nfes = sorted({n for r in rows for (_, n) in r["fd"]})
+    methods = list(dict.fromkeys(m for r in rows for (m, _) in r["fd"]))
+    L = ["# Learned models on digits: which current pays", "",
+         "Each setting trained with the same budget on every seed; quality is the digits "
+         "Frechet distance to the held-out test set (nonrev.experiments.digits_quality; "
+         "real digits score about 1.7 +- 0.6 against it). Mean over seeds, range in "
+         "brackets.", "", "## Comparison at NFE " + str(TARGET_NFE), ""]
+    L += [f"* {f}" for f in findings(rows, comps)] or ["* No setting with Q != 0 in the grid."]
+    L += ["", "## Processes", "", "| setting | seeds | rate | ‖Q‖ | ‖A‖ | cond U | final loss |"
+          " memorised |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        L.append(f"| {_name(r)} | {len(r['seeds'])} | {fmt(r.get('rate'))} | "
+                 f"{fmt(r.get('q_norm'))} | {fmt(r.get('a_norm'))} | {fmt(r.get('u_condition'))} "
+                 f"| {fmt(r.get('final_loss'))} | {fmt(r.get('memorised_fraction'))} |")
+    L += ["", "## Frechet distance by sampler and NFE", "",
+          "| setting | sampler | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
+          "|---|---|" + "---|" * len(nfes)]
+    for r in rows:
+        for m in methods:
+            cells = []
+            for n in nfes:
+                v = r["fd"].get((m, n))
+                cells.append("" if v is None else f"{fmt(v[0])} [{fmt(v[1])}, {fmt(v[2])}]")
+            L.append(f"| {_name(r)} | {m} | " + " | ".join(cells) + " |")
+    L += ["", "![Frechet distance against NFE](fd_vs_nfe.png)", ""]
+    (out / "report.md").write_text("\n".join(L))
+    return [out / "fd_vs_nfe.png", out / "report.md"]
