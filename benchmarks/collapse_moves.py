@@ -24,19 +24,21 @@ from ._common import machine_info
 CURRENTS = ("optimal", "gamma0.5", "gamma2", "speciation_early", "window")
 
 
-def plan(quick: bool):
-    """(dim, n_train, seeds, finite, measured) blocks."""
+def plan(quick: bool, part: str = "all"):
+    """(dim, n_train, seeds, finite, measured) blocks; ``part``: ``subset`` (the
+    finite-N and measured cells), ``asymptotic`` (the others) or ``all``."""
     if quick:
         return [(8, 500, range(4), True, True), (16, 2000, range(4), False, False)]
-    return [(8, 500, range(6), True, True), (16, 2000, range(6), True, False),
-            (16, 20000, range(8), False, False), (32, 2000, range(8), False, False),
+    subset = [(8, 500, range(6), True, True), (16, 2000, range(6), True, False)]
+    rest = [(16, 20000, range(8), False, False), (32, 2000, range(8), False, False),
             (32, 20000, range(8), False, False), (64, 5000, range(6), False, False)]
+    return {"subset": subset, "asymptotic": rest, "all": subset + rest}[part]
 
 
-def run(quick: bool = True, device: str = "cpu") -> dict:
+def run(quick: bool = True, device: str = "cpu", part: str = "all") -> dict:
     t0 = time.perf_counter()
     cells = []
-    for dim, n_train, seeds, finite, measured in plan(quick):
+    for dim, n_train, seeds, finite, measured in plan(quick, part):
         for seed in seeds:
             cfg = CollapseMovesConfig(dim=dim, n_train=n_train, seed=seed, finite=finite,
                                       measured=measured, n_traj=2000)
@@ -76,7 +78,14 @@ def table(rows) -> str:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--full", action="store_true")
+    ap.add_argument("--part", choices=("all", "subset", "asymptotic"), default="all")
+    ap.add_argument("--from-log", help="summarise the JSON lines of an earlier run")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    res = run(quick=not args.full)
+    if args.from_log:
+        with open(args.from_log) as fh:
+            cells = [json.loads(line) for line in fh if line.startswith("{")]
+        print(table(summary(cells)))
+        raise SystemExit
+    res = run(quick=not args.full, part=args.part)
     print(table(res["summary"]))

@@ -48,8 +48,9 @@ def test_finite_prediction_within_3_percent_of_measured_lock_time(name):
 
 def test_stopping_at_the_median_changes_nothing():
     proc = OUProcess(np.eye(8))
-    full = finite_lock_times(proc, np.eye(8), 60, n_traj=300, seed=3)
-    early = finite_lock_times(proc, np.eye(8), 60, n_traj=300, seed=3, stop_at_median=True)
+    full = finite_lock_times(proc, np.eye(8), 60, n_traj=300, dt=0.02, seed=3)
+    early = finite_lock_times(proc, np.eye(8), 60, n_traj=300, dt=0.02, seed=3,
+                              stop_at_median=True)
     assert early["median"] == full["median"]
     assert early["steps"] < full["steps"]
     finite = np.isfinite(early["lock_times"])

@@ -27,7 +27,8 @@ is the unique root of ``log r(t) = 0``. For collapse
 ``g'(t) = tr G_t^{-1} - tr Sigma_t^{-1} < 0`` (:mod:`nonrev.regimes.theory`), with
 ``G_t = M_t C M_t^T + Sigma_t``, and ``t_C`` is the unique root of
 ``log g(t) = log log N``. Roots are found in ``x = log t`` by safeguarded Newton
-steps with these exact derivatives, started from the first-order prediction of
+steps with these exact derivatives (:func:`nonrev.regimes.criteria.solve_decreasing`,
+the one root finder of the package, on the criteria of :mod:`nonrev.regimes.criteria`), started from the first-order prediction of
 the root at the new ``Q``: two to four O(d^3) evaluations per new ``Q``.
 
 **Gradients by implicit differentiation at the root.** ``F(t, Q) = log r`` vanishes
