@@ -55,7 +55,8 @@ def _print_table(info: dict, data: str, u_spec: str, n: int, d: int, classes: in
 @click.option("--objective", type=click.Choice(list(OBJECTIVES)), required=True,
               help="speciation_early: maximise t_S (commit to a class sooner in the "
                    "backward run); speciation_late: minimise t_S; window: maximise "
-                   "t_S - t_C; target_speciation: reach --target.")
+                   "t_S - t_C; target_speciation: reach --target; rate: maximise the "
+                   "relaxation rate (the least stiff fast current for a budget).")
 @click.option("--target", type=float, default=None, metavar="T",
               help="The wanted t_S (with --objective target_speciation).")
 @click.option("--q-norm-max", type=float, default=None, metavar="X",

@@ -10,6 +10,11 @@ antisymmetric ``Q`` of ``A = (I + Q) U`` (docs/THEORY.md sections 3 and 4) that
   commitment to a class and collapse onto the training points (needs ``data_cov``
   and ``n_train``);
 * ``target_speciation``: brings ``t_S`` to ``target`` (minimises ``(t_S - target)^2``),
+* ``rate``: maximises the relaxation rate ``min Re spec((I + Q) U)`` within the budget:
+  the least stiff current for a given speed-up, e.g. for learned models that a
+  stiff drift hurts. It ascends a soft minimum of the real parts (temperature
+  ``2e-3 Tr(U)/d``), since the plain minimum is not differentiable where the best
+  currents put it; ``value`` and ``rate`` report the true minimum.
 
 subject to ``||Q||_2 <= q_norm_max`` (a stiffness budget) and
 ``rate(Q) = min Re spec((I + Q) U) >= min_rate``.
@@ -96,7 +101,11 @@ OBJECTIVES = {
     "speciation_late": "minimise t_S",
     "window": "maximise t_S - t_C",
     "target_speciation": "minimise |t_S - target|",
+    "rate": "maximise the relaxation rate min Re spec((I+Q)U) within the budget",
 }
+#: Temperature of the soft minimum that the ``rate`` objective ascends, relative to
+#: ``Tr(U)/d``: it lies below the true minimum by at most this times log d.
+_RATE_TEMPERATURE = 2e-3
 
 _ARMIJO = 1e-4
 _MAX_HALVINGS = 15
@@ -235,6 +244,24 @@ def _rate_and_grad(proc: OUProcess, with_grad: bool):
     return float(w[k].real), G_A @ proc.U
 
 
+def _soft_min_rate(proc: OUProcess, tau: float):
+    """The soft minimum ``-tau log sum_i exp(-Re lambda_i / tau)`` of the real parts of
+    ``spec(A)`` and its gradient in ``Q``: a smooth stand-in for the relaxation rate,
+    whose plain minimum is not differentiable where the optimal currents put it (all
+    real parts equal). Gradient: the softmax-weighted eigenvalue derivatives
+    ``Re(conj(y) x^T / (y^H x)) U`` (see :func:`_rate_and_grad`)."""
+    w, vl, vr = scipy.linalg.eig(proc.A, left=True, right=True)
+    re = w.real
+    m = float(re.min())
+    e = np.exp(-(re - m) / tau)
+    weights = e / e.sum()
+    G_A = np.zeros_like(proc.A)
+    for k in np.nonzero(weights > 1e-12)[0]:
+        x, y = vr[:, k], vl[:, k]
+        G_A += weights[k] * np.real(np.outer(y.conj(), x) / np.vdot(y, x))
+    return m - tau * math.log(float(e.sum())), G_A @ proc.U
+
+
 def criteria_gradient(U, Q, between_cov, within_cov=None, data_cov=None, n_train=None) -> dict:
     """Predicted ``t_S`` (and ``t_C``) at ``Q`` with their exact gradients in ``Q``.
 
@@ -300,9 +327,12 @@ class _Steerer:
         self.min_rate, self.mu = min_rate, mu
         self.d = prob.U.shape[0]
         self.needs_collapse = objective == "window"
+        self.tau = _RATE_TEMPERATURE * float(np.trace(prob.U)) / self.d
 
-    def value_and_score(self, t_s, t_c):
+    def value_and_score(self, t_s, t_c, proc: OUProcess):
         """(objective value in natural units, the quantity to maximise)."""
+        if self.objective == "rate":
+            return _rate_and_grad(proc, False)[0], _soft_min_rate(proc, self.tau)[0]
         if self.objective == "speciation_early":
             return t_s, t_s
         if self.objective == "speciation_late":
@@ -327,7 +357,7 @@ class _Steerer:
         t_c = st_c = None
         if self.needs_collapse:
             t_c, st_c = self.prob.collapse_root(proc, t_c0)
-        value, score = self.value_and_score(t_s, t_c)
+        value, score = self.value_and_score(t_s, t_c, proc)
         phi = score
         if self.min_rate is not None:
             phi += self.mu * math.log(rate - self.min_rate)
@@ -348,6 +378,8 @@ class _Steerer:
         elif self.objective == "window":
             p.dtc = to_theta(self.prob.collapse_grad(p.proc, p.st_c))
             g = p.dts - p.dtc
+        elif self.objective == "rate":
+            g = to_theta(_soft_min_rate(p.proc, self.tau)[1])
         else:
             g = (-2.0 * (p.t_s - self.target) / self.target) * p.dts
         if self.min_rate is not None:
@@ -487,6 +519,8 @@ def steer_q(U, between_cov, within_cov=None, *, objective: str = "speciation_ear
         raise ValueError(f"target applies to objective 'target_speciation' only, not {objective!r}")
     if objective == "window" and prob.C is None:
         raise ValueError("objective 'window' needs data_cov and n_train (for t_C)")
+    if objective == "rate" and min_rate is not None:
+        raise ValueError("min_rate does not apply to objective 'rate', which maximises the rate")
     radius = None
     if q_norm_max is not None:
         radius = _finite("q_norm_max", q_norm_max)
@@ -567,7 +601,7 @@ def steer_q(U, between_cov, within_cov=None, *, objective: str = "speciation_ear
         feasible = ((radius is None or q_norm <= radius * (1 + 1e-12))
                     and (min_rate is None or rate >= min_rate))
         value = None if objective == "window" and t_c is None else \
-            steer.value_and_score(t_s, t_c)[0]
+            steer.value_and_score(t_s, t_c, proc)[0]
         return {"t_speciation": t_s, "t_collapse": t_c, "rate": rate, "q_norm": q_norm,
                 "value": value, "feasible": bool(feasible)}
 
