@@ -36,17 +36,17 @@ def _check_npy_header(fh, size: int, where: str) -> None:
 
     head = fh.read(len(NPY_MAGIC) + 2)
     if head[:len(NPY_MAGIC)] != NPY_MAGIC or len(head) < len(NPY_MAGIC) + 2:
-        raise ValueError(f"{where}: not a NumPy .npy array (it does not start with the .npy "
-                         "signature; a text or CSV file needs the .csv extension)")
+        raise ValueError(f"{where}: cannot read: not a NumPy .npy array (it does not start "
+                         "with the .npy signature; a text or CSV file needs the .csv extension)")
     version = (head[-2], head[-1])
     if version not in ((1, 0), (2, 0), (3, 0)):
-        raise ValueError(f"{where}: corrupted .npy header (format version {version})")
+        raise ValueError(f"{where}: cannot read: corrupted .npy header (format version {version})")
     width = 2 if version == (1, 0) else 4
     raw = fh.read(width)
     hlen = int.from_bytes(raw, "little") if len(raw) == width else -1
     offset = len(NPY_MAGIC) + 2 + width
     if not 0 < hlen <= min(10_000, size - offset):
-        raise ValueError(f"{where}: corrupted .npy header (header length {hlen})")
+        raise ValueError(f"{where}: cannot read: corrupted .npy header (header length {hlen})")
     text = fh.read(hlen)
     try:
         header = ast.literal_eval(text.decode("utf-8" if version == (3, 0) else "latin1"))
@@ -56,7 +56,7 @@ def _check_npy_header(fh, size: int, where: str) -> None:
             raise ValueError("bad shape or order")
     except (ValueError, SyntaxError, TypeError, KeyError, MemoryError, RecursionError,
             UnicodeDecodeError) as exc:
-        raise ValueError(f"{where}: corrupted .npy header ({type(exc).__name__})") from None
+        raise ValueError(f"{where}: cannot read: corrupted .npy header ({type(exc).__name__})") from None
     if dtype.hasobject:
         raise ValueError(f"{where}: holds Python objects (dtype {dtype}); nonrev reads numeric "
                          "arrays only and never unpickles")
@@ -93,7 +93,7 @@ def _read_npz(path: Path, key: str | None) -> np.ndarray:
     try:
         zf = zipfile.ZipFile(path)
     except zipfile.BadZipFile:
-        raise ValueError(f"{path}: not an .npz archive (not a zip file)") from None
+        raise ValueError(f"{path}: cannot read: not an .npz archive (not a zip file)") from None
     with zf:
         members = {info.filename[:-4] if info.filename.endswith(".npy") else info.filename: info
                    for info in zf.infolist()}
