@@ -51,6 +51,11 @@ def headline_rows(name: str, res: dict) -> list[tuple[str, str, str]]:
                          str(v["steps_needed"])))
         rows.append((name, "exact / Euler-Maruyama steps (goal <= 0.25)",
                      f(res["exact_over_euler_steps"])))
+        if "best_deterministic_steps" in res:
+            rows.append((name, "mixture: best deterministic steps to converged (goal <= 50)",
+                         str(res["best_deterministic_steps"])))
+        for check, ok in res.get("gaussian", {}).get("checks", {}).items():
+            rows.append((name, f"Gaussian d=4: {check}", str(ok)))
     elif name == "horizon":
         rows.append((name, f"KL horizon speedup (bound {res['bound']:.2f}, goal >= 0.8 bound)",
                      f(res["speedup"])))

@@ -1,6 +1,13 @@
-"""Steps each sampler needs on the d = 8 mixture of the sampler tests.
+"""Steps each sampler needs: the d = 4 Gaussian case of issue 13 (exact error, no Monte
+Carlo) and the d = 8 mixture of the sampler tests (sliced W2 with its Monte Carlo floor).
 
-For each method and step count, samples from the exact mixture score (float64,
+Gaussian case (:func:`gaussian_tables`): U eigenvalues 0.25..1.75, data covariance
+eigenvalues 4..0.05, x_T drawn exactly from P_T, T = 6 / rate, t_min = 1e-3; W2 of
+the exact output law (:func:`nonrev.samplers.gaussian_error`) per method, grid
+(uniform, log, optimised by :func:`nonrev.samplers.optimise_grid`) and step count,
+with the optimal current and without.
+
+Mixture: for each method and step count, samples from the exact mixture score (float64,
 common random numbers across step counts) are compared with fresh mixture samples by
 sliced W2 (fixed projections). The converged value is the method's own value at the
 largest step count; "steps needed" is the smallest step count whose sliced W2 is
@@ -20,12 +27,14 @@ import torch
 from nonrev import OUProcess, optimal_q
 from nonrev.linalg import random_spd
 from nonrev.metrics import sliced_wasserstein
+from nonrev.samplers import gaussian_error, optimise_grid, time_grid
 from nonrev.samplers.driver import METHODS, sample
 from nonrev.scores import GaussianMixtureScore
 
 from ._common import machine_info
 
-SPACING = {"euler_maruyama": "uniform", "heun": "uniform", "ancestral": "log", "ddim": "log"}
+SPACING = {"euler_maruyama": "uniform", "heun": "uniform", "ancestral": "log", "ddim": "log",
+           "gddim": "log", "dpmpp_2m": "log"}
 
 
 def mixture_problem(seed: int = 0):
@@ -48,9 +57,84 @@ def draw_mixture(means, covs, w, n, rng):
     return means[k] + np.einsum("nij,nj->ni", np.linalg.cholesky(covs)[k], z)
 
 
+def gaussian_case(current: bool, seed: int = 0):
+    """Issue 13's d = 4 Gaussian case: ``(process, mean, cov)``."""
+    rng = np.random.default_rng(seed)
+    U, _ = random_spd(np.linspace(0.25, 1.75, 4), rng)
+    C, _ = random_spd(np.geomspace(4.0, 0.05, 4), rng)
+    m = rng.standard_normal(4)
+    return OUProcess(U, optimal_q(U) if current else None), m, C
+
+
+def lambda_grid(proc, T, steps, t_min=1e-3):
+    """``steps + 1`` times equally spaced in the log signal-to-noise ``lambda_t``."""
+    from nonrev.samplers.gaussian import _family, _family_grid
+
+    ts, maps = _family(proc, T, t_min)
+    return _family_grid(ts, maps, (0.0, 1.0, 0.0), steps)
+
+
+def gaussian_tables(step_counts=(5, 10, 20, 50), methods=METHODS, optimise=(10,),
+                    opt_methods=("dpmpp_2m",), maxiter: int = 40,
+                    target: float = 0.05) -> dict:
+    """Exact W2 per (current, method, grid, steps) with grids uniform, log, lambda
+    (equally spaced in log-SNR) and optimised; steps to reach W2 <= ``target``; and
+    the issue's two checks."""
+    out = {}
+    for current in (False, True):
+        proc, m, C = gaussian_case(current)
+        T = 6.0 / proc.relaxation_rate()
+        rows = {}
+        for method in methods:
+            explicit = method in ("euler_maruyama", "heun")
+            counts = list(step_counts) + ([100, 200, 400] if explicit else [])
+            for grid in ("uniform", "log", "lambda"):
+                w = []
+                for n in counts:
+                    g = lambda_grid(proc, T, n) if grid == "lambda" else \
+                        time_grid(T, n, 1e-3, grid)
+                    try:
+                        w.append(gaussian_error(proc, m, C, method, times=g)["w2"])
+                    except ValueError:  # refused as unstable
+                        w.append(None)
+                rows[f"{method}/{grid}"] = {"steps": counts, "w2": w, "steps_to_target": next(
+                    (n for n, v in zip(counts, w) if v is not None and v <= target), None)}
+            if method in opt_methods:
+                w = []
+                for n in optimise:
+                    g = optimise_grid(proc, m, C, method, steps=n, T=T, maxiter=maxiter)
+                    w.append(gaussian_error(proc, m, C, method, times=g)["w2"])
+                rows[f"{method}/optimised"] = {"steps": list(optimise), "w2": w}
+        out["optimal_q" if current else "no_current"] = rows
+
+    def at(cur, key, n):
+        r = out[cur][key]
+        return r["w2"][r["steps"].index(n)] if n in r["steps"] else None
+
+    def best(cur, n):
+        vals = {k: at(cur, k, n) for k in out[cur]}
+        k = min((k for k in vals if vals[k] is not None), key=lambda k: vals[k])
+        return vals[k], k
+
+    checks = {}
+    for cur in out:
+        checks[f"{cur}: dpmpp_2m/log at 10 <= ddim/log at 50"] = bool(
+            at(cur, "dpmpp_2m/log", 10) <= at(cur, "ddim/log", 50))
+    ratios, bests = {}, {}
+    for n in (10, 20):
+        (wq, kq), (w0, k0) = best("optimal_q", n), best("no_current", n)
+        ratios[n] = wq / w0
+        bests[n] = {"optimal_q": [kq, wq], "no_current": [k0, w0]}
+        checks[f"best W2 with / without current at {n} steps <= 1.25"] = bool(ratios[n] <= 1.25)
+    return {"problem": "d=4, U eig 0.25..1.75, data cov eig 4..0.05, x_T exact, T=6/rate, "
+                       "t_min=1e-3", "target_w2": target, "tables": out, "best": bests,
+            "best_ratio_current": ratios, "checks": checks}
+
+
 def steps_table(proc, score, ref, n, step_counts, T, methods=METHODS, t_min=1e-3,
-                seeds=(0,), floor: float = 0.0) -> dict:
-    """Sliced W2 (mean over ``seeds``) per method and step count."""
+                seeds=(0,), floor: float = 0.0, times_for=None) -> dict:
+    """Sliced W2 (mean over ``seeds``) per method and step count. ``times_for``:
+    optional ``times_for(method, steps) -> grid`` overriding the spacing."""
     out = {}
     for method in methods:
         values, nfes, secs = [], [], []
@@ -61,10 +145,10 @@ def steps_table(proc, score, ref, n, step_counts, T, methods=METHODS, t_min=1e-3
                 warnings.simplefilter("ignore", RuntimeWarning)
                 try:
                     for seed in seeds:
-                        x, info = sample(score, proc, n=n, T=T, steps=steps, method=method,
-                                         spacing=SPACING[method], t_min=t_min,
-                                         dtype=torch.float64,
-                                         generator=torch.Generator().manual_seed(seed))
+                        grid = dict(T=T, steps=steps, spacing=SPACING[method], t_min=t_min) \
+                            if times_for is None else dict(times=times_for(method, steps))
+                        x, info = sample(score, proc, n=n, method=method, dtype=torch.float64,
+                                         generator=torch.Generator().manual_seed(seed), **grid)
                         sw.append(sliced_wasserstein(x, ref, n_projections=500, seed=0))
                 except ValueError:  # explicit method refused: unstable step
                     values.append(None), nfes.append(None), secs.append(None)
@@ -92,7 +176,28 @@ def run(quick: bool = True, device: str = "cpu") -> dict:
     ref = draw_mixture(means, covs, w, n, rng)
     floor = float(np.median([sliced_wasserstein(draw_mixture(means, covs, w, n, rng), ref,
                                                 n_projections=500, seed=0) for _ in range(3)]))
-    table = steps_table(proc, score, ref, n, step_counts, T=12.0, seeds=seeds, floor=floor)
+    table = steps_table(proc, score, ref, n, step_counts, T=12.0, seeds=seeds, floor=floor,
+                        methods=("euler_maruyama", "ancestral", "ddim", "heun"))
+    fast_counts = [5, 10, 20, 50, 100]
+    fast = steps_table(proc, score, ref, n, fast_counts, T=12.0, methods=("gddim", "dpmpp_2m"),
+                       seeds=seeds, floor=floor)
+    # grids optimised on the mixture's own mean and covariance (Gaussian surrogate)
+    wts = w[:, None]
+    mean = (wts * means).sum(0)
+    cov = (w[:, None, None] * (covs + np.einsum("ki,kj->kij", means - mean, means - mean))).sum(0)
+    grids = {}
+
+    def times_for(method, steps):
+        if (method, steps) not in grids:
+            grids[(method, steps)] = optimise_grid(proc, mean, cov, method, steps=steps, T=12.0,
+                                                   maxiter=20 if quick else 100)
+        return grids[(method, steps)]
+
+    transfer = steps_table(proc, score, ref, n, [10] if quick else [10, 20], T=12.0,
+                           methods=("dpmpp_2m",), seeds=seeds, floor=floor, times_for=times_for)
+    best_det = min((v["steps_needed"] for k, v in {**table, **fast}.items()
+                    if k in ("ddim", "gddim", "dpmpp_2m", "heun") and v["steps_needed"]),
+                   default=None)
     em = table["euler_maruyama"]["steps_needed"]
     best_exact = min((table[m]["steps_needed"] for m in ("ancestral", "ddim")
                       if table[m]["steps_needed"] is not None), default=None)
@@ -100,9 +205,14 @@ def run(quick: bool = True, device: str = "cpu") -> dict:
     return {
         "problem": "d=8, U eigenvalues 0.25..1.75, optimal Q, 3-component mixture, T=12",
         "n": n, "seeds": list(seeds), "mc_floor_sliced_w2": floor, "methods": table,
+        "few_steps": fast, "optimised_grid_transfer": transfer,
+        "best_deterministic_steps": best_det,
+        "gaussian": gaussian_tables(maxiter=30, optimise=(10,)) if quick else
+        gaussian_tables(maxiter=150, optimise=(10, 20), opt_methods=("gddim", "dpmpp_2m")),
         "exact_over_euler_steps": ratio,
-        "goals": {"exact_over_euler_steps": 0.25},
-        "goals_met": {"exact_over_euler_steps": bool(ratio is not None and ratio <= 0.25)},
+        "goals": {"exact_over_euler_steps": 0.25, "best_deterministic_steps": 50},
+        "goals_met": {"exact_over_euler_steps": bool(ratio is not None and ratio <= 0.25),
+                      "best_deterministic_steps": bool(best_det is not None and best_det <= 50)},
         "machine": machine_info(device),
     }
 

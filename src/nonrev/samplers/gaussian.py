@@ -183,6 +183,27 @@ def gaussian_kl(m1, C1, m2, C2) -> float:
     return float(0.5 * (tr - d + dm @ dm + ld2 - ld1))
 
 
+def _family(process, T, t_min):
+    """Three increasing maps of ``[t_min, T]`` onto ``[0, 1]`` on a fine table: log t,
+    minus the log signal-to-noise ``lambda_t`` (:mod:`.steps`) and t itself."""
+    from nonrev.samplers.steps import _log_snr
+
+    ts = np.geomspace(t_min, T, 4001)
+    M, S = process.mean_and_cov(ts)
+    lam = -_log_snr(process, ts, M, S)
+    lam = np.maximum.accumulate(lam)  # guard against rounding at large t
+    maps = [np.log(ts), lam, ts]
+    return ts, [(f - f[0]) / (f[-1] - f[0]) for f in maps]
+
+
+def _family_grid(ts, maps, weights, steps):
+    f = sum(w * m for w, m in zip(weights, maps))
+    f = (f - f[0]) / (f[-1] - f[0])
+    g = np.interp(np.linspace(0.0, 1.0, steps + 1), f, ts)
+    g[0], g[-1] = ts[0], ts[-1]
+    return g
+
+
 def optimise_grid(process: OUProcess, mean, cov, method: str = "dpmpp_2m", steps: int = 10,
                   *, T: float | None = None, t_min: float = 1e-3, objective: str = "w2",
                   start: str = "exact", maxiter: int = 200) -> np.ndarray:
@@ -190,43 +211,60 @@ def optimise_grid(process: OUProcess, mean, cov, method: str = "dpmpp_2m", steps
     Gaussian error (:func:`gaussian_error`, ``objective`` ``"w2"`` or ``"kl"``) of
     ``method`` for data ``N(mean, cov)``.
 
-    The interior points are parametrised by the log-gaps of the grid in ``log t``
-    (softmax weights, so every candidate is increasing and ends at ``t_min`` and
-    ``T``) and optimised by Nelder-Mead from the log-spaced grid; explicit methods
-    whose candidate grid is refused as unstable count as infinitely bad. Returns the
-    increasing grid (``steps + 1`` times). For non-Gaussian data use the data's own
-    mean and covariance: how well the grid transfers is measured on the d = 8
-    mixture in ``benchmarks/samplers.py`` (README, performance notes).
+    Two stages: first the best grid of a two-parameter family, equally spaced in a
+    positive mixture of ``log t``, the log signal-to-noise ``-lambda_t`` and ``t``
+    (Nelder-Mead on the mixture weights, from the log grid); then every interior
+    point free (the log-gaps of the grid, softmax-normalised so that each candidate
+    is increasing from ``t_min`` to ``T``), Nelder-Mead from the stage-one grid with
+    ``maxiter`` iterations. Explicit methods whose candidate grid is refused as
+    unstable count as infinitely bad. Returns the increasing grid (``steps + 1``
+    times). Each evaluation is one exact error (no Monte Carlo), so the cost is
+    ``maxiter`` to ``2 maxiter`` coefficient precomputations. For non-Gaussian data
+    use the data's own mean and covariance: how well the grid transfers is measured
+    on the d = 8 mixture in ``benchmarks/samplers.py`` (README, performance notes).
     """
     if objective not in ("w2", "kl"):
         raise ValueError(f"objective must be 'w2' or 'kl', got {objective!r}")
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     if T is None:
         T = 6.0 / process.relaxation_rate()
     base = time_grid(T, steps, t_min, "log")
     if steps == 1:
         return base
+
+    def err(g):
+        if not np.all(np.diff(g) > 0):
+            return math.inf
+        try:
+            v = gaussian_error(process, mean, cov, method, times=g, start=start)[objective]
+        except ValueError:
+            return math.inf
+        return math.log(v) if v > 0 and np.isfinite(v) else (math.inf if v != 0 else -1e9)
+
+    ts, maps = _family(process, T, t_min)
+
+    def fam(theta):
+        w = np.exp(np.concatenate([[0.0], theta]))
+        return _family_grid(ts, maps, w / w.sum(), steps)
+
+    cands = [(err(base), base)]
+    for x0 in (np.array([-8.0, -8.0]), np.array([4.0, -8.0]), np.array([0.0, -8.0])):
+        r = scipy.optimize.minimize(lambda th: err(fam(th)), x0, method="Nelder-Mead",
+                                    options={"maxiter": max(10, maxiter // 6),
+                                             "xatol": 1e-2, "fatol": 1e-3})
+        cands.append((r.fun, fam(r.x)))
+    best_val, best = min(cands, key=lambda c: c[0])
     lo, hi = math.log(t_min), math.log(T)
+    gaps = np.diff(np.log(best))
 
     def grid_of(theta):
-        w = np.exp(np.concatenate([[0.0], theta]) - np.max(np.concatenate([[0.0], theta])))
+        w = np.exp(np.log(gaps) + theta)
         cum = np.concatenate([[0.0], np.cumsum(w / w.sum())])
         g = np.exp(lo + (hi - lo) * cum)
         g[0], g[-1] = t_min, T
         return g
 
-    def loss(theta):
-        g = grid_of(theta)
-        if not np.all(np.diff(g) > 0):
-            return math.inf
-        try:
-            res = gaussian_error(process, mean, cov, method, times=g, start=start)
-        except ValueError:
-            return math.inf
-        v = res[objective]
-        return math.log(v) if v > 0 and np.isfinite(v) else (math.inf if not v == 0 else -1e9)
-
-    x0 = np.zeros(steps - 1)
-    best = scipy.optimize.minimize(loss, x0, method="Nelder-Mead",
-                                   options={"maxiter": maxiter, "xatol": 1e-3, "fatol": 1e-4})
-    theta = best.x if best.fun <= loss(x0) else x0
-    return grid_of(theta)
+    r = scipy.optimize.minimize(lambda th: err(grid_of(th)), np.zeros(steps), method="Nelder-Mead",
+                                options={"maxiter": maxiter, "xatol": 1e-3, "fatol": 1e-4})
+    return grid_of(r.x) if r.fun < best_val else best
