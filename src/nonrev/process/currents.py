@@ -194,3 +194,111 @@ def current_summary(U, Q, *, t_max: float | None = None, n_times: int = 200,
         "transient": float(norms[k]),
         "transient_time": float(times[k]),
     }
+
+
+# ----------------------------------------------------------------------------- fastest within a budget
+def project_q_norm(Q: np.ndarray, radius: float | None) -> np.ndarray:
+    """Euclidean (Frobenius) projection of antisymmetric ``Q`` onto ``||Q||_2 <= radius``.
+
+    Clip the singular values at ``radius``: ``W diag(min(s, radius)) V^T`` from the
+    SVD ``Q = W diag(s) V^T``. For an antisymmetric ``Q`` this equals
+    ``Q f(Q^T Q)``, a function of ``Q^2`` times ``Q``, so it is antisymmetric; the
+    final ``(P - P^T)/2`` removes rounding without raising the norm. The SVD (not an
+    eigendecomposition of ``Q^T Q``) keeps the result within the ball even when ``Q``
+    is huge, because every reconstructed singular value is at most ``radius``.
+    """
+    if radius is None or not np.any(Q):
+        return Q
+    if radius == 0.0:
+        return np.zeros_like(Q)
+    W, sv, Vt = np.linalg.svd(Q)
+    if sv[0] <= radius:
+        return Q
+    P = (W * np.minimum(sv, radius)) @ Vt
+    return 0.5 * (P - P.T)
+
+
+def soft_min_rate(U: np.ndarray, Q: np.ndarray, tau: float) -> tuple[float, np.ndarray]:
+    """A smooth stand-in for the relaxation rate ``min Re spec((I+Q)U)``: the soft
+    minimum ``-tau log sum_i exp(-Re lambda_i / tau)`` (at most ``tau log d`` below
+    the minimum), and its gradient in ``Q`` (a (d, d) matrix ``G`` with
+    ``d value = <G, dQ>``; not antisymmetrised). The plain minimum is not
+    differentiable where the fastest currents put it (all real parts equal). For a
+    simple eigenvalue with right vector ``x`` and left vector ``y``,
+    ``d lambda = y^H dA x / (y^H x)`` and ``dA = dQ U``; the gradient is their
+    softmax-weighted sum."""
+    import scipy.linalg
+
+    A = (np.eye(U.shape[0]) + Q) @ U
+    w, vl, vr = scipy.linalg.eig(A, left=True, right=True)
+    re = w.real
+    m = float(re.min())
+    e = np.exp(-(re - m) / tau)
+    weights = e / e.sum()
+    G_A = np.zeros_like(A)
+    for k in np.nonzero(weights > 1e-12)[0]:
+        x, y = vr[:, k], vl[:, k]
+        G_A += weights[k] * np.real(np.outer(y.conj(), x) / np.vdot(y, x))
+    return m - tau * math.log(float(e.sum())), G_A @ U
+
+
+#: Temperature of the soft minimum that :func:`fastest_q` ascends, relative to Tr(U)/d.
+RATE_TEMPERATURE = 2e-3
+
+
+def fastest_q(U, q_norm_max: float, *, n_random: int = 2, seed=0, max_iter: int = 500,
+              tol: float = 1e-10) -> np.ndarray:
+    """The antisymmetric ``Q`` with ``||Q||_2 <= q_norm_max`` whose relaxation rate
+    ``min Re spec((I+Q)U)`` is (locally) largest: the least stiff current for a given
+    speed-up.
+
+    Projected gradient ascent of :func:`soft_min_rate` (temperature
+    ``RATE_TEMPERATURE * Tr(U)/d``) over the norm ball, from the optimal current
+    scaled onto the budget, with Barzilai-Borwein steps and backtracking; returns the
+    optimal current itself when it fits the budget (it reaches the bound Tr(U)/d).
+    The result relaxes at least as fast as the scaled optimal current.
+    :func:`nonrev.steer_q` with ``objective='rate'`` searches the same objective
+    from several starts and reports the predicted regimes too.
+    """
+    U = as_spd("U", U)
+    radius = float(q_norm_max)
+    if not (math.isfinite(radius) and radius >= 0.0):
+        raise ValueError(f"q_norm_max must be a finite number >= 0, got {q_norm_max!r}")
+    Q_opt = optimal_q(U)
+    n_opt = float(np.linalg.norm(Q_opt, 2))
+    if n_opt <= radius:
+        return Q_opt
+    tau = RATE_TEMPERATURE * float(np.trace(U)) / U.shape[0]
+
+    def value(Q):
+        f, G = soft_min_rate(U, Q, tau)
+        return f, 0.5 * (G - G.T)
+
+    def ascend(Q):
+        f, g = value(Q)
+        alpha = 0.1 * max(radius, 1e-12) / max(float(np.linalg.norm(g)), 1e-300)
+        for _ in range(max_iter):
+            for _ in range(30):  # backtracking on the projected step
+                trial = project_q_norm(Q + alpha * g, radius)
+                f_new, g_new = value(trial)
+                if f_new >= f + 1e-4 * float(np.sum(g * (trial - Q))):
+                    break
+                alpha *= 0.5
+            else:
+                break
+            s, y = trial - Q, g_new - g
+            gained = f_new - f
+            Q, f, g = trial, f_new, g_new
+            if gained <= tol * max(abs(f), 1e-12):
+                break
+            sy = float(np.sum(s * y))
+            alpha = float(np.sum(s * s)) / -sy if sy < 0 else 2.0 * alpha
+        return Q
+
+    def rate(M):
+        return float(np.linalg.eigvals((np.eye(U.shape[0]) + M) @ U).real.min())
+
+    rng = np.random.default_rng(seed)
+    scaled = (radius / n_opt) * Q_opt
+    starts = [scaled] + [random_q(U.shape[0], 0.5 * radius, seed=rng) for _ in range(n_random)]
+    return max([scaled] + [ascend(Q0) for Q0 in starts], key=rate)

@@ -6,8 +6,9 @@ Ledoit-Wolf-shrunk covariance of the data, scaled to ``Tr(U)/d = 1``); ``data:<k
 matrix.
 
 ``Q``: ``none`` (reversible); ``optimal`` (:func:`nonrev.optimal_q` of ``U``);
-``gamma:<x>`` (``x`` times the optimal current); or a file holding a (d, d)
-antisymmetric matrix.
+``gamma:<x>`` (``x`` times the optimal current); ``rate:<x>`` (the fastest current
+whose norm is at most ``x`` times the optimal current's:
+:func:`nonrev.process.currents.fastest_q`; x > 0); or a file holding a (d, d) antisymmetric matrix.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ import math
 import numpy as np
 
 from nonrev.data.files import load_square_matrix, u_from_data
-from nonrev.process.currents import optimal_q, scaled_q
+from nonrev.process.currents import fastest_q, optimal_q, scaled_q
 from nonrev.process.ou import OUProcess
 
 U_METAVAR = "identity|data|data:<k>|FILE"
-Q_METAVAR = "none|optimal|gamma:<x>|FILE"
+Q_METAVAR = "none|optimal|gamma:<x>|rate:<x>|FILE"
 
 
 def _number_after(prefix: str, spec: str, minimum: float) -> float | None:
@@ -41,6 +42,14 @@ def _number_after(prefix: str, spec: str, minimum: float) -> float | None:
 def gamma_of(spec: str) -> float | None:
     """The ``x`` of a ``gamma:<x>`` Q spec, or None for other specs."""
     return _number_after("gamma", spec, -math.inf)
+
+
+def rate_budget_of(spec: str) -> float | None:
+    """The ``x`` of a ``rate:<x>`` Q spec (x > 0), or None for other specs."""
+    x = _number_after("rate", spec, 0.0)
+    if x == 0.0:
+        raise ValueError(f"rate:<x> needs x > 0, got {spec!r}")
+    return x
 
 
 def condition_cap_of(spec: str) -> float | None:
@@ -66,17 +75,19 @@ def u_from_spec(spec: str, X: np.ndarray, *, option: str = "--u") -> np.ndarray:
 
 def q_from_spec(spec: str, U: np.ndarray, *, option: str = "--q") -> tuple[str, np.ndarray | None]:
     """``(name, Q)`` for ``spec`` under ``U``: name is ``none``, ``optimal``,
-    ``gamma=<x>`` or ``file``; ``Q`` is None for ``none``."""
+    ``gamma=<x>``, ``rate=<x>`` or ``file``; ``Q`` is None for ``none``."""
     if spec == "none":
         return "none", None
     if spec == "optimal":
         return "optimal", optimal_q(U)
     try:
-        gamma = gamma_of(spec)
+        gamma, budget = gamma_of(spec), rate_budget_of(spec)
     except ValueError as exc:
         raise ValueError(f"{option}: {exc}") from None
     if gamma is not None:
         return f"gamma={gamma:g}", scaled_q(optimal_q(U), gamma)
+    if budget is not None:
+        return f"rate={budget:g}", fastest_q(U, budget * float(np.linalg.norm(optimal_q(U), 2)))
     return "file", load_square_matrix(spec, option, U.shape[0], kind="antisymmetric")
 
 

@@ -87,7 +87,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.linalg
 
-from nonrev.process.currents import current_summary, optimal_q, random_q
+from nonrev.process.currents import RATE_TEMPERATURE, current_summary, optimal_q, random_q
+from nonrev.process.currents import project_q_norm as _project_ball
+from nonrev.process.currents import soft_min_rate
 from nonrev.linalg import as_antisymmetric, as_count, as_positive_float, as_psd, as_spd, spd_inverse
 from nonrev.process.ou import OUProcess
 from nonrev.regimes import criteria
@@ -103,9 +105,7 @@ OBJECTIVES = {
     "target_speciation": "minimise |t_S - target|",
     "rate": "maximise the relaxation rate min Re spec((I+Q)U) within the budget",
 }
-#: Temperature of the soft minimum that the ``rate`` objective ascends, relative to
-#: ``Tr(U)/d``: it lies below the true minimum by at most this times log d.
-_RATE_TEMPERATURE = 2e-3
+
 
 _ARMIJO = 1e-4
 _MAX_HALVINGS = 15
@@ -135,27 +135,6 @@ def _q_norm(Q: np.ndarray) -> float:
     if not np.any(Q):
         return 0.0
     return float(math.sqrt(max(np.linalg.eigvalsh(-Q @ Q)[-1], 0.0)))
-
-
-def _project_ball(Q: np.ndarray, radius: float | None) -> np.ndarray:
-    """Euclidean (Frobenius) projection of antisymmetric ``Q`` onto ``||Q||_2 <= radius``.
-
-    Clip the singular values at ``radius``: ``W diag(min(s, radius)) V^T`` from the
-    SVD ``Q = W diag(s) V^T``. For an antisymmetric ``Q`` this equals
-    ``Q f(Q^T Q)``, a function of ``Q^2`` times ``Q``, so it is antisymmetric; the
-    final ``(P - P^T)/2`` removes rounding without raising the norm. The SVD (not an
-    eigendecomposition of ``Q^T Q``) keeps the result within the ball even when ``Q``
-    is huge, because every reconstructed singular value is at most ``radius``.
-    """
-    if radius is None or not np.any(Q):
-        return Q
-    if radius == 0.0:
-        return np.zeros_like(Q)
-    W, sv, Vt = np.linalg.svd(Q)
-    if sv[0] <= radius:
-        return Q
-    P = (W * np.minimum(sv, radius)) @ Vt
-    return 0.5 * (P - P.T)
 
 
 # ----------------------------------------------------------------------------- criteria
@@ -245,21 +224,8 @@ def _rate_and_grad(proc: OUProcess, with_grad: bool):
 
 
 def _soft_min_rate(proc: OUProcess, tau: float):
-    """The soft minimum ``-tau log sum_i exp(-Re lambda_i / tau)`` of the real parts of
-    ``spec(A)`` and its gradient in ``Q``: a smooth stand-in for the relaxation rate,
-    whose plain minimum is not differentiable where the optimal currents put it (all
-    real parts equal). Gradient: the softmax-weighted eigenvalue derivatives
-    ``Re(conj(y) x^T / (y^H x)) U`` (see :func:`_rate_and_grad`)."""
-    w, vl, vr = scipy.linalg.eig(proc.A, left=True, right=True)
-    re = w.real
-    m = float(re.min())
-    e = np.exp(-(re - m) / tau)
-    weights = e / e.sum()
-    G_A = np.zeros_like(proc.A)
-    for k in np.nonzero(weights > 1e-12)[0]:
-        x, y = vr[:, k], vl[:, k]
-        G_A += weights[k] * np.real(np.outer(y.conj(), x) / np.vdot(y, x))
-    return m - tau * math.log(float(e.sum())), G_A @ proc.U
+    """:func:`nonrev.process.currents.soft_min_rate` of the process's current."""
+    return soft_min_rate(proc.U, proc.Q, tau)
 
 
 def criteria_gradient(U, Q, between_cov, within_cov=None, data_cov=None, n_train=None) -> dict:
@@ -327,7 +293,7 @@ class _Steerer:
         self.min_rate, self.mu = min_rate, mu
         self.d = prob.U.shape[0]
         self.needs_collapse = objective == "window"
-        self.tau = _RATE_TEMPERATURE * float(np.trace(prob.U)) / self.d
+        self.tau = RATE_TEMPERATURE * float(np.trace(prob.U)) / self.d
 
     def value_and_score(self, t_s, t_c, proc: OUProcess):
         """(objective value in natural units, the quantity to maximise)."""
