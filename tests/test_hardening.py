@@ -340,6 +340,40 @@ def test_optimal_q_of_a_multiple_of_the_identity_is_zero_without_o_d3_work():
     assert np.array_equal(optimal_q(U), np.zeros((6, 6)))
 
 
+def test_cheap_checks_agree_with_the_eigenvalues():
+    """as_psd proves PSD by a shifted Cholesky factorisation (no eigendecomposition
+    for a singular covariance of d > n data) and accepts exactly what the
+    eigenvalue test accepts; spectral_norm and smallest_eigenvalue take O(d^2)
+    paths for zero and diagonal matrices, with the same values."""
+    from nonrev.linalg import SYM_TOL, as_psd, psd_spectrum, smallest_eigenvalue, spectral_norm
+
+    rng = np.random.default_rng(3)
+    for trial in range(60):
+        d = int(rng.integers(2, 12))
+        F = rng.standard_normal((d, int(rng.integers(1, d + 1))))
+        lam_top = float(np.linalg.eigvalsh(F @ F.T)[-1])
+        v = rng.standard_normal(d)
+        v /= np.linalg.norm(v)
+        # a negative direction just inside or just outside the tolerance
+        eps = SYM_TOL * max(lam_top, 1.0) * float(rng.choice([0.0, 0.3, 0.9, 1.1, 3.0]))
+        X = F @ F.T - eps * np.outer(v, v)
+        try:
+            psd_spectrum("X", X)
+            expected = True
+        except ValueError:
+            expected = False
+        try:
+            as_psd("X", X)
+            got = True
+        except ValueError:
+            got = False
+        assert got == expected, (trial, eps)
+    for M in (np.zeros((4, 4)), np.diag([3.0, -5.0, 1.0]), rng.standard_normal((5, 5))):
+        assert spectral_norm(M) == pytest.approx(np.linalg.norm(M, 2), rel=1e-14)
+    S = np.diag([2.0, 0.5, 1.0])
+    assert smallest_eigenvalue(S) == 0.5 == np.linalg.eigvalsh(S)[0]
+
+
 def test_large_d_announces_its_cost_and_shows_progress(tmp_path, monkeypatch):
     import nonrev.cli.common as common
     import nonrev.regimes.theory as theory

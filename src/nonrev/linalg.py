@@ -74,12 +74,18 @@ def as_spd(name: str, X, *, dim: int | None = None, tol: float = SYM_TOL) -> np.
 def as_psd(name: str, X, *, dim: int | None = None, tol: float = SYM_TOL) -> np.ndarray:
     """Finite symmetric positive semi-definite matrix (eigenvalues >= -tol * ||X||).
 
-    A successful Cholesky factorisation proves definiteness at O(d^3 / 3); only
-    when it fails are the eigenvalues computed (:func:`psd_spectrum`).
+    A successful Cholesky factorisation of ``X + s I`` (``s`` within the tolerance)
+    proves it at O(d^3 / 3); only when it fails are the eigenvalues computed
+    (:func:`psd_spectrum`).
     """
     arr = as_symmetric(name, X, dim=dim, tol=tol)
+    # X + s I with s = tol * max(max_i X_ii, 1) <= tol * max(lambda_max, 1): when its
+    # Cholesky factorisation exists, lambda_min(X) > -s, so X passes the test below
+    # without an eigendecomposition (also when X is singular, e.g. a covariance of
+    # fewer samples than dimensions); otherwise the eigenvalues decide.
+    shift = tol * max(float(np.diag(arr).max()), 1.0)
     try:
-        np.linalg.cholesky(arr)
+        np.linalg.cholesky(arr + shift * np.eye(arr.shape[0]))
         return arr
     except np.linalg.LinAlgError:
         return psd_spectrum(name, arr, tol=tol)[0]
@@ -152,6 +158,21 @@ def is_diagonal(X: np.ndarray) -> bool:
     """Whether the square matrix ``X`` has no non-zero entry off its diagonal (O(d^2);
     lets the SPD helpers skip an O(d^3) eigendecomposition, e.g. for U = identity)."""
     return not np.any(X[~np.eye(X.shape[0], dtype=bool)])
+
+
+def spectral_norm(X: np.ndarray) -> float:
+    """``||X||_2``: 0 for a zero matrix and ``max |X_ii|`` for a diagonal one (O(d^2),
+    exact), else the largest singular value (``numpy.linalg.norm(X, 2)``)."""
+    if not np.any(X):
+        return 0.0
+    if is_diagonal(X):
+        return float(np.abs(np.diag(X)).max())
+    return float(np.linalg.norm(X, 2))
+
+
+def smallest_eigenvalue(S: np.ndarray) -> float:
+    """The smallest eigenvalue of the symmetric ``S`` (``min S_ii`` when diagonal)."""
+    return float(np.diag(S).min() if is_diagonal(S) else np.linalg.eigvalsh(S)[0])
 
 
 def spd_sqrt(U: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

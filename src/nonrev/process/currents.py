@@ -14,7 +14,8 @@ import math
 
 import numpy as np
 
-from nonrev.linalg import as_antisymmetric, as_spd, is_diagonal, spd_sqrt
+from nonrev.linalg import (as_antisymmetric, as_spd, is_diagonal, smallest_eigenvalue,
+                            spd_sqrt, spectral_norm)
 
 
 def default_lambdas(dim: int) -> np.ndarray:
@@ -174,10 +175,10 @@ def current_summary(U, Q, *, t_max: float | None = None, n_times: int = 200,
     if not transient:
         return {
             "dim": proc.dim,
-            "q_norm": float(np.linalg.norm(proc.Q, 2)),
-            "a_norm": float(np.linalg.norm(proc.A, 2)),
+            "q_norm": spectral_norm(proc.Q),
+            "a_norm": spectral_norm(proc.A),
             "rate": rate,
-            "rate_reversible": float(np.linalg.eigvalsh(proc.U)[0]),
+            "rate_reversible": smallest_eigenvalue(proc.U),
             "bound": float(np.trace(proc.U) / proc.dim),
         }
     t_max = 10.0 / rate if t_max is None else float(t_max)
@@ -186,10 +187,10 @@ def current_summary(U, Q, *, t_max: float | None = None, n_times: int = 200,
     k = int(np.argmax(norms))
     return {
         "dim": proc.dim,
-        "q_norm": float(np.linalg.norm(proc.Q, 2)),
-        "a_norm": float(np.linalg.norm(proc.A, 2)),
+        "q_norm": spectral_norm(proc.Q),
+        "a_norm": spectral_norm(proc.A),
         "rate": rate,
-        "rate_reversible": float(np.linalg.eigvalsh(proc.U)[0]),
+        "rate_reversible": smallest_eigenvalue(proc.U),
         "bound": float(np.trace(proc.U) / proc.dim),
         "transient": float(norms[k]),
         "transient_time": float(times[k]),
