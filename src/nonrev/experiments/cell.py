@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from nonrev.linalg import random_spd
-from nonrev.process.currents import optimal_q, scaled_q
+from nonrev.process.currents import current_summary, optimal_q, scaled_q
 from nonrev.process.ou import OUProcess
 from nonrev.regimes.measure import (
     clone_agreement,
@@ -227,9 +227,10 @@ def regime_cell(config) -> dict:
     c = collapse_row(proc, X, n_traj=cfg.n_traj, dt=cfg.collapse_dt,
                      start_factor=cfg.start_factor,
                      generator=torch.Generator().manual_seed(cfg.seed + 1), device=cfg.device)
+    fig = current_summary(U, proc.Q, transient=False)
     return {
-        "rate_reversible": float(lam[0]), "rate": proc.relaxation_rate(),
-        "rate_bound": float(lam.mean()),
+        "rate_reversible": fig["rate_reversible"], "rate": fig["rate"],
+        "rate_bound": fig["bound"],
         "t_S_predicted": s["t_predicted"], "t_S_measured": s["t_measured"],
         "t_S_measured_low": s["t_measured_low"], "t_S_measured_high": s["t_measured_high"],
         "t_S_rel_error": s["rel_error"],

@@ -50,6 +50,7 @@ import torch
 
 from nonrev import __version__
 from nonrev.linalg import sample_covariance
+from nonrev.process.currents import current_summary
 from nonrev.experiments.digits_quality import DigitsClassifier, digits_quality
 from nonrev.metrics import mmd_rbf, sliced_wasserstein
 from nonrev.regimes.measure import (
@@ -157,9 +158,8 @@ def _reference(train_X, test, clf, ref_freq, n: int, k: int, seed: int) -> dict:
 
 def _process_summary(model) -> dict:
     proc = model.process
-    return {"rate": proc.relaxation_rate(), "bound": float(np.trace(proc.U) / proc.dim),
-            "rate_reversible": float(np.linalg.eigvalsh(proc.U)[0]),
-            "q_norm": float(np.linalg.norm(proc.Q, 2)), "a_norm": float(np.linalg.norm(proc.A, 2)),
+    fig = current_summary(proc.U, proc.Q, transient=False)
+    return {**{k: fig[k] for k in ("rate", "bound", "rate_reversible", "q_norm", "a_norm")},
             "u_condition": float(np.linalg.cond(proc.U))}
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from nonrev.process.currents import optimal_q
+from nonrev.process.currents import current_summary, optimal_q
 from nonrev.process.ou import OUProcess
 from nonrev.regimes.theory import collapse_time
 from nonrev.regimes.steering import steer_q
@@ -62,8 +62,8 @@ def run_steering(cfg, U: np.ndarray, V: np.ndarray) -> dict:
                              branch_factors=sc.branch_factors, method=sc.method,
                              generator=torch.Generator().manual_seed(cfg.seed + _SEED_OFFSET + k),
                              device=cfg.device)
-        rows.append({"q": name, "q_norm": float(np.linalg.norm(proc.Q, 2)),
-                     "rate": proc.relaxation_rate(),
+        fig = current_summary(U, Qk, transient=False)
+        rows.append({"q": name, "q_norm": fig["q_norm"], "rate": fig["rate"],
                      "t_collapse": collapse_time(proc, data_cov, st.n_train), **row})
     return {
         "objective": OBJECTIVE, "direction": DIRECTION, "q_norm_max": budget,
