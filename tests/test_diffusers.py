@@ -173,7 +173,7 @@ def test_add_noise_is_the_exact_kernel_with_a_current():
         # the samplers' factor (gDDIM R_t), not the Cholesky one: eps means the same
         # in training (add_noise) and in step
         assert np.allclose(R, s.process.gddim_factor(t), rtol=1e-10, atol=1e-13)
-        assert not np.allclose(R, np.linalg.cholesky(Sigma), atol=1e-3)
+    assert np.abs(R - np.linalg.cholesky(Sigma)).max() > 0.05 * np.abs(R).max()  # at t_49
 
 
 @pytest.mark.parametrize("method", ["gddim", "dpmpp_2m", "ancestral"])
