@@ -194,10 +194,12 @@ def _collapse(cfg: HeadlineConfig, gen: torch.Generator, progress) -> dict:
         row = collapse_row(proc, X, n_traj=cc.n_traj, dt=cc.dt, start_factor=cc.start_factor,
                            generator=gen, device=cfg.device, entropy_times=cc.entropy_times,
                            n_mc=cc.n_mc)
-        # Finite-N prediction of the median lock time: its own seeded generator, so the
-        # demo's generator and every other number are untouched.
+        # Finite-N prediction of the median lock time with as many paths as the
+        # measurement (so about its cost and its Monte Carlo spread); its own seeded
+        # generator, so the demo's generator and every other number are untouched.
         row["t_predicted_finite"] = collapse_time_finite(proc, sample_covariance(X), cc.n_train,
-                                                         dt=cc.dt, seed=cfg.seed)
+                                                         n_traj=cc.n_traj, dt=cc.dt,
+                                                         seed=cfg.seed)
         rows.append({"q": current_label(gamma), "gamma": gamma, "n_train": cc.n_train,
                      "dim": cc.dim, **row})
         progress(f"collapse {current_label(gamma)}")
