@@ -71,3 +71,20 @@ def test_finite_bad_inputs():
     ]:
         with pytest.raises(ValueError, match=name):
             call()
+
+
+def test_predict_regimes_reports_both_collapse_times(rng):
+    from nonrev.linalg import sample_covariance
+    from nonrev.regimes import predict_regimes
+
+    X = rng.standard_normal((300, 6))
+    U = np.diag(np.linspace(0.5, 1.5, 6))
+    out = predict_regimes(X, U, {"none": None, "optimal": optimal_q(U)}, finite_n=True, seed=2)
+    assert set(out["collapse_finite"]) == {"none", "optimal"}
+    for name, Q in (("none", None), ("optimal", optimal_q(U))):
+        proc = OUProcess(U, Q)
+        ref = collapse_time_finite(proc, sample_covariance(X), 300, seed=2)
+        assert out["collapse_finite"][name] == ref
+        # finite N sits above the asymptotic time here, as in every case measured
+        assert out["collapse_finite"][name] > out["collapse"][name]
+    assert "collapse_finite" not in predict_regimes(X, U, {"none": None})
