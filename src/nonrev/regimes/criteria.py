@@ -31,7 +31,6 @@ from typing import Callable
 
 import numpy as np
 import scipy.linalg
-from scipy.optimize import brentq
 
 from nonrev.linalg import psd_factor, sym
 from nonrev.process.ou import OUProcess
@@ -94,6 +93,8 @@ def solve_decreasing(fun: Callable, x0: float, what: str):
             hi = x
         if dF is None:
             if lo is not None and hi is not None:
+                from scipy.optimize import brentq  # here, so that import nonrev skips scipy.optimize
+
                 root = brentq(lambda y: call(y)[0], lo, hi, xtol=ROOT_TOL, rtol=4 * np.finfo(float).eps)
                 return root, call(root)[2]
             step = math.copysign(expand, F)
