@@ -95,7 +95,8 @@ def solve_decreasing(fun: Callable, x0: float, what: str):
             if lo is not None and hi is not None:
                 from scipy.optimize import brentq  # here, so that import nonrev skips scipy.optimize
 
-                root = brentq(lambda y: call(y)[0], lo, hi, xtol=ROOT_TOL, rtol=4 * np.finfo(float).eps)
+                root = brentq(lambda y: call(y)[0], lo, hi, xtol=ROOT_TOL,
+                              rtol=4 * np.finfo(float).eps)
                 return root, call(root)[2]
             step = math.copysign(expand, F)
             expand = min(2.0 * expand, 32.0 * MAX_LOG_STEP)
@@ -270,7 +271,8 @@ def isotropic_snr(c: float, gammas: np.ndarray, t: float) -> np.ndarray:
         return c * gammas / np.expm1(2.0 * c * t)
 
 
-def collapse_gap(fr: Frame, C: np.ndarray, gammas: np.ndarray | None = None) -> Callable[[float], float]:
+def collapse_gap(fr: Frame, C: np.ndarray,
+                 gammas: np.ndarray | None = None) -> Callable[[float], float]:
     """``t -> g(t) = (1/2) log det(I + K_t(C))``, by one Cholesky factorisation
     (``gammas``: the eigenvalues of ``C``, used on the isotropic route)."""
     if fr.isotropic:

@@ -33,8 +33,9 @@ is the unique root of ``log r(t) = 0``. For collapse
 ``G_t = M_t C M_t^T + Sigma_t``, and ``t_C`` is the unique root of
 ``log g(t) = log log N``. Roots are found in ``x = log t`` by safeguarded Newton
 steps with these exact derivatives (:func:`nonrev.regimes.criteria.solve_decreasing`,
-the one root finder of the package, on the criteria of :mod:`nonrev.regimes.criteria`), started from the first-order prediction of
-the root at the new ``Q``: two to four O(d^3) evaluations per new ``Q``.
+the one root finder of the package, on the criteria of :mod:`nonrev.regimes.criteria`),
+started from the first-order prediction of the root at the new ``Q``: two to four
+O(d^3) evaluations per new ``Q``.
 
 **Gradients by implicit differentiation at the root.** ``F(t, Q) = log r`` vanishes
 at ``t_S``, so ``dt_S/dQ = -(dF/dQ) / (dF/dt)`` with ``dF/dt = -2 |v|^2``. At fixed
