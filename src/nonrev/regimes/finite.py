@@ -28,7 +28,7 @@ training set and paths).
 weight at time ``t`` depends on ``U, Q`` only through the Mahalanobis SNR spectrum
 ``s_i(t)`` (as the REM criterion does), and can be computed in O(d) per sample. But
 the lock time is a first-passage time: the median of the fixed-time statistic lies
-15-25% *above* the median lock time at d = 32..64 (paths leave the cell of ``a_0``
+9-17% *above* the median lock time at d = 32..64 (paths leave the cell of ``a_0``
 and come back), and the annealed first-passage count (reflection principle, exact for
 U = I) lies 25-30% *below* it, because exits are strongly correlated through the
 shared path (docs/THEORY.md gives the numbers). The asymptotic criterion
@@ -39,8 +39,9 @@ Gaussian points.
 **Cost.** O(n_traj * K * N * d) for ``K = t_hi / dt`` grid steps (one GEMM per step,
 as one :meth:`EmpiricalScore.nearest` call), plus one ``(M_t, Sigma_t)`` pair per
 step (O(d^3)); :func:`collapse_time_finite` stops once the median is known. It is a
-simulation, not a closed form: seconds at d = 32 (N = 2000), minutes at d = 128
-(N = 20000), far from seconds at d = 1024 (docs/THEORY.md has the measured costs).
+simulation, not a closed form: a fraction of the cost of the measurement it
+predicts, but nowhere near a theory call at d = 1024 (docs/THEORY.md has measured
+costs).
 """
 
 from __future__ import annotations
