@@ -78,17 +78,20 @@ def test_determinism_and_same_seed(problem):
     proc, m = problem
     score = GaussianScore(proc, m, 0.5 * np.eye(proc.dim))
     for method in METHODS:
-        a, _ = sample(score, proc, n=50, steps=60, method=method, T=6.0,
+        # explicit methods: enough steps for the stability guard (60 are refused here)
+        steps = 400 if method in ("euler_maruyama", "heun") else 60
+        a, _ = sample(score, proc, n=50, steps=steps, method=method, T=6.0,
                       generator=torch.Generator().manual_seed(3))
-        b, _ = sample(score, proc, n=50, steps=60, method=method, T=6.0,
+        b, _ = sample(score, proc, n=50, steps=steps, method=method, T=6.0,
                       generator=torch.Generator().manual_seed(3))
         assert torch.equal(a, b), method
     # probability-flow samplers are deterministic given x_T
     x_T = torch.randn(30, proc.dim, generator=torch.Generator().manual_seed(9))
-    for method in ("ddim", "heun"):
-        a, _ = sample(score, proc, x_T=x_T, steps=60, method=method, T=6.0,
+    for method in ("ddim", "heun", "gddim", "dpmpp_2m"):
+        steps = 400 if method == "heun" else 60
+        a, _ = sample(score, proc, x_T=x_T, steps=steps, method=method, T=6.0,
                       generator=torch.Generator().manual_seed(1))
-        b, _ = sample(score, proc, x_T=x_T, steps=60, method=method, T=6.0,
+        b, _ = sample(score, proc, x_T=x_T, steps=steps, method=method, T=6.0,
                       generator=torch.Generator().manual_seed(2))
         assert torch.equal(a, b), method
 

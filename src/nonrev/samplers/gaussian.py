@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import scipy.optimize
 import torch
 
 from nonrev.linalg import as_psd, as_vector, psd_factor, sym
@@ -71,8 +70,12 @@ def gaussian_error(process: OUProcess, mean, cov, method: str = "gddim", times=N
     m = as_vector("mean", mean, d)
     C = as_psd("cov", cov, dim=d)
     grid = _grid(process, times, steps, T, t_min, spacing)
+    def stiffness(t):  # Gamma_t^{-1}, the exact score's Jacobian
+        Mt, St = process.mean_and_cov(t)
+        return np.linalg.inv(sym(Mt @ C @ Mt.T + St))
+
     coef = coefficients(process, grid, method, dtype=torch.float64,
-                        check_stability=check_stability)
+                        check_stability=check_stability, stiffness=stiffness)
     desc = coef.times
     Ms, Ss = process.mean_and_cov(desc)
     # per evaluation time: W_t = C M^T Gamma^{-1}, Gamma^{-1}
@@ -223,6 +226,8 @@ def optimise_grid(process: OUProcess, mean, cov, method: str = "dpmpp_2m", steps
     use the data's own mean and covariance: how well the grid transfers is measured
     on the d = 8 mixture in ``benchmarks/samplers.py`` (README, performance notes).
     """
+    import scipy.optimize  # only here: keeps ``import nonrev`` light
+
     if objective not in ("w2", "kl"):
         raise ValueError(f"objective must be 'w2' or 'kl', got {objective!r}")
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
