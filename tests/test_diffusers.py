@@ -334,3 +334,14 @@ def test_load_without_process_file(tmp_path):
     NonReversibleScheduler(U=np.eye(4)).save_config(tmp_path)  # config only
     with pytest.raises(ValueError, match=PROCESS_FILE):
         NonReversibleScheduler.from_pretrained(tmp_path)
+
+
+def test_diffusers_is_imported_only_by_the_integration():
+    import subprocess
+    import sys
+
+    code = ("import sys, nonrev, nonrev.samplers, nonrev.scores, nonrev.data, "
+            "nonrev.integrations; "
+            "assert 'diffusers' not in sys.modules, 'diffusers imported'; "
+            "import nonrev.integrations.diffusers; assert 'diffusers' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
