@@ -238,9 +238,10 @@ def die_with_parent(parent_pid: int, *, poll_s: float = 1.0) -> None:
 
 #: The watchdog process of :func:`reaper` (standard library only, started with ``-c``):
 #: it remembers every descendant of the sweep's process (pid and start time, read
-#: from /proc twice a second) and, when its pipe from that process reaches EOF while
-#: the process is gone, SIGKILLs those that still run (and were not replaced by a
-#: new process with the same pid).
+#: from /proc twice a second) and, when its pipe from that process reaches EOF
+#: without the goodbye byte a normal end writes (the process died: only the kernel
+#: closed the pipe), SIGKILLs those that still run (and were not replaced by a new
+#: process with the same pid).
 _REAPER = r"""
 import os, select, signal, sys
 parent = int(sys.argv[1])
@@ -270,17 +271,18 @@ def descendants(tab, root):
                 todo.append(pid)
     return found
 
-start = table().get(parent, (0, None))[1]
 known = {}
 while True:
     ready, _, _ = select.select([0], [], [], 0.5)
-    if ready and not os.read(0, 64):
-        break
+    if ready:
+        message = os.read(0, 64)
+        if b"q" in message:
+            sys.exit(0)  # a normal end: the sweep said goodbye
+        if not message:
+            break  # EOF without goodbye: the sweep's process died
     tab = table()
     known.update({pid: tab[pid][1] for pid in descendants(tab, parent)})
 tab = table()
-if tab.get(parent, (0, None))[1] == start and start is not None:
-    sys.exit(0)  # a normal end: the sweep closed the pipe itself
 for pid, st in known.items():
     if tab.get(pid, (0, None))[1] == st:
         try:
@@ -311,6 +313,7 @@ def reaper():
     try:
         yield
     finally:
+        os.write(write_end, b"q")  # goodbye: a normal end, kill nothing
         os.close(write_end)
         try:
             watchdog.wait(timeout=10)
