@@ -81,7 +81,7 @@ def train(scheduler: NonReversibleScheduler, X: torch.Tensor, iters: int, batch:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/diffusers_digits", help="output folder")
-    ap.add_argument("--iters", type=int, default=1500, help="training updates per setting")
+    ap.add_argument("--iters", type=int, default=1200, help="training updates per setting")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--train-timesteps", type=int, default=200,
@@ -107,7 +107,10 @@ def main(argv=None) -> dict:
     U_data = u_from_data(X.reshape(len(X), -1).double().numpy(), max_condition=10)
     settings = [("identity", np.eye(64), None), ("data", U_data, None),
                 ("data+optimal Q", U_data, optimal_q(U_data))]
-    common = dict(num_train_timesteps=args.train_timesteps, beta_schedule="squaredcos_cap_v2")
+    # trailing: sampling starts at the last training timestep (the largest t), where the
+    # prior N(0, U^{-1}) is closest to the law of x_t ("leading" starts lower)
+    common = dict(num_train_timesteps=args.train_timesteps, beta_schedule="squaredcos_cap_v2",
+                  timestep_spacing="trailing")
     results = {"reference": floor, "args": vars(args), "settings": []}
     for name, U, Q in settings:
         row = {"setting": name}
