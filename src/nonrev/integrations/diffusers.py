@@ -131,6 +131,10 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
         methods of :mod:`nonrev.samplers.steps`.
     timestep_spacing (``leading``, ``linspace``, ``trailing``), steps_offset : how
         :meth:`set_timesteps` picks the integer timesteps, as in DDPMScheduler.
+        ``leading`` (the default, as in diffusers) starts below the last training
+        timestep; ``trailing`` starts at it, the largest ``t``, where the prior
+        ``N(0, U^{-1})`` is nearest the law of ``x_t`` (this matters for a ``U`` with
+        a slow rate ``lambda_min(U)``).
 
     Invalid ``U``/``Q`` raise ValueError naming the field. Memory: :meth:`add_noise`
     keeps ``M_t`` and ``R_t`` at every training timestep (``2 N d^2`` float64), built
