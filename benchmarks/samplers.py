@@ -7,10 +7,14 @@ the exact output law (:func:`nonrev.samplers.gaussian_error`) per method, grid
 (uniform, log, optimised by :func:`nonrev.samplers.optimise_grid`) and step count,
 with the optimal current and without.
 
-Mixture: for each method and step count, samples from the exact mixture score (float64,
-common random numbers across step counts) are compared with fresh mixture samples by
-sliced W2 (fixed projections). The converged value is the method's own value at the
-largest step count; "steps needed" is the smallest step count whose sliced W2 is
+Mixture: the sliced W2 of n = 10000 samples fluctuates by several hundredths between
+sample sets (compare the Monte Carlo floor and the ancestral row), and the
+deterministic methods integrate different flows (ddim and gddim differ by an
+antisymmetric term that leaves every marginal unchanged), so their converged values
+differ within that noise. For each method and step count, samples from the exact
+mixture score (float64, common random numbers across step counts) are compared with
+fresh mixture samples by sliced W2 (fixed projections). The converged value is the
+method's own value at the largest step count (at least the floor); "steps needed" is the smallest step count whose sliced W2 is
 within 10% of it. The Monte Carlo floor (sliced W2 between two fresh sets of the same
 size) is reported beside it, since no method can go below it.
 """
@@ -116,10 +120,16 @@ def gaussian_tables(step_counts=(5, 10, 20, 50), methods=METHODS, optimise=(10,)
         k = min((k for k in vals if vals[k] is not None), key=lambda k: vals[k])
         return vals[k], k
 
+    def best_of(cur, method, n):
+        vals = [at(cur, k, n) for k in out[cur] if k.startswith(method + "/")]
+        return min(v for v in vals if v is not None)
+
     checks = {}
     for cur in out:
         checks[f"{cur}: dpmpp_2m/log at 10 <= ddim/log at 50"] = bool(
             at(cur, "dpmpp_2m/log", 10) <= at(cur, "ddim/log", 50))
+        checks[f"{cur}: dpmpp_2m at 10 <= ddim at 50 (each on its best grid)"] = bool(
+            best_of(cur, "dpmpp_2m", 10) <= best_of(cur, "ddim", 50))
     ratios, bests = {}, {}
     for n in (10, 20):
         (wq, kq), (w0, k0) = best("optimal_q", n), best("no_current", n)
