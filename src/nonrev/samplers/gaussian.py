@@ -14,10 +14,13 @@ version is Pierret and Galerne, ICML 2025.)
 
 :func:`optimise_grid` minimises that exact error over the interior grid points
 for a given number of steps (the idea of "Align Your Steps", Sabour et al. 2024,
-with the exact error in place of a bound). Transfer to non-Gaussian data is not
-guaranteed: on the d = 8 mixture benchmark (``benchmarks/samplers.py``), grids
-optimised on the mixture's own mean and covariance are reported beside the
-uniform and log grids; see the README's performance notes for how they compare.
+with the exact error in place of a bound). Transfer to non-Gaussian data is partial.
+Measured on the d = 8 mixture of ``benchmarks/samplers.py`` (optimal Q, T = 12,
+``dpmpp_2m``, 10 steps): the grid optimised on the mixture's Gaussian surrogate (its
+overall mean and covariance) cut the surrogate's exact W2 from 1.71 (log grid) to
+0.19, and the mixture's sliced W2 (n = 10000, two seeds) from 0.355 / 0.336 (log
+grid; 0.422 / 0.428 equally spaced in log-SNR) to 0.293 / 0.304, against a Monte Carlo
+floor of 0.139.
 """
 
 from __future__ import annotations
@@ -223,8 +226,8 @@ def optimise_grid(process: OUProcess, mean, cov, method: str = "dpmpp_2m", steps
     unstable count as infinitely bad. Returns the increasing grid (``steps + 1``
     times). Each evaluation is one exact error (no Monte Carlo), so the cost is
     ``maxiter`` to ``2 maxiter`` coefficient precomputations. For non-Gaussian data
-    use the data's own mean and covariance: how well the grid transfers is measured
-    on the d = 8 mixture in ``benchmarks/samplers.py`` (README, performance notes).
+    use the data's own mean and covariance; the transfer measured on the d = 8
+    mixture (partial) is in the module docstring.
     """
     import scipy.optimize  # only here: keeps ``import nonrev`` light
 

@@ -295,7 +295,7 @@ def _second_order_weight(process, desc, lam, k, Rs, Mh_inv, variable="lambda") -
 
 
 def explicit_growth(process: OUProcess, desc, method: str, Sinv=None,
-                    stiffness=None) -> float:
+                    stiffness=None, linearisations=("score", "stationary", "drift")) -> float:
     """How much more an explicit method amplifies a perturbation over a grid
     (sampling order ``desc``) than the exact reverse flow does.
 
@@ -330,7 +330,7 @@ def explicit_growth(process: OUProcess, desc, method: str, Sinv=None,
         Sinv[desc > 0] = np.linalg.inv(S)
     c = 2.0 if method == "euler_maruyama" else 1.0
     worst = 1.0
-    for lin in ("score", "stationary", "drift"):
+    for lin in linearisations:
         log_growth = 0.0
         for k in range(n):
             h = float(desc[k] - desc[k + 1])
