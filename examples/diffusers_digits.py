@@ -11,8 +11,8 @@ Settings (the same network, schedule, seed and number of updates for each):
 * ``data+optimal Q``: the same U with the optimal current ``optimal_q(U)``.
 
 Each is trained on ``scheduler.add_noise`` (x_t = M_t x_0 + R_t eps) with the x_0 loss
-(``--prediction-type epsilon``: the epsilon loss), then sampled with the pipeline (prior N(0, U^{-1})) by the ancestral method and
-by dpmpp_2m with few steps. Printed per setting: the digits Frechet distance
+(``--prediction-type epsilon``: the epsilon loss), then sampled with the pipeline
+(prior N(0, U^{-1})) by the ancestral method and by dpmpp_2m with few steps. Printed per setting: the digits Frechet distance
 (:mod:`nonrev.experiments.digits_quality`; real training subsets of the same size
 score about 1.7) and the sliced W2 to the test set, in pixels/16; one PNG grid per
 setting and sampler in ``--out``, and ``results.json``. Needs
