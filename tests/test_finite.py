@@ -7,22 +7,9 @@ import torch
 
 from nonrev import OUProcess, optimal_q
 from nonrev.experiments.cell import spectrum_u
-from nonrev.regimes import collapse_lock_times, collapse_time, collapse_time_finite
+from nonrev.experiments.collapse_moves import measured_median
+from nonrev.regimes import collapse_time, collapse_time_finite
 from nonrev.regimes.finite import finite_lock_times
-from nonrev.scores import EmpiricalScore
-
-
-def measured_median(proc, C, n_train, n_traj=2000, dt=0.005, seed=0):
-    """Median lock time of the reverse run (exact empirical score, exact start at T)."""
-    t_asym = collapse_time(proc, C, n_train)
-    rng = np.random.default_rng(seed)
-    X = torch.tensor(rng.standard_normal((n_train, proc.dim)) @ np.linalg.cholesky(C).T)
-    g = torch.Generator().manual_seed(seed)
-    T = 1.8 * t_asym
-    x_T = proc.sample(X[torch.randint(0, n_train, (n_traj,), generator=g)], T, generator=g)
-    r = collapse_lock_times(EmpiricalScore(proc, X.float()), proc, n=n_traj, T=T,
-                            steps=int(round(T / dt)), generator=g, x_T=x_T.float())
-    return r["median"]
 
 
 # Over three training-set seeds the finite-N error was +1.6/+0.7/-0.9% (iso) and

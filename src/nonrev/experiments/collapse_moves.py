@@ -71,7 +71,9 @@ def random_problem(dim: int, seed: int, lo: float, hi: float, mu_norm2: float):
     return U, mu, Cw
 
 
-def _measured_median(proc, C, n_train, n_traj, dt, seed):
+def measured_median(proc, C, n_train, n_traj: int = 2000, dt: float = 0.005, seed: int = 0):
+    """Median lock time of the reverse run (exact empirical score of ``n_train``
+    Gaussian points of covariance ``C``, exact start at ``T = 1.8 t_C``)."""
     t_asym = collapse_time(proc, C, n_train)
     rng = np.random.default_rng(seed)
     X = torch.tensor(rng.standard_normal((n_train, proc.dim)) @ np.linalg.cholesky(C).T)
@@ -116,7 +118,7 @@ def collapse_moves_cell(cfg: CollapseMovesConfig) -> dict:
             row["t_C_finite"] = collapse_time_finite(proc, C, n, n_traj=cfg.n_traj, dt=dt,
                                                      seed=cfg.seed)
         if cfg.measured:
-            row["t_C_measured"] = _measured_median(proc, C, n, cfg.n_traj, dt, cfg.seed)
+            row["t_C_measured"] = measured_median(proc, C, n, cfg.n_traj, dt, cfg.seed)
         if name == "zero":
             base = row
             out.update({f"{k}_zero": v for k, v in row.items()})

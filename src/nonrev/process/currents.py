@@ -172,26 +172,22 @@ def current_summary(U, Q, *, t_max: float | None = None, n_times: int = 200,
 
     proc = OUProcess(U, Q)
     rate = proc.relaxation_rate()
-    if not transient:
-        return {
-            "dim": proc.dim,
-            "q_norm": spectral_norm(proc.Q),
-            "a_norm": spectral_norm(proc.A),
-            "rate": rate,
-            "rate_reversible": smallest_eigenvalue(proc.U),
-            "bound": float(np.trace(proc.U) / proc.dim),
-        }
-    t_max = 10.0 / rate if t_max is None else float(t_max)
-    times = np.concatenate([[0.0], np.geomspace(1e-3 * t_max, t_max, n_times - 1)])
-    norms = np.array([np.linalg.norm(M, 2) for M in proc.mean_matrix(times)])
-    k = int(np.argmax(norms))
-    return {
+    figures = {
         "dim": proc.dim,
         "q_norm": spectral_norm(proc.Q),
         "a_norm": spectral_norm(proc.A),
         "rate": rate,
         "rate_reversible": smallest_eigenvalue(proc.U),
         "bound": float(np.trace(proc.U) / proc.dim),
+    }
+    if not transient:
+        return figures
+    t_max = 10.0 / rate if t_max is None else float(t_max)
+    times = np.concatenate([[0.0], np.geomspace(1e-3 * t_max, t_max, n_times - 1)])
+    norms = np.array([np.linalg.norm(M, 2) for M in proc.mean_matrix(times)])
+    k = int(np.argmax(norms))
+    return {
+        **figures,
         "transient": float(norms[k]),
         "transient_time": float(times[k]),
     }
