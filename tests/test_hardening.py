@@ -230,16 +230,21 @@ def _alive(pid: int) -> bool:
     return stat[0] != b"Z"
 
 
-@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc (Linux)")
-def test_local_sweep_workers_die_with_their_parent(tmp_path):
+def _start_sweep(tmp_path, backend: str) -> subprocess.Popen:
+    """A four-cell regime sweep with two workers, started as its own process."""
     config = tmp_path / "sweep.yaml"
     config.write_text(yaml.safe_dump({
         "experiment": "regime", "fixed": {"dim": 8, "n_pairs": 4000, "n_traj": 400},
         "grid": {"gamma": [0.0, 0.5, 1.0, 1.5]}}))
-    proc = subprocess.Popen([sys.executable, "-c", "from nonrev.cli import main; main()",
-                             "sweep", str(config), "--backend", "local", "--workers", "2",
+    return subprocess.Popen([sys.executable, "-c", "from nonrev.cli import main; main()",
+                             "sweep", str(config), "--backend", backend, "--workers", "2",
                              "--out", str(tmp_path / "out")],
                             env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc (Linux)")
+def test_local_sweep_workers_die_with_their_parent(tmp_path):
+    proc = _start_sweep(tmp_path, "local")
     try:
         workers = []
         deadline = time.monotonic() + 90
@@ -288,14 +293,7 @@ def test_ray_processes_die_with_the_sweep(tmp_path):
     # take a non-loopback address
     if importlib.util.find_spec("ray") is None:
         pytest.skip("ray is not installed")
-    config = tmp_path / "sweep.yaml"
-    config.write_text(yaml.safe_dump({
-        "experiment": "regime", "fixed": {"dim": 8, "n_pairs": 4000, "n_traj": 400},
-        "grid": {"gamma": [0.0, 0.5, 1.0, 1.5]}}))
-    proc = subprocess.Popen([sys.executable, "-c", "from nonrev.cli import main; main()",
-                             "sweep", str(config), "--backend", "ray", "--workers", "2",
-                             "--out", str(tmp_path / "out")],
-                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = _start_sweep(tmp_path, "ray")
     seen: set[int] = set()
     try:
         deadline = time.monotonic() + 120
