@@ -187,3 +187,22 @@ def limit_threads(threads: int):
 
     torch.set_num_threads(threads)
     return threadpool_limits(limits=threads)
+
+
+def experiment_options(command):
+    """The options of the commands that run an experiment into an output folder
+    (demo, study): --overwrite, --seed, --device, --config and --print-config."""
+    decorators = [
+        click.option("--overwrite", is_flag=True,
+                     help="Replace OUT if it exists (only once the new run has finished)."),
+        click.option("--seed", type=SEED, default=None, help="Overrides the config's seed."),
+        click.option("--device", default=None,
+                     help="torch device, e.g. cpu or cuda (default: the config's, cpu)."),
+        click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+                     help="YAML or TOML file with any subset of the configuration keys."),
+        click.option("--print-config", is_flag=True,
+                     help="Print the configuration that would run (YAML) and exit."),
+    ]
+    for decorate in reversed(decorators):
+        command = decorate(command)
+    return command

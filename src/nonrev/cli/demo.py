@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from nonrev.cli.common import SEED, fail, threads_option
+from nonrev.cli.common import experiment_options, fail, threads_option
 
 
 def _headline_config(quick: bool, config_file, seed, device):
@@ -18,16 +18,9 @@ def _headline_config(quick: bool, config_file, seed, device):
 @click.command()
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Output folder. Default: runs/demo-<timestamp>.")
-@click.option("--overwrite", is_flag=True,
-              help="Replace OUT if it exists (only once the new run has finished).")
 @click.option("--quick", is_flag=True,
               help="Small sizes, same story (README: measured run times).")
-@click.option("--seed", type=SEED, default=None, help="Overrides the config's seed.")
-@click.option("--device", default=None, help="torch device, e.g. cpu or cuda (default: config, cpu).")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              help="YAML or TOML file with any subset of the configuration keys.")
-@click.option("--print-config", is_flag=True,
-              help="Print the configuration that would run (YAML) and exit.")
+@experiment_options
 @threads_option
 def demo(out_dir, quick, seed, device, config_file, print_config, threads, overwrite):
     """The headline experiment: relaxation, speciation and collapse, with and

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from nonrev.cli.common import SEED, fail, limit_threads, threads_option
+from nonrev.cli.common import experiment_options, fail, limit_threads, threads_option
 
 
 @click.command()
@@ -14,13 +14,7 @@ from nonrev.cli.common import SEED, fail, limit_threads, threads_option
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Output folder (results.json, figures, report.md).")
 @click.option("--quick", is_flag=True, help="Smaller budget, same story (README: measured run times).")
-@click.option("--overwrite", is_flag=True,
-              help="Replace OUT if it exists (only once the new run has finished).")
-@click.option("--seed", type=SEED, default=None, help="Overrides the config's seed.")
-@click.option("--device", default=None, help="torch device, e.g. cpu or cuda.")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              help="YAML or TOML file with any subset of the study's settings.")
-@click.option("--print-config", is_flag=True, help="Print the settings (YAML) and exit.")
+@experiment_options
 @threads_option
 def study(name, out_dir, quick, overwrite, seed, device, config_file, print_config, threads):
     """Learned scores on real data with and without the non-reversible current.
