@@ -86,60 +86,9 @@ def _exact_pair(A: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------------------- gDDIM factor
 # Nodes of the three-point Gauss-Legendre rule on [0, 1] (sixth-order Magnus).
 _GL3 = (0.5 - math.sqrt(15.0) / 10.0, 0.5, 0.5 + math.sqrt(15.0) / 10.0)
-#: Magnus substep: ``delta * ||Omega||_2 <= _MAGNUS_THETA`` (local error ~ theta^7).
-_MAGNUS_THETA = 0.1
-#: Substeps between two stored checkpoints of the rotation ``O_t``.
-_CHECKPOINT_SUBSTEPS = 16
-
-
-def _rotation_rate(A: np.ndarray, S: np.ndarray) -> np.ndarray:
-    """``Omega`` in ``O' = Omega O`` for ``R_t = L_t O_t`` (``L_t`` the Cholesky factor
-    of ``S = Sigma_t``): antisymmetric and bounded as ``t -> 0``.
-
-    From ``R' = (-A + Sigma^{-1}) R`` and ``L^{-1} L' = Phi(L^{-1} Sigma' L^{-T})``
-    (``Phi``: strictly lower part plus half the diagonal), with ``B = L^{-1} A L`` and
-    ``N = L^{-1} L^{-T}``,
-
-        Omega = -B + Phi(B + B^T) + (triu(N, 1) - tril(N, -1)).
-
-    The diagonal of ``N`` (``~ 1/(2t)``) cancels exactly and is never used, so no
-    term of size ``Sigma_t^{-1}`` enters.
-    """
-    d = A.shape[0]
-    L = np.linalg.cholesky(sym(S))
-    Linv = scipy.linalg.solve_triangular(L, np.eye(d), lower=True)
-    B = Linv @ A @ L
-    N = Linv @ Linv.T
-    X = B + B.T
-    phi = np.tril(X, -1) + 0.5 * np.diag(np.diag(X))
-    W = -B + phi + (np.triu(N, 1) - np.tril(N, -1))
-    return 0.5 * (W - W.T)
-
-
-def _magnus6(A: np.ndarray, S0: np.ndarray, O: np.ndarray, delta: float, n: int,
-             pairs) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` sixth-order Magnus substeps of length ``delta`` of ``O' = Omega O``
-    from the time whose ``Sigma`` is ``S0``; ``pairs``: the exact pairs of
-    ``(c_1 delta, c_2 delta, c_3 delta, delta)``. Returns ``(O, Sigma)`` at the end."""
-    S = S0
-    (m1, s1), (m2, s2), (m3, s3), (mh, sh) = pairs
-    r15 = math.sqrt(15.0)
-    for _ in range(n):
-        W1 = delta * _rotation_rate(A, m1 @ S @ m1.T + s1)
-        W2 = delta * _rotation_rate(A, m2 @ S @ m2.T + s2)
-        W3 = delta * _rotation_rate(A, m3 @ S @ m3.T + s3)
-        a1 = W2
-        a2 = (r15 / 3.0) * (W3 - W1)
-        a3 = (10.0 / 3.0) * (W3 - 2.0 * W2 + W1)
-        c1 = a1 @ a2 - a2 @ a1
-        b = 2.0 * a3 + c1
-        c2 = -(a1 @ b - b @ a1) / 60.0
-        left = -20.0 * a1 - a3 + c1
-        right = a2 + c2
-        W = a1 + a3 / 12.0 + (left @ right - right @ left) / 240.0
-        O = scipy.linalg.expm(0.5 * (W - W.T)) @ O
-        S = sym(mh @ S @ mh.T + sh)
-    return O, S
+#: Local error allowed in one Magnus step of the rotation ``O_t`` (largest entry of
+#: the difference between one step and two half steps).
+_MAGNUS_TOL = 1e-11
 
 
 def _exact_pairs(A: np.ndarray, ts) -> tuple[np.ndarray, np.ndarray]:
@@ -187,7 +136,19 @@ _LOWER = {}
 
 
 def _rotation_rates(A: np.ndarray, S: np.ndarray) -> np.ndarray:
-    """:func:`_rotation_rate` for a stack (n, d, d) of ``Sigma``s."""
+    """``Omega`` in ``O' = Omega O`` for ``R_t = L_t O_t`` (``L_t`` the Cholesky factor
+    of ``Sigma_t``), for a stack (n, d, d) of ``Sigma``s: antisymmetric and bounded as
+    ``t -> 0``.
+
+    From ``R' = (-A + Sigma^{-1}) R`` and ``L^{-1} L' = Phi(L^{-1} Sigma' L^{-T})``
+    (``Phi``: strictly lower part plus half the diagonal), with ``B = L^{-1} A L`` and
+    ``N = L^{-1} L^{-T}``,
+
+        Omega = -B + Phi(B + B^T) + (triu(N, 1) - tril(N, -1)).
+
+    The diagonal of ``N`` (``~ 1/(2t)``) cancels exactly and is never used, so no
+    term of size ``Sigma_t^{-1}`` enters.
+    """
     d = A.shape[0]
     if d not in _LOWER:
         _LOWER[d] = (np.tril(np.ones((d, d)), -1), np.eye(d), np.triu(np.ones((d, d)), 1))
@@ -201,13 +162,16 @@ def _rotation_rates(A: np.ndarray, S: np.ndarray) -> np.ndarray:
     return 0.5 * (W - np.swapaxes(W, 1, 2))
 
 
-def _magnus6_batch(A, S, O, h, n) -> np.ndarray:
+def _magnus6_batch(A, S, O, h, n) -> tuple[np.ndarray, np.ndarray]:
     """Integrate ``O' = Omega O`` for a batch of starts (``S``, ``O``: (q, d, d) at
-    their start times) over ``n[i]`` substeps of length ``h[i]``; returns the ``O``s."""
+    their start times) over ``n[i]`` substeps of length ``h[i]``; returns the ``O``s
+    and the ``Sigma``s at the ends (by the exact semigroup steps)."""
     S, O = S.copy(), O.copy()
-    h = np.asarray(h, dtype=np.float64)
+    h = np.asarray(h, dtype=np.float64).reshape(-1)
     n = np.asarray(n)
-    pairs = [_exact_pairs(A, c * h) for c in _GL3] + [_exact_pairs(A, h)]
+    q = h.size
+    Ms, Ss = _exact_pairs(A, np.concatenate([c * h for c in (*_GL3, 1.0)]))
+    pairs = [(Ms[i * q:(i + 1) * q], Ss[i * q:(i + 1) * q]) for i in range(4)]
     r15 = math.sqrt(15.0)
     T = lambda a: np.swapaxes(a, 1, 2)  # noqa: E731
     comm = lambda a, b: a @ b - b @ a  # noqa: E731
@@ -226,7 +190,7 @@ def _magnus6_batch(A, S, O, h, n) -> np.ndarray:
         mh, sh = pairs[3][0][sel], pairs[3][1][sel]
         Sn = mh @ Sj @ T(mh) + sh
         S[sel] = 0.5 * (Sn + T(Sn))
-    return O
+    return O, S
 
 @dataclass(frozen=True)
 class Kernel:
@@ -435,14 +399,16 @@ class OUProcess:
         ``L_t`` the Cholesky factor of ``Sigma_t`` (full relative accuracy from the
         exact kernel), ``R_t = L_t O_t`` with ``O_t`` orthogonal, ``O_0 = I``, and
         ``O' = Omega_t O`` where ``Omega_t`` is antisymmetric and bounded at every
-        ``t`` (``_rotation_rate``: the ``1/(2t)`` parts cancel in closed form). ``O``
+        ``t`` (``_rotation_rates``: the ``1/(2t)`` parts cancel in closed form). ``O``
         is integrated by a sixth-order Magnus method (three Gauss points, an
-        orthogonal exponential per substep) with substeps ``delta`` such that
-        ``delta max||Omega|| <= 0.1``; its rotations are kept at checkpoints, so a
-        later call only integrates from the nearest checkpoint. ``R R^T = Sigma``
-        holds to rounding by construction; ``O`` is accurate to about 1e-9.
-        The cost grows with ``t max||Omega||``, about ``t ||A||``: a strong current
-        rotates ``R_t`` fast.
+        orthogonal exponential per step) with adaptive steps: a step is accepted when it
+        differs from two half steps by at most 1e-11 (largest entry), and the accepted
+        points are kept as checkpoints, so a later call takes one Magnus step from the
+        nearest checkpoint below each time. ``R R^T = Sigma`` holds to rounding by
+        construction; ``O`` is accurate to about 1e-9. The step is limited by how fast
+        ``Omega_t`` *changes*, not by its size: ``Omega_t`` is large (about ``||A||``)
+        under a strong current but settles with ``Sigma_t``, so the steps grow to many
+        radians of rotation each once ``Sigma_t`` is near stationary.
         """
         grid, scalar = as_times("times", times)
         d = self.dim
@@ -456,46 +422,54 @@ class OUProcess:
 
     def rotation_rate_bound(self) -> float:
         """``max_t ||Omega_t||_2``, the rate at which the gDDIM factor ``R_t`` rotates
-        against the Cholesky factor ``L_t`` (sampled over t; see :meth:`gddim_factor`)."""
-        rot = getattr(self, "_rot", None)
-        if rot is None:
-            rot = self._rot = self._rotation_setup()
-        return rot["omega"]
+        against the Cholesky factor ``L_t`` (sampled at 48 times from 1e-6 to
+        ``30 / rate``, where ``Sigma_t`` has settled; see :meth:`gddim_factor`)."""
+        if getattr(self, "_omega", None) is None:
+            probe = np.geomspace(1e-6, 30.0 / max(self.relaxation_rate(), 1e-12), 48)
+            W = _rotation_rates(self.A, _exact_pairs(self.A, probe)[1])
+            self._omega = float(np.linalg.norm(W, 2, axis=(1, 2)).max())
+        return self._omega
 
     def _rotations(self, ts: np.ndarray) -> np.ndarray:
-        """``O_t`` (``R_t = L_t O_t``) at each time, each integrated from the nearest
-        stored checkpoint below it (all at once)."""
+        """``O_t`` (``R_t = L_t O_t``) at each time: one Magnus step from the nearest
+        checkpoint below it (all at once), after extending the checkpoints past
+        ``max(ts)`` when needed."""
         rot = getattr(self, "_rot", None)
-        if rot is None:
-            rot = self._rot = self._rotation_setup()
-        delta, span = rot["delta"], rot["span"]
-        k = np.floor(ts / span).astype(int)
-        while len(rot["O"]) <= k.max():  # extend the checkpoints by one span each
-            O = _magnus6_batch(self.A, rot["S"][-1][None], rot["O"][-1][None], [delta],
-                               [_CHECKPOINT_SUBSTEPS])[0]
-            rot["O"].append(_nearest_orthogonal(O))  # no drift across checkpoints
-            rot["S"].append(_exact_pair(self.A, len(rot["S"]) * span)[1])
-        rest = np.maximum(ts - k * span, 0.0)
-        n = np.maximum(1, np.ceil(rest / delta)).astype(int)
-        n[rest <= 0.0] = 0
-        h = np.where(n > 0, rest / np.maximum(n, 1), 0.0)
+        if rot is None:  # O_0 = I at Sigma_0 = 0; the first step is grown by the control
+            d = self.dim
+            rot = self._rot = {"t": [0.0], "O": [np.eye(d)], "S": [np.zeros((d, d))],
+                               "h": 1e-3 / (1.0 + np.linalg.norm(self.A, 1))}
+        self._extend_rotations(rot, float(ts.max()))
+        knots = np.asarray(rot["t"])
+        k = np.searchsorted(knots, ts, side="right") - 1
+        rest = np.maximum(ts - knots[k], 0.0)
         O0 = np.stack([rot["O"][i] for i in k])
         S0 = np.stack([rot["S"][i] for i in k])
-        return _nearest_orthogonal(_magnus6_batch(self.A, S0, O0, h, n))
+        return _nearest_orthogonal(
+            _magnus6_batch(self.A, S0, O0, rest, (rest > 0).astype(int))[0])
 
-    def _rotation_setup(self) -> dict:
-        """Substep length from the largest ``||Omega_t||`` over t (sampled from 1e-6 to
-        ``30 / rate``, where ``Sigma_t`` has settled), and the first checkpoint."""
-        d = self.dim
-        rate = max(self.relaxation_rate(), 1e-12)
-        probe = np.geomspace(1e-6, 30.0 / rate, 48)
-        w = max(np.linalg.norm(_rotation_rate(self.A, _exact_pair(self.A, float(s))[1]), 2)
-                for s in probe)
-        delta = _MAGNUS_THETA / max(1.25 * w, 1e-3)
-        span = _CHECKPOINT_SUBSTEPS * delta
-        pairs = [_exact_pair(self.A, c * delta) for c in _GL3] + [_exact_pair(self.A, delta)]
-        return {"delta": delta, "span": span, "pairs": pairs, "omega": float(w),
-                "O": [np.eye(d)], "S": [np.zeros((d, d))]}
+    def _extend_rotations(self, rot: dict, t_end: float) -> None:
+        """Add checkpoints ``(t, O_t, Sigma_t)`` until the last one is past ``t_end``:
+        one Magnus step of ``h`` against two of ``h / 2`` from the last checkpoint;
+        accepted (keeping the two half steps) when they differ by at most
+        ``_MAGNUS_TOL``, and ``h`` is rescaled by the usual ``(tol / err)^(1/7)`` rule
+        either way. Every accepted step is at least as long as the gap to the next
+        checkpoint, so one step from a checkpoint to any time before the next is
+        within the same tolerance."""
+        A = self.A
+        while rot["t"][-1] <= t_end:
+            t0, O0, S0, h = rot["t"][-1], rot["O"][-1][None], rot["S"][-1][None], rot["h"]
+            big = _magnus6_batch(A, S0, O0, [h], [1])[0][0]
+            half, S1 = (a[0] for a in _magnus6_batch(A, S0, O0, [0.5 * h], [2]))
+            err = float(np.abs(big - half).max())
+            factor = 0.9 * (_MAGNUS_TOL / max(err, 1e-300)) ** (1.0 / 7.0)
+            if err <= _MAGNUS_TOL:
+                rot["t"].append(t0 + h)
+                rot["O"].append(_nearest_orthogonal(half))  # no drift across checkpoints
+                rot["S"].append(S1)
+                rot["h"] = h * min(4.0, factor)
+            else:
+                rot["h"] = h * max(0.2, factor)
 
     def sample(self, x0, t, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw ``x_t | x_0`` exactly: ``M_t x_0 + L_t z``.

@@ -262,14 +262,21 @@ def _second_order_weight(process, desc, lam, k, Rs, Mh_inv, variable="lambda") -
                         E~ dlambda] / (lambda_t - lambda_p),   E~ = R_tau^{-1} M_tau M_t^{-1},
 
     the integral by Gauss-Legendre panels in ``u = log tau`` with
-    ``dlambda = -lambda'(tau) tau du`` (``lambda'`` in closed form).
+    ``dlambda = -lambda'(tau) tau du`` (``lambda'`` in closed form). ``E~`` does not
+    turn with ``R_tau`` or ``M_tau`` (their rotations cancel): ``dE~/dtau =
+    -(R^T R)^{-1} E~`` and ``||(R^T R)^{-1}|| = ||Sigma_tau^{-1}||``, which is largest
+    at a panel's left end (``Sigma_tau`` grows with ``tau``). So panels are at most
+    0.5 long in ``u`` and ``tau_b ||Sigma_{tau_a}^{-1}|| du <= 1``, however strong the
+    current.
     """
     t, s = float(desc[k]), float(desc[k + 1])
     U, Ui, A = process.U, process.stationary_cov, process.A
     span = math.log(t) - math.log(s)
-    omega = process.rotation_rate_bound()
-    panels = max(1, int(math.ceil(span / 0.5)), int(math.ceil((t - s) * omega / 1.0)))
-    edges = np.linspace(math.log(s), math.log(t), panels + 1)
+    coarse = np.linspace(math.log(s), math.log(t), max(1, int(math.ceil(span / 0.5))) + 1)
+    stiff = 1.0 / np.linalg.eigvalsh(_exact_pairs(A, np.exp(coarse[:-1]))[1])[:, 0]
+    pieces = np.maximum(1, np.ceil(np.diff(coarse) * np.exp(coarse[1:]) * stiff)).astype(int)
+    edges = np.concatenate([np.linspace(a, b, m + 1)[:-1] for a, b, m in
+                            zip(coarse[:-1], coarse[1:], pieces)] + [coarse[-1:]])
     nodes, weights = [], []
     for a, b in zip(edges[:-1], edges[1:]):
         nodes.append(0.5 * (b - a) * _GL_NODES + 0.5 * (a + b))
