@@ -54,6 +54,13 @@ def headline_rows(name: str, res: dict) -> list[tuple[str, str, str]]:
         if "best_deterministic_steps" in res:
             rows.append((name, "mixture: best deterministic steps to converged (goal <= 50)",
                          str(res["best_deterministic_steps"])))
+        if "coefficient_cost" in res:
+            c = res["coefficient_cost"]
+            rows.append((name, f"coefficients, stiff current (d={c['d']}, ||A||="
+                         f"{c['norm_A']:.0f}): gddim / dpmpp_2m time over ddim",
+                         f"{f(c['over_ddim']['gddim'], 1)} / {f(c['over_ddim']['dpmpp_2m'], 1)}"))
+            rows.append((name, "R_t Magnus checkpoints / fixed-step substeps",
+                         f"{c['magnus_checkpoints']} / {c['fixed_step_substeps']}"))
         for check, ok in res.get("gaussian", {}).get("checks", {}).items():
             rows.append((name, f"Gaussian d=4: {check}", str(ok)))
     elif name == "horizon":

@@ -33,6 +33,7 @@ from nonrev.linalg import random_spd
 from nonrev.metrics import sliced_wasserstein
 from nonrev.samplers import gaussian_error, optimise_grid, time_grid
 from nonrev.samplers.driver import METHODS, sample
+from nonrev.samplers.steps import coefficients
 from nonrev.scores import GaussianMixtureScore
 
 from ._common import machine_info
@@ -175,6 +176,29 @@ def steps_table(proc, score, ref, n, step_counts, T, methods=METHODS, t_min=1e-3
     return out
 
 
+def coefficient_cost(d: int = 64, steps: int = 20, T: float = 8.0, seed: int = 0) -> dict:
+    """Cost of the per-grid coefficients under a stiff current: U with a digits-like
+    spectrum (eigenvalues 0.005..4.2, condition number 850) and its optimal Q, a
+    ``steps``-step log grid on [1e-3, T]. Seconds per method (a fresh process each,
+    so the gDDIM factor is built from scratch) and their ratio to ``ddim``; the Magnus
+    checkpoints of R_t against the substeps a step bound of 0.1 / max||Omega_t|| needs."""
+    U = random_spd(np.geomspace(0.005, 4.2, d), seed)[0]
+    Q = optimal_q(U)
+    grid = time_grid(T, steps, 1e-3, "log")
+    seconds = {}
+    for method in ("ddim", "gddim", "dpmpp_2m"):
+        proc = OUProcess(U, Q)
+        t0 = time.perf_counter()
+        coefficients(proc, grid, method)
+        seconds[method] = time.perf_counter() - t0
+    omega = proc.rotation_rate_bound()
+    return {"d": d, "steps": steps, "T": T, "norm_A": float(np.linalg.norm(proc.A, 2)),
+            "seconds": seconds,
+            "over_ddim": {m: seconds[m] / seconds["ddim"] for m in ("gddim", "dpmpp_2m")},
+            "magnus_checkpoints": len(proc._rot["t"]) - 1,
+            "fixed_step_substeps": int(np.ceil(T * 1.25 * omega / 0.1))}
+
+
 def run(quick: bool = True, device: str = "cpu") -> dict:
     proc, means, covs, w = mixture_problem()
     score = GaussianMixtureScore(proc, means, covs, w)
@@ -226,6 +250,7 @@ def run(quick: bool = True, device: str = "cpu") -> dict:
         "gaussian": gaussian_tables(optimise=(), grids=("log", "lambda")) if quick else
         gaussian_tables(maxiter=150, optimise=(10, 20), opt_methods=("gddim", "dpmpp_2m")),
         "exact_over_euler_steps": ratio,
+        "coefficient_cost": coefficient_cost(d=32 if quick else 64),
         "goals": {"exact_over_euler_steps": 0.25, "best_deterministic_steps": 50},
         "goals_met": {"exact_over_euler_steps": bool(ratio is not None and ratio <= 0.25),
                       "best_deterministic_steps": bool(best_det is not None and best_det <= 50)},
