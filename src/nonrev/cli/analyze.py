@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from nonrev.cli.common import (MAX_N_TRAIN, U_HELP, count, data_options, format_time,
+from nonrev.cli.common import (MAX_N_TRAIN, Q_HELP, U_HELP, count, data_options, format_time,
                                user_errors, announce_cost)
 from nonrev.process.spec import Q_METAVAR, U_METAVAR
 
@@ -41,9 +41,8 @@ def _print_table(report: dict, data_name: str, u_spec: str) -> None:
 @click.option("--u", "u_spec", default="identity", show_default=True, metavar=U_METAVAR,
               help=U_HELP)
 @click.option("--q", "q_spec", default="optimal", show_default=True, metavar=Q_METAVAR,
-              help="Current to compare with Q = 0 ('none'): 'optimal'; 'gamma:<x>' (x times "
-                   "the optimal current); FILE (a (d, d) antisymmetric matrix, reported as "
-                   "'file'); 'none' reports Q = 0 alone.")
+              help="Current to compare with Q = 0: " + Q_HELP + " A FILE is reported as "
+                   "'file'; 'none' reports Q = 0 alone.")
 @click.option("--n-train", type=count(2, MAX_N_TRAIN), default=None,
               help="Number of training points N in the collapse criterion [default: n].")
 @click.option("--finite-n", "finite_n", is_flag=True,

@@ -143,6 +143,9 @@ def user_errors(*types: type[BaseException]):
 U_HELP = ("Noise precision U: identity; data (the inverse Ledoit-Wolf-shrunk covariance of "
           "the data, scaled to Tr(U)/d = 1); data:<k> (the same with its condition number "
           "capped at k); or FILE, a (d, d) SPD matrix (.npy/.npz/.csv).")
+Q_HELP = ("optimal (the fastest relaxation, rate Tr(U)/d); gamma:<x> (x times the optimal "
+          "current); rate:<x> (the fastest current whose norm is at most x times the "
+          "optimal one's); or FILE, a (d, d) antisymmetric matrix.")
 
 
 def format_time(t: float) -> str:

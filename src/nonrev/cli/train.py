@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from nonrev.cli.common import (MAX_STEPS, SEED, U_HELP, check_outputs, count, fail, limit_threads,
-                               threads_option)
+from nonrev.cli.common import (MAX_STEPS, Q_HELP, SEED, U_HELP, check_outputs, count, fail,
+                               limit_threads, threads_option)
 from nonrev.process.spec import Q_METAVAR, U_METAVAR
 
 
@@ -28,8 +28,7 @@ def _train_config(quick, config_file, overrides):
 @click.option("--u", "u_spec", default=None, metavar=U_METAVAR,
               help=U_HELP + " [default: identity]")
 @click.option("--q", "q_spec", default=None, metavar=Q_METAVAR,
-              help="Current Q: none; optimal; gamma:<x> (x times the optimal); or a (d, d) "
-                   "antisymmetric matrix file. [default: none]")
+              help="Current Q: none; " + Q_HELP + " [default: none]")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Checkpoint folder (checkpoint.json + weights-<step>.safetensors).")
 @click.option("--quick", is_flag=True,

@@ -95,7 +95,7 @@ class TrainConfig:
     split_seed: int = field(0, min=0, help="seed of the train/test split (and toy data)")
     u: str = field("identity", help="identity | data | data:<k> (condition number capped "
                                     "at k) | FILE (a (d, d) SPD matrix)")
-    q: str = field("none", help="none | optimal | gamma:<x> | FILE (antisymmetric)")
+    q: str = field("none", help="none | optimal | gamma:<x> | rate:<x> | FILE (antisymmetric)")
     network: str = field("mlp", choices=("mlp", "conv", "auto"),
                          help="mlp or conv (image data); auto: mlp, read from older checkpoints")
     precondition: bool = field(True, help="Gaussian preconditioning of the noise prediction "
