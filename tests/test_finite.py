@@ -46,6 +46,29 @@ def test_stopping_at_the_median_changes_nothing():
     np.testing.assert_array_equal(early["lock_times"][finite], full["lock_times"][finite])
 
 
+@pytest.mark.parametrize("q", [None, "optimal"])
+def test_pruned_search_gives_the_same_lock_times(q):
+    # Pruning (candidates + full search every `refresh` steps + bridge check) must not
+    # change any lock time: same seed, same paths, every path equal.
+    U = spectrum_u(12, 0.25, 1.75, seed=2)[0] if q else np.eye(12)
+    proc = OUProcess(U, optimal_q(U) if q else None)
+    kw = dict(n_traj=400, dt=0.01, seed=4)
+    full = finite_lock_times(proc, np.eye(12), 300, candidates=0, **kw)
+    pruned = finite_lock_times(proc, np.eye(12), 300, candidates=8, refresh=4, **kw)
+    np.testing.assert_array_equal(pruned["lock_times"], full["lock_times"])
+    if q is None:  # at this small d the anisotropic case redoes most windows (no saving)
+        assert pruned["full_searches"] < full["full_searches"]
+
+
+def test_given_training_set():
+    proc = OUProcess(np.eye(6))
+    X = np.random.default_rng(0).standard_normal((80, 6))
+    r = finite_lock_times(proc, np.eye(6), 80, n_traj=100, dt=0.02, seed=1, points=X)
+    assert np.all(r["lock_times"] > 0)
+    with pytest.raises(ValueError, match="points"):
+        finite_lock_times(proc, np.eye(6), 81, n_traj=100, points=X)
+
+
 def test_finite_bad_inputs():
     proc = OUProcess(np.eye(4))
     for call, name in [
@@ -55,6 +78,8 @@ def test_finite_bad_inputs():
         (lambda: collapse_time_finite(proc, np.eye(4), 100, n_traj=0), "n_traj"),
         (lambda: collapse_time_finite(proc, np.eye(4), 100, dt=0.0), "dt"),
         (lambda: collapse_time_finite(proc, np.zeros((4, 4)), 100), "no variance"),
+        (lambda: finite_lock_times(proc, np.eye(4), 100, candidates=-1), "candidates"),
+        (lambda: finite_lock_times(proc, np.eye(4), 100, refresh=0), "refresh"),
     ]:
         with pytest.raises(ValueError, match=name):
             call()
