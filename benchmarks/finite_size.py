@@ -12,6 +12,7 @@ seed), recorded on the same grid ``dt``.
 
     python -m benchmarks.finite_size            # quick cases
     python -m benchmarks.finite_size --full     # the table of docs/THEORY.md section 4
+    python -m benchmarks.finite_size --speed    # pruned against unpruned search (cost)
 """
 
 from __future__ import annotations
@@ -108,10 +109,40 @@ def table(rows) -> str:
     return "\n".join(out)
 
 
+#: (d, N, n_traj, t_max): t_max None runs to the median; a number stops there (partial runs at d = 1024, where a full run takes minutes).
+SPEED = [(128, 20000, 500, None), (1024, 2000, 2000, 0.05), (1024, 20000, 2000, 0.05)]
+
+
+def speed() -> list[dict]:
+    """Wall time of ``finite_lock_times`` with and without pruning (U = I, C = I),
+    same seed; the lock times must agree path by path."""
+    rows = []
+    for d, n_train, n_traj, t_max in SPEED:
+        proc, C = problem(d, "iso", "zero", "iso")
+        kw = dict(n_traj=n_traj, seed=5, t_max=t_max, stop_at_median=t_max is None)
+        out = {}
+        for name, k in (("pruned", None), ("unpruned", 0)):
+            t0 = time.perf_counter()
+            out[name] = finite_lock_times(proc, C, n_train, candidates=k, **kw)
+            out[name + "_s"] = time.perf_counter() - t0
+        a, b = out["pruned"]["lock_times"], out["unpruned"]["lock_times"]
+        both = np.isfinite(a) & np.isfinite(b)
+        rows.append({"d": d, "n_train": n_train, "n_traj": n_traj, "steps": out["pruned"]["steps"],
+                     "pruned_s": out["pruned_s"], "unpruned_s": out["unpruned_s"],
+                     "ratio": out["unpruned_s"] / out["pruned_s"],
+                     "differ": int((a[both] != b[both]).sum()), "compared": int(both.sum())})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--full", action="store_true")
+    ap.add_argument("--speed", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.speed:
+        speed()
+        raise SystemExit
     res = run(quick=not args.full)
     print(table(res["rows"]))
