@@ -136,6 +136,17 @@ def test_checkpoint_round_trip_is_exact(tmp_path):
     assert list((tmp_path / "ck").glob("*.tmp")) == []
 
 
+def test_checkpoint_from_before_the_parametrisation_key_loads_as_gaussian(tmp_path):
+    """Checkpoints written before ``parametrisation`` existed (when the Gaussian one was
+    the only one) have no such key; the default is now data_frame, so loading must not
+    fill the gap with the default."""
+    model = train(tiny(steps=5, parametrisation="gaussian"), tmp_path / "ck")
+    _edit_json(tmp_path / "ck", lambda doc: doc["config"].pop("parametrisation"))
+    loaded = load_checkpoint(tmp_path / "ck")
+    assert loaded.config.parametrisation == "gaussian" and TrainConfig().parametrisation == "data_frame"
+    np.testing.assert_array_equal(model.sample(20, 5, seed=1)[0], loaded.sample(20, 5, seed=1)[0])
+
+
 def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path):
     cfg = tiny(steps=40, checkpoint_steps=10, log_every=7)
     train(cfg, tmp_path / "a")

@@ -26,7 +26,7 @@ def _train_config(quick, config_file, overrides):
               help="Training data: a bundled set, a .npy/.npz array ((n, d) vectors or "
                    "(n, H, W) / (n, C, H, W) images) or a folder of images. [default: digits]")
 @click.option("--u", "u_spec", default=None, metavar=U_METAVAR,
-              help=U_HELP + " [default: identity]")
+              help=U_HELP + " [default: data:10]")
 @click.option("--q", "q_spec", default=None, metavar=Q_METAVAR,
               help="Current Q: none; " + Q_HELP + " [default: none]")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),

@@ -93,14 +93,15 @@ class TrainConfig:
     test_fraction: float = field(0.2, min=0.01, max=0.9)
     n_train: int = field(0, min=0, max=COUNT_MAX, help="use only the first n_train training rows (0: all)")
     split_seed: int = field(0, min=0, help="seed of the train/test split (and toy data)")
-    u: str = field("identity", help="identity | data | data:<k> (condition number capped "
-                                    "at k) | FILE (a (d, d) SPD matrix)")
+    u: str = field("data:10", help="identity | data | data:<k> (condition number capped "
+                                   "at k) | FILE (a (d, d) SPD matrix); data:10 and data_frame: "
+                                   "the best of the digits grid (README)")
     q: str = field("none", help="none | optimal | gamma:<x> | rate:<x> | FILE (antisymmetric)")
     network: str = field("mlp", choices=("mlp", "conv", "auto"),
                          help="mlp or conv (image data); auto: mlp, read from older checkpoints")
     precondition: bool = field(True, help="Gaussian preconditioning of the noise prediction "
                                           "(nonrev.scores.neural.Parameterisation)")
-    parametrisation: str = field("gaussian", choices=("gaussian", "data_frame"),
+    parametrisation: str = field("data_frame", choices=("gaussian", "data_frame"),
                                  help="with precondition: the network's input, output and "
                                       "time in the noise frame (gaussian) or in the data "
                                       "frame, with the noise level as time (data_frame)")
@@ -449,7 +450,9 @@ def _restore_unchecked(folder: Path, *, for_training: bool, device=None):
     doc = _read_doc(folder)
     where = str(folder / CHECKPOINT_JSON)
     try:
-        cfg = from_dict(TrainConfig, doc["config"])
+        # checkpoints written before the data-frame parametrisation (and before it became
+        # the default) carry no such key: they were trained with the Gaussian one
+        cfg = from_dict(TrainConfig, {"parametrisation": "gaussian", **doc["config"]})
     except ConfigError as exc:
         raise CheckpointError(f"{where}: config: {exc}") from None
     if device is not None:
