@@ -42,9 +42,9 @@ Gaussian points.
 Sigma_t)`` follow the grid by the semigroup law (two d x d products per step) instead
 of a matrix exponential per step, which alone cost ~2 s per step at d = 1024.
 
-Pruning (default from d = 64): a full search every ``refresh`` (8) steps keeps per
-path the ``candidates`` (32) strongest rivals; the steps in between evaluate the source
-and those rivals only, with ``c_mu(t)`` interpolated (``t c_mu(t)`` through the last
+Pruning (default from d = 64 and N = 5000): a full search every ``refresh`` (8)
+steps keeps per path the ``candidates`` (32) strongest rivals; the steps in between
+evaluate the source and those rivals only, with ``c_mu(t)`` interpolated (``t c_mu(t)`` through the last
 three full-search times; the error is bounded by ``||G_t - G_interp||`` and a decision
 within the bound is redone with the exact ``c``). The window is searched again in full,
 step by step, for each path that left in it (so every lock time comes from a full
@@ -57,7 +57,7 @@ over mu must stay below ``tol`` (1e-6). That bound is exact for U = I, Q = 0 and
 order in the window length otherwise. On every case checked (d = 16..128, N = 100..
 20000, Q = 0 and optimal, isotropic and anisotropic U) pruned and unpruned lock times
 were identical on every path. The pruned cost is dominated by the full searches at
-window ends, the redone windows of leaving paths, and ``c_mu`` at window ends: 3-5x
+window ends, the redone windows of leaving paths, and ``c_mu`` at window ends: 2.5-4x
 less than unpruned at d = 128, N = 20000; at d = 1024 the per-step d^2 work on the
 paths and ``c_mu`` remains, and it is still minutes, not a theory call
 (docs/THEORY.md, section 4 "Finite N", has the measured costs).
@@ -87,9 +87,10 @@ def _check_process(process) -> OUProcess:
 #: Default pruning: rival candidates kept per path, and grid steps per full search.
 DEFAULT_CANDIDATES = 32
 DEFAULT_REFRESH = 8
-#: Below this dimension the default is no pruning (the full search is cheaper per point
-#: than the bookkeeping that pruning adds).
+#: Below this dimension or number of points the default is no pruning (measured: the
+#: full search is then cheaper than the bookkeeping that pruning adds).
 PRUNE_MIN_DIM = 64
+PRUNE_MIN_POINTS = 5000
 #: Default bound on the probability that one path misses an exit in one window.
 DEFAULT_TOL = 1e-6
 #: Logits block of a full search, in elements (64 MiB in float32).
@@ -204,9 +205,12 @@ def finite_lock_times(process: OUProcess, data_cov, n_train: int, *, n_traj: int
     and any decision within the bound redone exactly). A window is searched again in
     full, step by step, for every path that left in it or for which a point outside
     its candidates could have taken the lead unseen with probability above ``tol``
-    (Brownian-bridge bound over the window, union over the ``N`` points; exact for
-    ``U = I, Q = 0``, first order in the window length otherwise). ``candidates=0``
-    (or ``refresh=1``) searches every step in full.
+    (Brownian-bridge bound summed over the points; exact for ``U = I, Q = 0``, first
+    order in the window length otherwise). ``candidates=0`` (or ``refresh=1``)
+    searches every step in full; the default (``None``) prunes from d = 64 and
+    N = 5000 on, where it measured faster. ``points``: one given (N, d) training set
+    instead of ``n_datasets`` draws from ``N(0, data_cov)`` (the prediction for that
+    set).
 
     Returns ``lock_times`` (n_traj,), ``median``, ``q25``, ``q75``, ``t_asymptotic``
     (:func:`nonrev.regimes.collapse_time`), ``t_max``, ``dt``, ``steps``, and
@@ -219,8 +223,8 @@ def finite_lock_times(process: OUProcess, data_cov, n_train: int, *, n_traj: int
     n_traj = as_count("n_traj", n_traj, minimum=1)
     dt = as_positive_float("dt", dt)
     n_sets = min(as_count("n_datasets", n_datasets, minimum=1), n_traj)
-    if candidates is None:  # pruning pays where the search's GEMM dominates (d >= 64)
-        candidates = DEFAULT_CANDIDATES if d >= PRUNE_MIN_DIM else 0
+    if candidates is None:  # pruning pays where the search's GEMM dominates
+        candidates = DEFAULT_CANDIDATES if d >= PRUNE_MIN_DIM and n >= PRUNE_MIN_POINTS else 0
     if int(candidates) != candidates or candidates < 0:
         raise ValueError(f"candidates must be a count >= 0, got {candidates!r}")
     m = as_count("refresh", refresh, minimum=1)
