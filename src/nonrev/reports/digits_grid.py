@@ -110,6 +110,12 @@ def figure_fd(rows: list[dict], path: Path) -> None:
         ax.errorbar(nfes, mean, yerr=err, fmt="o" + style, capsize=3, label=_name(r))
     ax.set_xscale("log")
     ax.set_yscale("log")
+    nfes = sorted({n for r in rows for (_, n) in r["fd"]})
+    ax.set_xticks(nfes, [str(n) for n in nfes])
+    ax.minorticks_off()
+    ticks = [t for t in (1, 2, 3, 5, 10, 20, 30, 50, 100) if t <= 2 * max(
+        (v[0] for r in rows for v in r["fd"].values() if np.isfinite(v[0])), default=1)]
+    ax.set_yticks(ticks, [str(t) for t in ticks])
     ax.set_xlabel("score evaluations per sample (NFE)")
     ax.set_ylabel("digits Frechet distance (best sampler)")
     ax.set_title("Learned models: solid Q = 0, dashed Q != 0 (range over seeds)")
