@@ -242,18 +242,22 @@ def run(quick: bool = True, device: str = "cpu") -> dict:
     best_exact = min((table[m]["steps_needed"] for m in ("ancestral", "ddim")
                       if table[m]["steps_needed"] is not None), default=None)
     ratio = (best_exact / em) if (em and best_exact) else None
+    gaussian = (gaussian_tables(optimise=(), grids=("log", "lambda")) if quick else
+                gaussian_tables(maxiter=150, optimise=(10, 20), opt_methods=("gddim", "dpmpp_2m")))
     return {
         "problem": "d=8, U eigenvalues 0.25..1.75, optimal Q, 3-component mixture, T=12",
         "n": n, "seeds": list(seeds), "mc_floor_sliced_w2": floor, "methods": table,
         "few_steps": fast, "optimised_grid_transfer": transfer,
         "best_deterministic_steps": best_det,
-        "gaussian": gaussian_tables(optimise=(), grids=("log", "lambda")) if quick else
-        gaussian_tables(maxiter=150, optimise=(10, 20), opt_methods=("gddim", "dpmpp_2m")),
+        "gaussian": gaussian,
         "exact_over_euler_steps": ratio,
         "coefficient_cost": coefficient_cost(d=32 if quick else 64),
         "goals": {"exact_over_euler_steps": 0.25, "best_deterministic_steps": 50},
         "goals_met": {"exact_over_euler_steps": bool(ratio is not None and ratio <= 0.25),
-                      "best_deterministic_steps": bool(best_det is not None and best_det <= 50)},
+                      "best_deterministic_steps": bool(best_det is not None and best_det <= 50),
+                      # the d = 4 Gaussian targets of the few-step issue (exact errors)
+                      **{f"gaussian: {k}": bool(v) for k, v in gaussian.get("checks", {}).items()
+                         if "best grid" in k or "<= 1.25" in k}},
         "machine": machine_info(device),
     }
 
