@@ -430,18 +430,32 @@ class OUProcess:
             self._omega = float(np.linalg.norm(W, 2, axis=(1, 2)).max())
         return self._omega
 
-    def _rotations(self, ts: np.ndarray) -> np.ndarray:
+    def _start_rotations(self, t0: float = 0.0, S0=None) -> dict:
+        """Checkpoints of a frame integration that starts at ``t0`` with ``O = I`` and
+        the covariance ``S0`` (``Sigma_0 = 0`` by default, the gDDIM factor).
+
+        Any ``S`` that obeys the Lyapunov ODE ``S' = 2I - A S - S A^T`` (e.g.
+        ``G_t = M_t C M_t^T + Sigma_t``) has the frame ``R = chol(S) O`` with
+        ``R' = (-A + S^{-1}) R`` integrated by the same rates (``_rotation_rates``);
+        the flow map ``R(s) R(t)^{-1}`` does not depend on ``t0``."""
+        d = self.dim
+        S0 = np.zeros((d, d)) if S0 is None else np.asarray(S0, dtype=np.float64)
+        return {"t": [float(t0)], "O": [np.eye(d)], "S": [sym(S0)],
+                "h": 1e-3 / (1.0 + np.linalg.norm(self.A, 1))}
+
+    def _rotations(self, ts: np.ndarray, rot: dict | None = None) -> np.ndarray:
         """``O_t`` (``R_t = L_t O_t``) at each time: one Magnus step from the nearest
         checkpoint below it (all at once), after extending the checkpoints past
-        ``max(ts)`` when needed."""
-        rot = getattr(self, "_rot", None)
-        if rot is None:  # O_0 = I at Sigma_0 = 0; the first step is grown by the control
-            d = self.dim
-            rot = self._rot = {"t": [0.0], "O": [np.eye(d)], "S": [np.zeros((d, d))],
-                               "h": 1e-3 / (1.0 + np.linalg.norm(self.A, 1))}
+        ``max(ts)`` when needed. ``rot``: checkpoints from :meth:`_start_rotations`
+        (times ``ts`` at or after its start); default the gDDIM factor's, kept on the
+        process."""
+        if rot is None:
+            rot = getattr(self, "_rot", None)
+            if rot is None:  # O_0 = I at Sigma_0 = 0; the first step is grown by the control
+                rot = self._rot = self._start_rotations()
         self._extend_rotations(rot, float(ts.max()))
         knots = np.asarray(rot["t"])
-        k = np.searchsorted(knots, ts, side="right") - 1
+        k = np.maximum(np.searchsorted(knots, ts, side="right") - 1, 0)
         rest = np.maximum(ts - knots[k], 0.0)
         O0 = np.stack([rot["O"][i] for i in k])
         S0 = np.stack([rot["S"][i] for i in k])

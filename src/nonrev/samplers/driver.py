@@ -55,6 +55,7 @@ def sample(
     denoise: bool = False,
     device=None,
     dtype: torch.dtype = torch.float32,
+    prior=None,
 ):
     """Run the reverse process from time ``T`` down to ``t_min``.
 
@@ -82,6 +83,11 @@ def sample(
     callback : ``callback(i, t, x)``, called with the start (i = 0, t = T) and after
         every step i = 1..steps with the new time and state.
     denoise : finish with a Tweedie step to ``E[x_0 | x_{t_min}]``.
+    prior : ``(mean, cov)`` of a Gaussian prior whose score ``gddim`` and
+        ``dpmpp_2m`` integrate exactly, so that only the residual of the data
+        prediction is approximated (e.g. the data's mean and covariance; see
+        :mod:`nonrev.samplers.steps`). Needs ``t_min > 0`` and a score object with
+        ``denoise``.
 
     Returns
     -------
@@ -130,11 +136,15 @@ def sample(
         g_dev = generator.device if generator is not None else device
         return torch.randn(x.shape, generator=generator, dtype=dtype, device=g_dev).to(device)
 
+    fns = evaluators(score)
+    if prior is not None and fns.denoise is None:
+        raise ValueError("prior needs a model that gives the data prediction (a score "
+                         "object with denoise(x, t)); this one gives only the score")
     process.prefetch(grid)  # scores look (M_t, Sigma_t) up instead of recomputing them
     stiff = score.stiffness if supports(score, "stiffness") else None
-    coef = coefficients(process, grid, method, dtype=dtype, device=device, stiffness=stiff)
+    coef = coefficients(process, grid, method, dtype=dtype, device=device, stiffness=stiff,
+                        prior=prior)
     use_x0 = method not in EXPLICIT
-    fns = evaluators(score)
     model = fns.denoise if (use_x0 and fns.denoise is not None) else fns.score
     as_x0 = model is fns.denoise
 

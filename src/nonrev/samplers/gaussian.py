@@ -47,7 +47,7 @@ def _grid(process, times, steps, T, t_min, spacing):
 def gaussian_error(process: OUProcess, mean, cov, method: str = "gddim", times=None, *,
                    steps: int = 10, T: float | None = None, t_min: float = 1e-3,
                    spacing: str = "log", start: str = "exact", target: str = "t_min",
-                   check_stability: bool = True) -> dict:
+                   check_stability: bool = True, prior=None) -> dict:
     """The exact law of ``method``'s output for data ``N(mean, cov)`` and its error.
 
     The grid is ``times`` or ``steps`` + ``T`` (default ``6 / rate``) + ``t_min`` +
@@ -55,7 +55,9 @@ def gaussian_error(process: OUProcess, mean, cov, method: str = "gddim", times=N
     ``x_T`` from the true ``P_T = N(M_T m, Gamma_T)`` (the error is the sampler's
     alone) or ``"stationary"`` from ``N(0, U^{-1})`` (as ``sample`` does).
     ``target``: ``"t_min"`` compares with ``P_{t_min}``, the law the sampler aims at,
-    ``"data"`` with ``N(mean, cov)``.
+    ``"data"`` with ``N(mean, cov)``. ``prior``: ``(mean, cov)`` of the Gaussian prior
+    integrated exactly by ``gddim`` / ``dpmpp_2m`` (:func:`nonrev.samplers.steps.
+    coefficients`); the prior may differ from the data law.
 
     Returns a dict: ``mean``, ``cov`` (the output law), ``target_mean``,
     ``target_cov``, ``w2`` (2-Wasserstein distance), ``kl`` (``KL(output ||
@@ -78,7 +80,7 @@ def gaussian_error(process: OUProcess, mean, cov, method: str = "gddim", times=N
         return np.linalg.inv(sym(Mt @ C @ Mt.T + St))
 
     coef = coefficients(process, grid, method, dtype=torch.float64,
-                        check_stability=check_stability, stiffness=stiffness)
+                        check_stability=check_stability, stiffness=stiffness, prior=prior)
     desc = coef.times
     Ms, Ss = process.mean_and_cov(desc)
     # per evaluation time: W_t = C M^T Gamma^{-1}, Gamma^{-1}
@@ -125,7 +127,8 @@ def gaussian_error(process: OUProcess, mean, cov, method: str = "gddim", times=N
             kw_Y = {"score": o_Y} if not use_x0 else {}
             mu, s_mu = step(coef, k, mu, o_mu if use_x0 else None, noise=z_mu, state=s_mu,
                             **kw_mu)
-            Y, s_Y = step(coef, k, Y, o_Y if use_x0 else None, noise=z_Y, state=s_Y, **kw_Y)
+            Y, s_Y = step(coef, k, Y, o_Y if use_x0 else None, noise=z_Y, state=s_Y,
+                          affine=False, **kw_Y)
         Y, s_Y = _compress(Y, s_Y)
     mean_out = mu[0].numpy()
     cov_out = sym((Y.T @ Y).numpy())

@@ -58,6 +58,37 @@ factor, both square roots of ``Sigma_t``):
                     at the previous time. The first step, and with
                     ``lower_order_final`` the last one when there are fewer than 15
                     steps (or when it lands on ``t = 0``), are first order (= gddim).
+
+**A Gaussian prior** (``coefficients(..., prior=(m, C))`` for ``gddim`` and
+``dpmpp_2m``; ``sample(..., prior=)``, ``gaussian_error(..., prior=)``): the score of
+``N(m, C)`` is integrated exactly and only the residual of the data prediction is
+approximated. With ``G_t = M_t C M_t^T + Sigma_t`` (it obeys the same Lyapunov ODE as
+``Sigma_t``), its frame ``R_G' = (-A + G^{-1}) R_G`` (``R_G R_G^T = G``, integrated as
+the gDDIM factor but from the grid's smallest time ``t_min > 0`` with ``O = I``; the
+flow map ``Phi_G = R_G(s) R_G(t)^{-1}`` does not depend on that start), the prior's
+posterior mean ``D_G(x) = m + C M_t^T G_t^{-1} (x - M_t m)`` and the residual
+``e_t = x0_hat - D_G(x)``, the probability flow of ``y = x - M_t m`` is
+``dy/dtau = (-A + G^{-1}) y - Sigma^{-1} M e`` and
+
+    x_s = M_s m + Phi_G (x - M_t m) + W_0 e_t + W_1 (e_t - e_{k-1}),
+    W_0 = M_s - Phi_G M_t + R_G(s) int_s^t K dtau,
+    W_1 = M_s phi(s) + R_G(s) int_s^t [R_G^{-1} M phi' + K phi] dtau,
+    K = R_G^{-1} Sigma^{-1} M C M^T G^{-1} M,
+
+(``phi`` as in dpmpp_2m, ``W_1 = 0`` for gddim and the first-order steps), from
+``W = R_G(s) int_s^t R_G^{-1} Sigma^{-1} M dtau`` split as ``Sigma^{-1} M = G^{-1} M +
+Sigma^{-1} M C M^T G^{-1} M`` with ``d/dtau (R_G^{-1} M) = -R_G^{-1} G^{-1} M``; so ``C = 0`` is the method without a
+prior to rounding, and with the data's own law as prior (Gaussian data) the residual
+vanishes and every step is exact. Quadrature: six-point Gauss-Legendre panels in
+``log tau``, at most 0.25 long and 0.5 rad of the frame's rotation
+(:meth:`OUProcess.rotation_rate_bound`) each (refining them 4x changes the matrices
+by ~1e-13 on the d = 4 case). x0_hat model outputs only; a step with ``score=``
+raises. Measured (exact W2, d = 4 Gaussian case of the benchmark, best of log and
+log-SNR grids, prior = mean and covariance of 200 data draws, median of five draws):
+with the optimal current 0.018 / 0.0034 at 10 / 20 steps against dpmpp_2m's 0.080 /
+0.034; without it 0.0068 / 0.0020 against 0.053 / 0.0049. A poor prior can cost
+accuracy without the current (isotropic ``N(0, tr C / d I)``: 0.020 against 0.0049
+at 20 steps).
 """
 
 from __future__ import annotations
@@ -68,7 +99,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from nonrev.linalg import psd_factor
+from nonrev.linalg import as_psd, as_vector, psd_factor, sym
 from nonrev.process.ou import OUProcess, _exact_pairs
 
 METHODS = ("euler_maruyama", "ancestral", "ddim", "heun", "gddim", "dpmpp_2m")
@@ -93,6 +124,11 @@ class Coefficients:
 
     ``M``, ``Sinv`` (n + 1, d, d): ``M_t`` and ``Sigma_t^{-1}`` at the grid times (to
     turn an ``x0_hat`` into a score); ``A`` the drift matrix; ``h`` the step lengths.
+
+    With a Gaussian prior (``prior``: the validated ``(mean, cov)`` as numpy arrays)
+    the x0 form gains the previous state and a constant:
+    ``x_s = x X[k]^T + x0_k X0[k]^T (+ x0_{k-1} X1[k]^T + x_{k-1} XP[k]^T) + c[k]``;
+    the score form is not offered (``F``, ``G`` are None).
     """
 
     method: str
@@ -111,6 +147,9 @@ class Coefficients:
     M: torch.Tensor
     Sinv: torch.Tensor
     A: torch.Tensor
+    XP: torch.Tensor | None = None
+    c: torch.Tensor | None = None
+    prior: tuple | None = None
 
     @property
     def steps(self) -> int:
@@ -124,7 +163,7 @@ class Coefficients:
 def coefficients(process: OUProcess, times, method: str, *, dtype=torch.float64,
                  device=None, lower_order_final: bool = True,
                  check_stability: bool = True, stiffness=None,
-                 variable: str = "lambda") -> Coefficients:
+                 variable: str = "lambda", prior=None) -> Coefficients:
     """Precompute ``method``'s per-step matrices on an increasing grid ``times``
     (float64, then cast to ``dtype`` on ``device``). Explicit methods are checked for
     stability here (:func:`explicit_growth`, with the score's ``stiffness(t)`` when
@@ -134,11 +173,24 @@ def coefficients(process: OUProcess, times, method: str, *, dtype=torch.float64,
     (``"lambda"``, the log signal-to-noise, default; ``"logt"``; ``"t"``), and
     ``lower_order_final`` makes the last step first order when there are fewer than
     15 steps. On the d = 4 Gaussian benchmark case ``"lambda"`` was the most accurate
-    of the three on log and log-SNR grids."""
+    of the three on log and log-SNR grids.
+
+    ``prior``: ``(mean, cov)`` of a Gaussian ``N(m, C)`` whose score is integrated
+    exactly (``gddim`` and ``dpmpp_2m`` only, ``t_min > 0``, x0_hat model outputs
+    only): only the residual ``x0_hat - D_G(x)`` of the data prediction against the
+    prior's posterior mean is held constant (``gddim``) or extrapolated
+    (``dpmpp_2m``); see the module docstring. ``C = 0`` is the method without a prior."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
     grid = np.asarray(times, dtype=np.float64)
     n, d = grid.size - 1, process.dim
+    if prior is not None:
+        prior = as_prior(prior, d)
+        if method not in ("gddim", "dpmpp_2m"):
+            raise ValueError(f"prior is supported by 'gddim' and 'dpmpp_2m' only, not {method!r}")
+        if not grid.size or grid.min() <= 0:
+            raise ValueError("prior needs t_min > 0 (the prior's frame starts at the grid's "
+                             "smallest time)")
     desc = grid[::-1].copy()
     h = -np.diff(desc)
     ker = process.kernel(grid, dtype=torch.float64)
@@ -153,7 +205,7 @@ def coefficients(process: OUProcess, times, method: str, *, dtype=torch.float64,
         if desc[j] > 0:
             Sinv[j] = np.linalg.inv(S[j])
             Sinv[j] = 0.5 * (Sinv[j] + Sinv[j].T)
-    X = X0 = X1 = F = G = F1 = G1 = C = None
+    X = X0 = X1 = F = G = F1 = G1 = C = XP = cvec = None
     if method in EXPLICIT:
         if method == "heun" and desc[-1] <= 0:
             raise ValueError("t_min must be > 0 for heun (its corrector evaluates the score "
@@ -200,15 +252,17 @@ def coefficients(process: OUProcess, times, method: str, *, dtype=torch.float64,
             G = F @ St - Rs @ _T(Rt)
         X = Phi
         X0 = Ms - Phi @ Mt
-        if method == "dpmpp_2m":
+        if prior is not None:
+            lam = _variable(process, desc, M, S, variable)
+            X, X0, X1, XP, cvec = _prior_coefficients(
+                process, desc, M, S, prior, lam, variable, second=method == "dpmpp_2m",
+                lower_order_final=lower_order_final)
+            F = G = None
+        elif method == "dpmpp_2m":
             X1 = np.zeros_like(X0)
             F1 = np.zeros_like(X0)
             G1 = np.zeros_like(X0)
-            lam = _log_snr(process, desc, M, S)
-            if variable == "logt":
-                lam = -np.log(np.where(desc > 0, desc, np.nan))
-            elif variable == "t":
-                lam = -desc
+            lam = _variable(process, desc, M, S, variable)
             for k in range(1, n):
                 last = k == n - 1
                 if desc[k + 1] <= 0 or (last and lower_order_final and n < 15):
@@ -231,7 +285,8 @@ def coefficients(process: OUProcess, times, method: str, *, dtype=torch.float64,
         method=method, times=desc, h=h, stochastic=method in STOCHASTIC,
         stages=2 if method == "heun" else 1,
         X=out(X), X0=out(X0), X1=out(X1), F=out(F), G=out(G), F1=out(F1), G1=out(G1),
-        C=out(C), M=out(M), Sinv=out(Sinv), A=out(process.A))
+        C=out(C), M=out(M), Sinv=out(Sinv), A=out(process.A), XP=out(XP), c=out(cvec),
+        prior=prior)
 
 
 def _T(a):
@@ -299,6 +354,106 @@ def _second_order_weight(process, desc, lam, k, Rs, Mh_inv, variable="lambda") -
         dlam = np.ones_like(tau)
     total = np.einsum("n,nij->ij", w * dlam * tau, Et)
     return (Mh_inv * (lam[k + 1] - lam[k]) - Rs @ total) / (lam[k] - lam[k - 1])
+
+
+def as_prior(prior, d: int):
+    """Validate ``prior = (mean, cov)``: a (d,) vector and a symmetric PSD (d, d)
+    matrix; returns them as float64 numpy arrays, or raises ValueError naming it."""
+    if isinstance(prior, (str, bytes)) or not hasattr(prior, "__len__") or len(prior) != 2:
+        raise ValueError("prior must be a pair (mean, cov) of a (d,) vector and a (d, d) "
+                         f"covariance, got {type(prior).__name__}")
+    mean, cov = prior
+    if torch.is_tensor(mean):
+        mean = mean.detach().cpu().double().numpy()
+    if torch.is_tensor(cov):
+        cov = cov.detach().cpu().double().numpy()
+    return (as_vector("prior mean (prior[0])", mean, d),
+            as_psd("prior cov (prior[1])", cov, dim=d))
+
+
+def _variable(process, desc, M, S, variable) -> np.ndarray:
+    """The extrapolation variable of dpmpp_2m on the grid (see :func:`coefficients`)."""
+    if variable == "logt":
+        return -np.log(np.where(desc > 0, desc, np.nan))
+    if variable == "t":
+        return -np.asarray(desc, dtype=np.float64)
+    return _log_snr(process, desc, M, S)
+
+
+def _prior_panels(s: float, t: float, omega: float) -> np.ndarray:
+    """Panel edges in ``log tau`` on ``[s, t]``, equally spaced in
+    ``v = log(tau) / 0.25 + tau omega / 0.5``: at most 0.25 in ``log tau`` and 0.5 rad
+    of the frame's rotation (``omega`` its rate bound) each."""
+    f = np.linspace(math.log(s), math.log(t), 2001)
+    v = f / 0.25 + np.exp(f) * omega / 0.5
+    npan = max(1, int(math.ceil(v[-1] - v[0])))
+    return np.interp(np.linspace(v[0], v[-1], npan + 1), v, f)
+
+
+def _prior_coefficients(process, desc, M, S, prior, lam, variable, second, lower_order_final):
+    """The step matrices of gddim / dpmpp_2m with the Gaussian prior ``N(m, C)``
+    integrated exactly (module docstring). Returns ``X, X0, X1, XP, c`` (``X1``,
+    ``XP`` None when ``second`` is false)."""
+    m, Cp = prior
+    A = process.A
+    n, d = desc.size - 1, process.dim
+    T = _T
+    Gd = sym(M @ Cp @ T(M) + S)
+    rot = process._start_rotations(float(desc[-1]), Gd[-1])
+
+    def frame(ts, G):
+        return np.linalg.cholesky(G) @ process._rotations(ts, rot)
+
+    Rg = frame(desc, Gd)
+    B = T(np.linalg.solve(Gd, M @ Cp))  # C M^T G^{-1}: D_G(x) = m + B (x - M m)
+    Mt, Ms, Rt, Rs = M[:-1], M[1:], Rg[:-1], Rg[1:]
+    Phi = _right_solve(Rs, Rt)  # R_G(s) R_G(t)^{-1}
+    W0 = np.empty((n, d, d))
+    W1 = np.zeros((n, d, d))
+    omega = process.rotation_rate_bound()
+    U, Ui = process.U, process.stationary_cov
+    for k in range(n):
+        t, s = float(desc[k]), float(desc[k + 1])
+        edges = _prior_panels(s, t, omega)
+        a, b = edges[:-1, None], edges[1:, None]
+        u = (0.5 * (b - a) * _GL_NODES + 0.5 * (a + b)).ravel()
+        tau = np.exp(u)
+        wt = (0.5 * (b - a) * _GL_WEIGHTS).ravel() * tau  # dtau = tau du
+        Mj, Sj = _exact_pairs(A, tau)
+        G = sym(Mj @ Cp @ T(Mj) + Sj)
+        R = frame(tau, G)
+        # K = R_G^{-1} Sigma^{-1} M C M^T G^{-1} M: the part of R_G^{-1} Sigma^{-1} M that
+        # is not the derivative -d/dtau (R_G^{-1} M)
+        K = np.linalg.solve(R, np.linalg.solve(Sj, Mj @ Cp @ T(Mj) @ np.linalg.solve(G, Mj)))
+        W0[k] = Ms[k] - Phi[k] @ Mt[k] + Rs[k] @ np.einsum("n,nij->ij", wt, K)
+        if not second or k == 0 or (k == n - 1 and lower_order_final and n < 15):
+            continue
+        if variable == "logt":
+            lam_tau, dlam = -u, -1.0 / tau
+        elif variable == "t":
+            lam_tau, dlam = -tau, -np.ones_like(tau)
+        else:
+            Y = Mj @ Ui @ T(Mj)
+            num = np.einsum("ij,nji->n", U, Y)
+            den = np.einsum("ij,nji->n", U, Sj)
+            g = np.einsum("ij,nji->n", U @ U, Y)
+            lam_tau = 0.5 * (np.log(num) - np.log(den))
+            dlam = -g * (1.0 / num + 1.0 / den)
+        span = lam[k] - lam[k - 1]
+        phi, dphi = (lam_tau - lam[k]) / span, dlam / span
+        RinvM = np.linalg.solve(R, Mj)
+        W1[k] = Ms[k] * ((lam[k + 1] - lam[k]) / span) + Rs[k] @ (
+            np.einsum("n,nij->ij", wt * dphi, RinvM) + np.einsum("n,nij->ij", wt * phi, K))
+    V = W0 + W1
+    Bt, Bp = B[:-1], np.concatenate([np.zeros((1, d, d)), B[:-2]])
+    X = Phi - V @ Bt
+    Mm = M @ m  # M_t m on the grid
+    r = np.einsum("nij,nj->ni", B, Mm) - m  # B_t M_t m - m: e_t = x0 - B_t x + r_t
+    c = Mm[1:] - np.einsum("nij,nj->ni", Phi, Mm[:-1]) + np.einsum("nij,nj->ni", V, r[:-1])
+    c[1:] -= np.einsum("nij,nj->ni", W1[1:], r[:-2])
+    if not second:
+        return X, V, None, None, c
+    return X, V, -W1, W1 @ Bp, c
 
 
 def explicit_growth(process: OUProcess, desc, method: str, Sinv=None,
@@ -374,16 +529,23 @@ def to_score(coef: Coefficients, k: int, x: torch.Tensor, x0_hat: torch.Tensor,
 
 # ---------------------------------------------------------------------------- the step
 def step(coef: Coefficients, k: int, x: torch.Tensor, x0_hat: torch.Tensor | None = None, *,
-         score: torch.Tensor | None = None, noise: torch.Tensor | None = None, state=None):
+         score: torch.Tensor | None = None, noise: torch.Tensor | None = None, state=None,
+         affine: bool = True):
     """Step ``k`` of ``coef.method`` (from ``coef.times[k]`` to ``coef.times[k+1]``).
 
     ``x``: (B, d) state; the model output at ``(x, coef.eval_time(k, stage))``, either
     ``x0_hat`` (data prediction) or ``score``; ``noise``: (B, d) standard normal for
     the stochastic methods (None otherwise); ``state``: what the previous call
-    returned (None at the start). Returns ``(x_new, state)``.
+    returned (None at the start). ``affine=False`` drops the constant term of a step
+    with a prior (``coef.c``), i.e. propagates differences of states (as
+    :func:`nonrev.samplers.gaussian_error` does for its square-root rows). Returns
+    ``(x_new, state)``.
     """
     if (x0_hat is None) == (score is None):
         raise ValueError("pass exactly one of x0_hat and score")
+    if coef.prior is not None and score is not None:
+        raise ValueError("prior: coefficients with a Gaussian prior take the data "
+                         "prediction x0_hat, not score=")
     m = coef.method
     if m == "euler_maruyama":
         if score is None:
@@ -414,9 +576,14 @@ def step(coef: Coefficients, k: int, x: torch.Tensor, x0_hat: torch.Tensor | Non
                                  "for a whole run")
             if kind == "x0":
                 out = out + state[1] @ coef.X1[k].T
+                if coef.XP is not None:
+                    out = out + state[2] @ coef.XP[k].T
             else:
                 out = out + state[1] @ coef.F1[k].T + state[2] @ coef.G1[k].T
-        new_state = ("x0", x0_hat) if kind == "x0" else ("score", x, score)
+        new_state = (("x0", x0_hat) if coef.XP is None else ("x0", x0_hat, x)) \
+            if kind == "x0" else ("score", x, score)
+    if coef.c is not None and affine:
+        out = out + coef.c[k]
     if coef.C is not None:
         out = out + noise @ coef.C[k].T
     return out, new_state
