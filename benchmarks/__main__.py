@@ -61,6 +61,11 @@ def headline_rows(name: str, res: dict) -> list[tuple[str, str, str]]:
                          f"{f(c['over_ddim']['gddim'], 1)} / {f(c['over_ddim']['dpmpp_2m'], 1)}"))
             rows.append((name, "R_t Magnus checkpoints / fixed-step substeps",
                          f"{c['magnus_checkpoints']} / {c['fixed_step_substeps']}"))
+        for key, v in res.get("prior", {}).get("table", {}).items():
+            if key.startswith(("none", "sample n=200")):
+                rows.append((name, f"Gaussian d=4, dpmpp_2m, prior {key}: W2 without / with "
+                             "current (ratio)", f"{v['no_current']:.3g} / {v['optimal_q']:.3g} "
+                             f"({v['ratio']:.2f})"))
         for check, ok in res.get("gaussian", {}).get("checks", {}).items():
             rows.append((name, f"Gaussian d=4: {check}", str(ok)))
     elif name == "horizon":

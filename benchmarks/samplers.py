@@ -176,6 +176,51 @@ def steps_table(proc, score, ref, n, step_counts, T, methods=METHODS, t_min=1e-3
     return out
 
 
+def prior_tables(draws: int = 5, sizes=(50, 200), step_counts=(5, 10, 20)) -> dict:
+    """dpmpp_2m with a Gaussian prior (``prior=(mean, cov)``: the prior's score is
+    integrated exactly, only the residual of the data prediction is extrapolated) on
+    the d = 4 Gaussian case, exact W2. Priors: none (plain dpmpp_2m), the exact data
+    law (a check: rounding level), sample mean and covariance of ``n`` draws of the
+    data (``draws`` seeds each), the right eigenvalues in a random basis, and the
+    isotropic N(0, tr C / d I). Per prior and step count: the best of the log and
+    log-SNR grids, with and without the optimal current, medians over the draws, and
+    the ratio with / without (the issue's 1.25x target compares these)."""
+    _, m, C = gaussian_case(False)
+    d = C.shape[0]
+    priors = {"none": [None], "exact": [(m, C)]}
+    for n in sizes:
+        priors[f"sample n={n}"] = []
+        for seed in range(draws):
+            X = np.random.default_rng(100 + seed).multivariate_normal(m, C, size=n)
+            priors[f"sample n={n}"].append((X.mean(0), np.cov(X.T)))
+    ev = np.linalg.eigvalsh(C)
+    priors["eigenvalues, random basis"] = []
+    for seed in range(draws):
+        V, _ = np.linalg.qr(np.random.default_rng(200 + seed).standard_normal((d, d)))
+        priors["eigenvalues, random basis"].append((m, V @ np.diag(ev) @ V.T))
+    priors["isotropic"] = [(np.zeros(d), np.trace(C) / d * np.eye(d))]
+    best = {}
+    for current in (False, True):
+        proc, _, _ = gaussian_case(current)
+        T = 6.0 / proc.relaxation_rate()
+        for steps in step_counts:
+            grids = (time_grid(T, steps, 1e-3, "log"), lambda_grid(proc, T, steps))
+            for name, lst in priors.items():
+                best[name, current, steps] = np.array([min(
+                    gaussian_error(proc, m, C, "dpmpp_2m", times=g, prior=p)["w2"] for g in grids)
+                    for p in lst])
+    table = {}
+    for name in priors:
+        for steps in step_counts:
+            b0, b1 = best[name, False, steps], best[name, True, steps]
+            table[f"{name}, {steps} steps"] = {
+                "no_current": float(np.median(b0)), "optimal_q": float(np.median(b1)),
+                "ratio": float(np.median(b1 / np.maximum(b0, 1e-300)))}
+    return {"problem": "d=4 Gaussian case (gaussian_tables), dpmpp_2m, exact W2, best of "
+                       "log / log-SNR grids, medians over prior draws", "draws": draws,
+            "table": table}
+
+
 def coefficient_cost(d: int = 64, steps: int = 20, T: float = 8.0, seed: int = 0) -> dict:
     """Cost of the per-grid coefficients under a stiff current: U with a digits-like
     spectrum (eigenvalues 0.005..4.2, condition number 850) and its optimal Q, a
@@ -252,6 +297,8 @@ def run(quick: bool = True, device: str = "cpu") -> dict:
         "gaussian": gaussian,
         "exact_over_euler_steps": ratio,
         "coefficient_cost": coefficient_cost(d=32 if quick else 64),
+        "prior": prior_tables(draws=3, sizes=(200,), step_counts=(10, 20)) if quick else
+        prior_tables(),
         "goals": {"exact_over_euler_steps": 0.25, "best_deterministic_steps": 50},
         "goals_met": {"exact_over_euler_steps": bool(ratio is not None and ratio <= 0.25),
                       "best_deterministic_steps": bool(best_det is not None and best_det <= 50),
