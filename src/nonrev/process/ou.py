@@ -484,6 +484,11 @@ class OUProcess:
                 rot["h"] = h * min(4.0, factor)
             else:
                 rot["h"] = h * max(0.2, factor)
+                if t0 + rot["h"] == t0:  # rounding alone exceeds the tolerance: no progress
+                    raise FloatingPointError(
+                        f"gDDIM factor: the Magnus step underflowed at t = {t0:.6g} (step "
+                        f"error {err:.2g} > {_MAGNUS_TOL:g} at every step size); U or Q "
+                        "is too ill-conditioned for float64")
 
     def sample(self, x0, t, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw ``x_t | x_0`` exactly: ``M_t x_0 + L_t z``.
