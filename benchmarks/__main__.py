@@ -61,6 +61,12 @@ def headline_rows(name: str, res: dict) -> list[tuple[str, str, str]]:
                          f"{f(c['over_ddim']['gddim'], 1)} / {f(c['over_ddim']['dpmpp_2m'], 1)}"))
             rows.append((name, "R_t Magnus checkpoints / fixed-step substeps",
                          f"{c['magnus_checkpoints']} / {c['fixed_step_substeps']}"))
+        if "dpmpp_2m_with_prior" in res:
+            for label, v in (("dpmpp_2m", res["few_steps"]["dpmpp_2m"]),
+                             ("dpmpp_2m + prior", res["dpmpp_2m_with_prior"])):
+                rows.append((name, f"mixture: {label}, sliced W2 at "
+                             + " / ".join(str(k) for k in v["steps"]) + " steps",
+                             " / ".join(f(x, 3) for x in v["sliced_w2"])))
         for key, v in res.get("prior", {}).get("table", {}).items():
             if key.startswith(("none", "sample n=200")):
                 rows.append((name, f"Gaussian d=4, dpmpp_2m, prior {key}: W2 without / with "

@@ -143,9 +143,10 @@ def gaussian_tables(step_counts=(5, 10, 20, 50), methods=METHODS, optimise=(10,)
 
 
 def steps_table(proc, score, ref, n, step_counts, T, methods=METHODS, t_min=1e-3,
-                seeds=(0,), floor: float = 0.0, times_for=None) -> dict:
+                seeds=(0,), floor: float = 0.0, times_for=None, prior=None) -> dict:
     """Sliced W2 (mean over ``seeds``) per method and step count. ``times_for``:
-    optional ``times_for(method, steps) -> grid`` overriding the spacing."""
+    optional ``times_for(method, steps) -> grid`` overriding the spacing; ``prior``:
+    passed to :func:`nonrev.samplers.sample`."""
     out = {}
     for method in methods:
         values, nfes, secs = [], [], []
@@ -158,6 +159,8 @@ def steps_table(proc, score, ref, n, step_counts, T, methods=METHODS, t_min=1e-3
                     for seed in seeds:
                         grid = dict(T=T, steps=steps, spacing=SPACING[method], t_min=t_min) \
                             if times_for is None else dict(times=times_for(method, steps))
+                        if prior is not None:
+                            grid["prior"] = prior
                         x, info = sample(score, proc, n=n, method=method, dtype=torch.float64,
                                          generator=torch.Generator().manual_seed(seed), **grid)
                         sw.append(sliced_wasserstein(x, ref, n_projections=500, seed=0))
@@ -265,10 +268,13 @@ def run(quick: bool = True, device: str = "cpu") -> dict:
     fast_counts = [5, 10, 20, 50, 100] if quick else [5, 10, 20, 50, 100, 200, 400]
     fast = steps_table(proc, score, ref, n, fast_counts, T=12.0, methods=("gddim", "dpmpp_2m"),
                        seeds=seeds, floor=floor)
-    # grids optimised on the mixture's own mean and covariance (Gaussian surrogate)
+    # the mixture's own mean and covariance: the Gaussian surrogate of the optimised
+    # grids, and the prior of dpmpp_2m with prior=
     wts = w[:, None]
     mean = (wts * means).sum(0)
     cov = (w[:, None, None] * (covs + np.einsum("ki,kj->kij", means - mean, means - mean))).sum(0)
+    with_prior = steps_table(proc, score, ref, n, fast_counts, T=12.0, methods=("dpmpp_2m",),
+                             seeds=seeds, floor=floor, prior=(mean, cov))["dpmpp_2m"]
     grids = {}
 
     def times_for(method, steps):
@@ -292,7 +298,8 @@ def run(quick: bool = True, device: str = "cpu") -> dict:
     return {
         "problem": "d=8, U eigenvalues 0.25..1.75, optimal Q, 3-component mixture, T=12",
         "n": n, "seeds": list(seeds), "mc_floor_sliced_w2": floor, "methods": table,
-        "few_steps": fast, "optimised_grid_transfer": transfer,
+        "few_steps": fast, "dpmpp_2m_with_prior": with_prior,
+        "optimised_grid_transfer": transfer,
         "best_deterministic_steps": best_det,
         "gaussian": gaussian,
         "exact_over_euler_steps": ratio,
