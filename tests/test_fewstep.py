@@ -6,21 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from problems import random_spd
+from problems import check_exact_error_by_monte_carlo, gaussian_case, random_spd
 from nonrev import OUProcess, optimal_q
 from nonrev.samplers import METHODS, gaussian_error, optimise_grid, sample, time_grid
 from nonrev.scores import EmpiricalScore, GaussianMixtureScore
 from nonrev.scores.base import supports
-
-
-def _case(rng, current=True):
-    """The d = 4 Gaussian case of issue 13: U eigenvalues 0.25..1.75, data covariance
-    eigenvalues 4..0.05 (geometric), optimal Q (or none)."""
-    d = 4
-    U, _, _ = random_spd(d, rng)
-    C, _, _ = random_spd(d, rng, lo=0.05, hi=4.0, geometric=True)
-    m = rng.standard_normal(d)
-    return OUProcess(U, optimal_q(U) if current else None), m, C
 
 
 def test_gddim_is_ddim_for_the_standard_process(rng):
@@ -37,25 +27,11 @@ def test_gaussian_error_matches_monte_carlo(rng, method):
     """Exact output law vs 20000 samples started exactly at P_T: every mean within 5
     standard errors, every covariance entry within 5 standard errors
     (sqrt((C_ii C_jj + C_ij^2) / n))."""
-    proc, m, C = _case(rng)
+    proc, m, C = gaussian_case(rng)
     explicit = method in ("euler_maruyama", "heun")
-    kw = dict(T=6.0, steps=400 if explicit else 6, t_min=1e-3,
-              spacing="uniform" if explicit else "log")
-    exact = gaussian_error(proc, m, C, method, start="exact", **kw)
-    n = 20_000
-    gen = torch.Generator().manual_seed(5)
-    M, S = proc.mean_and_cov(6.0)
-    G = M @ C @ M.T + S
-    z = torch.randn(n, 4, generator=gen, dtype=torch.float64)
-    x_T = torch.as_tensor(M @ m) + z @ torch.as_tensor(np.linalg.cholesky(G)).T
-    score = GaussianMixtureScore(proc, m[None], C[None])
-    x, _ = sample(score, proc, x_T=x_T, method=method, generator=gen, **kw)
-    x = x.numpy()
-    cov = exact["cov"]
-    se_mean = np.sqrt(np.diag(cov) / n)
-    assert np.all(np.abs(x.mean(0) - exact["mean"]) < 5 * se_mean)
-    se_cov = np.sqrt((np.outer(np.diag(cov), np.diag(cov)) + cov**2) / n)
-    assert np.all(np.abs(np.cov(x.T) - cov) < 5 * se_cov)
+    exact, se_cov = check_exact_error_by_monte_carlo(
+        proc, m, C, method, T=6.0, steps=400 if explicit else 6, t_min=1e-3,
+        spacing="uniform" if explicit else "log")
     # the few-step deterministic methods are visibly off the target here, so the
     # comparison above is not trivially the target law
     if method in ("ddim", "gddim"):
@@ -64,7 +40,7 @@ def test_gaussian_error_matches_monte_carlo(rng, method):
 
 def test_gaussian_error_closed_forms(rng):
     """Point-mass data: gddim and ancestral are exact at any step count (W2 ~ 0)."""
-    proc, m, _ = _case(rng)
+    proc, m, _ = gaussian_case(rng)
     for method in ("gddim", "ancestral", "ddim", "dpmpp_2m"):
         res = gaussian_error(proc, m, np.zeros((4, 4)), method, steps=3)
         assert res["w2"] < 1e-6, method
@@ -74,7 +50,7 @@ def test_dpmpp_2m_is_second_order_and_beats_ddim(rng):
     """Halving the log-grid steps of dpmpp_2m cuts its W2 by about 4 (second order);
     and dpmpp_2m at 10 steps is at least as accurate as ddim at 50 steps without
     the current (the issue's target; with the current see the benchmark)."""
-    proc, m, C = _case(rng, current=False)
+    proc, m, C = gaussian_case(rng, current=False)
     w = [gaussian_error(proc, m, C, "dpmpp_2m", steps=s, t_min=1e-2)["w2"] for s in (40, 80)]
     assert 3.0 < w[0] / w[1] < 5.0
     d10 = gaussian_error(proc, m, C, "dpmpp_2m", steps=10)["w2"]
@@ -83,7 +59,7 @@ def test_dpmpp_2m_is_second_order_and_beats_ddim(rng):
 
 
 def test_times_grid_and_optimised_grid(rng):
-    proc, m, C = _case(rng, current=False)
+    proc, m, C = gaussian_case(rng, current=False)
     score = GaussianMixtureScore(proc, m[None], C[None])
     x_T = torch.randn(20, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     g = time_grid(6.0, 7, 1e-3, "log")

@@ -5,19 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from problems import random_spd
+from problems import check_exact_error_by_monte_carlo, gaussian_case, random_spd
 from nonrev import OUProcess, optimal_q
 from nonrev.samplers import gaussian_error, sample, time_grid
 from nonrev.samplers.steps import coefficients, step
 from nonrev.scores import GaussianMixtureScore
-
-
-def _case(rng, current=True):
-    d = 4
-    U, _, _ = random_spd(d, rng)
-    C, _, _ = random_spd(d, rng, lo=0.05, hi=4.0, geometric=True)
-    m = rng.standard_normal(d)
-    return OUProcess(U, optimal_q(U) if current else None), m, C
 
 
 def _sample_prior(rng, m, C, n=50):
@@ -29,7 +21,7 @@ def _sample_prior(rng, m, C, n=50):
 @pytest.mark.parametrize("method", ["gddim", "dpmpp_2m"])
 def test_zero_covariance_prior_is_the_method_without_prior(rng, current, method):
     """C = 0 (any mean): the same step matrices, exact error and samples to 1e-10."""
-    proc, m, C = _case(rng, current)
+    proc, m, C = gaussian_case(rng, current)
     grid = time_grid(6.0, 8, 1e-3, "log")
     prior = (rng.standard_normal(4), np.zeros((4, 4)))
     a = coefficients(proc, grid, method)
@@ -54,7 +46,7 @@ def test_zero_covariance_prior_is_the_method_without_prior(rng, current, method)
 def test_exact_prior_is_exact_in_five_steps(rng, current, method):
     """Gaussian data and the exact prior: the residual vanishes and the step is the
     exact flow, so the output law is P_{t_min} to rounding."""
-    proc, m, C = _case(rng, current)
+    proc, m, C = gaussian_case(rng, current)
     res = gaussian_error(proc, m, C, method, steps=5, prior=(m, C))
     assert res["cov_error"] < 1e-10 and res["mean_error"] < 1e-10
     assert res["w2"] < 1e-6  # W2 of nearly equal laws is ~ sqrt(rounding)
@@ -64,7 +56,7 @@ def test_exact_prior_is_exact_in_five_steps(rng, current, method):
 
 def test_misspecified_prior_helps_under_the_current(rng):
     """A prior from 200 samples cuts dpmpp_2m's exact error with the optimal current."""
-    proc, m, C = _case(rng, current=True)
+    proc, m, C = gaussian_case(rng, current=True)
     prior = _sample_prior(rng, m, C, n=200)
     for steps in (10, 20):
         w0 = gaussian_error(proc, m, C, "dpmpp_2m", steps=steps)["w2"]
@@ -77,23 +69,10 @@ def test_gaussian_error_with_prior_matches_monte_carlo(rng, method):
     """Exact output law with a misspecified prior vs 20000 samples started exactly at
     P_T: means and covariance entries within 5 standard errors, and the law visibly off
     the target (so the comparison is not trivial)."""
-    proc, m, C = _case(rng)
+    proc, m, C = gaussian_case(rng)
     prior = (np.zeros(4), np.trace(C) / 4 * np.eye(4))
-    kw = dict(T=6.0, steps=6, t_min=1e-3, spacing="log")
-    exact = gaussian_error(proc, m, C, method, start="exact", prior=prior, **kw)
-    n = 20_000
-    gen = torch.Generator().manual_seed(5)
-    M, S = proc.mean_and_cov(6.0)
-    z = torch.randn(n, 4, generator=gen, dtype=torch.float64)
-    x_T = torch.as_tensor(M @ m) + z @ torch.as_tensor(np.linalg.cholesky(M @ C @ M.T + S)).T
-    score = GaussianMixtureScore(proc, m[None], C[None])
-    x, _ = sample(score, proc, x_T=x_T, method=method, prior=prior, **kw)
-    x = x.numpy()
-    cov = exact["cov"]
-    se_mean = np.sqrt(np.diag(cov) / n)
-    assert np.all(np.abs(x.mean(0) - exact["mean"]) < 5 * se_mean)
-    se_cov = np.sqrt((np.outer(np.diag(cov), np.diag(cov)) + cov**2) / n)
-    assert np.all(np.abs(np.cov(x.T) - cov) < 5 * se_cov)
+    exact, se_cov = check_exact_error_by_monte_carlo(proc, m, C, method, T=6.0, steps=6,
+                                                     t_min=1e-3, spacing="log", prior=prior)
     assert exact["cov_error"] > 5 * se_cov.max()
 
 
@@ -129,7 +108,7 @@ def test_mixture_converges_with_the_mixture_moments_as_prior():
 
 
 def test_prior_validation(rng):
-    proc, m, C = _case(rng)
+    proc, m, C = gaussian_case(rng)
     grid = time_grid(6.0, 5, 1e-3, "log")
     bad = [
         ((m[:3], C), "prior mean"),
