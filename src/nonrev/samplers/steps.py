@@ -309,6 +309,31 @@ def _log_snr(process: OUProcess, desc, M, S) -> np.ndarray:
     return lam
 
 
+def _variable_at(process, tau, Mj, Sj, variable) -> tuple[np.ndarray, np.ndarray]:
+    """The extrapolation variable at times ``tau`` (``Mj``, ``Sj``: their kernel) and
+    its rate of decrease ``-dvariable/dtau``: for ``"lambda"`` (the log SNR of
+    :func:`_log_snr`) in closed form, ``-lambda' = tr(U^2 Y) (1/tr(U Y) + 1/tr(U Sigma))``
+    with ``Y = M U^{-1} M^T``."""
+    if variable == "logt":
+        return -np.log(tau), 1.0 / tau
+    if variable == "t":
+        return -tau, np.ones_like(tau)
+    U = process.U
+    Y = Mj @ process.stationary_cov @ _T(Mj)
+    num = np.einsum("ij,nji->n", U, Y)
+    den = np.einsum("ij,nji->n", U, Sj)
+    g = np.einsum("ij,nji->n", U @ U, Y)
+    return 0.5 * (np.log(num) - np.log(den)), g * (1.0 / num + 1.0 / den)
+
+
+def _gauss_legendre(edges) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and weights of the six-point Gauss-Legendre rule on each panel
+    ``[edges[i], edges[i+1]]``, all panels concatenated."""
+    a, b = np.asarray(edges[:-1])[:, None], np.asarray(edges[1:])[:, None]
+    return ((0.5 * (b - a) * _GL_NODES + 0.5 * (a + b)).ravel(),
+            (0.5 * (b - a) * _GL_WEIGHTS).ravel())
+
+
 def _second_order_weight(process, desc, lam, k, Rs, Mh_inv, variable="lambda") -> np.ndarray:
     """``W_1 M_t^{-1}`` of step ``k`` (``t = desc[k]``, ``s = desc[k+1]``, previous time
     ``p = desc[k-1]``):
@@ -325,33 +350,20 @@ def _second_order_weight(process, desc, lam, k, Rs, Mh_inv, variable="lambda") -
     current.
     """
     t, s = float(desc[k]), float(desc[k + 1])
-    U, Ui, A = process.U, process.stationary_cov, process.A
+    A = process.A
     span = math.log(t) - math.log(s)
     coarse = np.linspace(math.log(s), math.log(t), max(1, int(math.ceil(span / 0.5))) + 1)
     stiff = 1.0 / np.linalg.eigvalsh(_exact_pairs(A, np.exp(coarse[:-1]))[1])[:, 0]
     pieces = np.maximum(1, np.ceil(np.diff(coarse) * np.exp(coarse[1:]) * stiff)).astype(int)
     edges = np.concatenate([np.linspace(a, b, m + 1)[:-1] for a, b, m in
                             zip(coarse[:-1], coarse[1:], pieces)] + [coarse[-1:]])
-    nodes, weights = [], []
-    for a, b in zip(edges[:-1], edges[1:]):
-        nodes.append(0.5 * (b - a) * _GL_NODES + 0.5 * (a + b))
-        weights.append(0.5 * (b - a) * _GL_WEIGHTS)
-    u = np.concatenate(nodes)
-    w = np.concatenate(weights)
+    u, w = _gauss_legendre(edges)
     tau = np.exp(u)
     R = process.gddim_factor(tau)
     Mj, Sj = _exact_pairs(A, tau)
     Mback = np.linalg.inv(_exact_pairs(A, t - tau)[0])  # M_tau M_t^{-1}
     Et = np.linalg.solve(R, Mback)
-    Y = Mj @ Ui @ _T(Mj)
-    num = np.einsum("ij,nji->n", U, Y)
-    den = np.einsum("ij,nji->n", U, Sj)
-    g = np.einsum("ij,nji->n", U @ U, Y)
-    dlam = g * (1.0 / num + 1.0 / den)  # -lambda'(tau)
-    if variable == "logt":
-        dlam = 1.0 / tau
-    elif variable == "t":
-        dlam = np.ones_like(tau)
+    dlam = _variable_at(process, tau, Mj, Sj, variable)[1]  # -lambda'(tau)
     total = np.einsum("n,nij->ij", w * dlam * tau, Et)
     return (Mh_inv * (lam[k + 1] - lam[k]) - Rs @ total) / (lam[k] - lam[k - 1])
 
@@ -411,14 +423,11 @@ def _prior_coefficients(process, desc, M, S, prior, lam, variable, second, lower
     W0 = np.empty((n, d, d))
     W1 = np.zeros((n, d, d))
     omega = process.rotation_rate_bound()
-    U, Ui = process.U, process.stationary_cov
     for k in range(n):
         t, s = float(desc[k]), float(desc[k + 1])
-        edges = _prior_panels(s, t, omega)
-        a, b = edges[:-1, None], edges[1:, None]
-        u = (0.5 * (b - a) * _GL_NODES + 0.5 * (a + b)).ravel()
+        u, wt = _gauss_legendre(_prior_panels(s, t, omega))
         tau = np.exp(u)
-        wt = (0.5 * (b - a) * _GL_WEIGHTS).ravel() * tau  # dtau = tau du
+        wt = wt * tau  # dtau = tau du
         Mj, Sj = _exact_pairs(A, tau)
         G = sym(Mj @ Cp @ T(Mj) + Sj)
         R = frame(tau, G)
@@ -428,19 +437,9 @@ def _prior_coefficients(process, desc, M, S, prior, lam, variable, second, lower
         W0[k] = Ms[k] - Phi[k] @ Mt[k] + Rs[k] @ np.einsum("n,nij->ij", wt, K)
         if not second or k == 0 or (k == n - 1 and lower_order_final and n < 15):
             continue
-        if variable == "logt":
-            lam_tau, dlam = -u, -1.0 / tau
-        elif variable == "t":
-            lam_tau, dlam = -tau, -np.ones_like(tau)
-        else:
-            Y = Mj @ Ui @ T(Mj)
-            num = np.einsum("ij,nji->n", U, Y)
-            den = np.einsum("ij,nji->n", U, Sj)
-            g = np.einsum("ij,nji->n", U @ U, Y)
-            lam_tau = 0.5 * (np.log(num) - np.log(den))
-            dlam = -g * (1.0 / num + 1.0 / den)
+        lam_tau, rate = _variable_at(process, tau, Mj, Sj, variable)
         span = lam[k] - lam[k - 1]
-        phi, dphi = (lam_tau - lam[k]) / span, dlam / span
+        phi, dphi = (lam_tau - lam[k]) / span, -rate / span
         RinvM = np.linalg.solve(R, Mj)
         W1[k] = Ms[k] * ((lam[k + 1] - lam[k]) / span) + Rs[k] @ (
             np.einsum("n,nij->ij", wt * dphi, RinvM) + np.einsum("n,nij->ij", wt * phi, K))
