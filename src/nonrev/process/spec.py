@@ -25,17 +25,18 @@ U_METAVAR = "identity|data|data:<k>|FILE"
 Q_METAVAR = "none|optimal|gamma:<x>|rate:<x>|FILE"
 
 
-def _number_after(prefix: str, spec: str, minimum: float) -> float | None:
-    """The number ``x`` of a ``<prefix>:<x>`` spec (finite, >= minimum), or None for
-    specs without that prefix."""
+def _number_after(prefix: str, spec: str, minimum: float, strict: bool = False) -> float | None:
+    """The number ``x`` of a ``<prefix>:<x>`` spec (finite, >= minimum, or > minimum
+    when ``strict``), or None for specs without that prefix."""
     if not spec.startswith(prefix + ":"):
         return None
     try:
         x = float(spec[len(prefix) + 1:])
     except ValueError:
         x = math.nan
-    if not (math.isfinite(x) and x >= minimum):
-        raise ValueError(f"{prefix}:<x> needs a finite number x >= {minimum:g}, got {spec!r}")
+    if not (math.isfinite(x) and (x > minimum if strict else x >= minimum)):
+        raise ValueError(f"{prefix}:<x> needs a finite number x {'>' if strict else '>='} "
+                         f"{minimum:g}, got {spec!r}")
     return x
 
 
@@ -46,10 +47,7 @@ def gamma_of(spec: str) -> float | None:
 
 def rate_budget_of(spec: str) -> float | None:
     """The ``x`` of a ``rate:<x>`` Q spec (x > 0), or None for other specs."""
-    x = _number_after("rate", spec, 0.0)
-    if x == 0.0:
-        raise ValueError(f"rate:<x> needs x > 0, got {spec!r}")
-    return x
+    return _number_after("rate", spec, 0.0, strict=True)
 
 
 def condition_cap_of(spec: str) -> float | None:
