@@ -140,7 +140,7 @@ def _nearest_orthogonal(O: np.ndarray) -> np.ndarray:
     return u @ vt
 
 
-_LOWER = {}
+_LOWER: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
 
 def _rotation_rates(A: np.ndarray, S: np.ndarray) -> np.ndarray:
@@ -255,7 +255,7 @@ class Frame:
             err = float(np.abs(big - half).max())
             factor = 0.9 * (_MAGNUS_TOL / max(err, 1e-300)) ** (1.0 / 7.0)
             if err <= _MAGNUS_TOL:
-                self.t.append(t0 + h)
+                self.t.append(float(t0 + h))
                 self.O.append(_nearest_orthogonal(half))  # no drift across checkpoints
                 self.S.append(S1)
                 self.h = h * min(4.0, factor)

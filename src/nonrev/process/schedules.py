@@ -25,6 +25,9 @@ class Schedule:
     #: Largest user time (the user's clock runs over [0, tau_max]).
     tau_max: float = 1.0
 
+    def __call__(self, tau) -> np.ndarray:  # tau -> intrinsic time t
+        raise NotImplementedError
+
     def _check(self, tau) -> np.ndarray:
         arr = np.asarray(tau, dtype=float)
         if not np.all(np.isfinite(arr)) or np.any(arr < 0) or np.any(arr > self.tau_max):

@@ -160,11 +160,11 @@ def sample(
         for stage in range(coef.stages):
             out = model(x, coef.eval_time(k, stage), first=nfe == 0)
             nfe += 1
-            z = noise() if coef.stochastic else None
+            dz = noise() if coef.stochastic else None
             if as_x0:
-                x, state = step(coef, k, x, out, noise=z, state=state)
+                x, state = step(coef, k, x, out, noise=dz, state=state)
             else:
-                x, state = step(coef, k, x, score=out, noise=z, state=state)
+                x, state = step(coef, k, x, score=out, noise=dz, state=state)
         s = float(times_desc[k + 1])
         if callback is not None:
             callback(k + 1, s, x)

@@ -119,7 +119,7 @@ def gaussian_error(process, mean, cov, method: str = "gddim", times=None, *,
                              torch.eye(d, dtype=torch.float64)])
             z_mu = torch.zeros(1, d, dtype=torch.float64)
         else:
-            z_Y = z_mu = None
+            z_Y = z_mu = None  # type: ignore[assignment]
         for stage in range(coef.stages):
             j = k + stage
             o_mu, o_Y = model(mu, j, True), model(Y, j, False)

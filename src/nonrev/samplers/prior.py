@@ -76,7 +76,7 @@ def prior_terms(ker: GridKernel, options: dict, second: bool) -> dict:
     Phi = right_solve(Rs, Rt)  # R_G(s) R_G(t)^{-1}
     W0 = np.empty((n, *M.shape[1:]))
     W1 = np.zeros((n, *M.shape[1:]))
-    lam = variable(process, desc, M, S, name) if second else None
+    lam = variable(process, desc, M, S, name) if second else np.zeros(0)
     omega = process.rotation_rate_bound()
     for k in range(n):
         t, s = float(desc[k]), float(desc[k + 1])

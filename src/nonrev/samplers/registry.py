@@ -11,10 +11,10 @@ CLI's choices) reads the properties here instead of comparing method names.
 Adding a method is one file (see docs/ARCHITECTURE.md)::
 
     from nonrev.samplers import Method, register
-    from nonrev.samplers.update import affine_step, frame_terms
+    from nonrev.samplers.update import affine_step, finish, frame_terms
 
-    register(Method("my_method", build=lambda ker, opt: frame_terms(ker, ker.R),
-                    step=affine_step, summary="DDIM in the gDDIM frame"))
+    register(Method("my_gddim", step=affine_step, summary="DDIM in the gDDIM frame",
+                    build=lambda ker, options: finish(ker, **frame_terms(ker, ker.R))))
 
 The coefficient types live here too: :class:`Coefficients` (what ``build`` returns,
 completed by the front :func:`nonrev.samplers.coefficients`) with its typed parts

@@ -29,7 +29,7 @@ and :class:`~nonrev.scores.NeuralScore` implement all of these (``log_prob`` and
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Callable, NamedTuple, Protocol, runtime_checkable
 
 import torch
 
@@ -57,8 +57,8 @@ class Evaluators(NamedTuple):
     score has none): the checked public method when ``first`` is true, the unchecked
     one (when offered) afterwards."""
 
-    score: object
-    denoise: object | None
+    score: Callable[..., torch.Tensor]
+    denoise: Callable[..., torch.Tensor] | None
 
 
 def evaluators(score) -> Evaluators:

@@ -15,6 +15,11 @@ With ``S_k = L_k L_k^T`` (Cholesky) and ``z_k = L_k^{-1} (x - m_k)``:
 
 so a call is two batched products with the K triangular inverses, O(B K d^2), and a
 log-sum-exp over ``k`` that stays finite however far apart the components are.
+
+For a structured kernel (blocks of ``g`` frequencies in a fast basis, e.g.
+:class:`nonrev.process.SpectralProcess`) the component covariances must be
+block-diagonal in the kernel's basis; then every ``S_k`` and ``L_k`` is too, and a call
+costs O(B K d g) plus the basis transforms.
 """
 
 from __future__ import annotations
@@ -71,8 +76,25 @@ class GaussianMixtureScore:
         self.dim = d
         self.means = as_array("means", means, (None, d))
         K = self.means.shape[0]
-        covs_arr = as_array("covs", covs, (K, d, d))
-        self.covs = np.stack([as_psd(f"covs[{k}]", covs_arr[k], dim=d) for k in range(K)])
+        basis = getattr(process, "basis", None)
+        #: the kernel's basis when it is structured (more than one block), else None
+        self._basis = basis if basis is not None and basis.blocks[0] > 1 else None
+        if self._basis is not None:
+            m, g = self._basis.blocks
+            covs = np.asarray(covs, dtype=np.float64) if not torch.is_tensor(covs) else \
+                covs.detach().cpu().double().numpy()
+            if covs.shape == (K, m, g, g):  # already blocks in the kernel's basis
+                blocks = covs
+            else:
+                covs_arr = as_array("covs", covs, (K, d, d))
+                blocks = np.stack([process.to_blocks(f"covs[{k}]", covs_arr[k]) for k in range(K)])
+            self.cov_blocks = np.stack([np.stack([as_psd(f"covs[{k}] block {j}", blocks[k, j],
+                                                         dim=g) for j in range(m)])
+                                        for k in range(K)])
+            self.covs = None  # never materialised: d x d per component at image sizes
+        else:
+            covs_arr = as_array("covs", covs, (K, d, d))
+            self.covs = np.stack([as_psd(f"covs[{k}]", covs_arr[k], dim=d) for k in range(K)])
         self.weights = (np.full(K, 1.0 / K) if weights is None
                         else as_weights("weights", weights, K))
         self.n_components = K
@@ -84,6 +106,8 @@ class GaussianMixtureScore:
 
     # ------------------------------------------------------------------ setup
     def _build_setup(self, t: float, device: torch.device, dtype: torch.dtype) -> _Setup:
+        if self._basis is not None:
+            return self._build_block_setup(t, device, dtype)
         M, Sigma = self.process.mean_and_cov(t)
         K, d = self.n_components, self.dim
         means = self.means @ M.T
@@ -110,6 +134,33 @@ class GaussianMixtureScore:
                       torch.as_tensor(const, **to), torch.as_tensor(gain, **to),
                       torch.as_tensor(self.means, **to))
 
+    def _build_block_setup(self, t, device, dtype) -> _Setup:
+        """The setup in the kernel's blocks: ``linv`` and ``gain`` are (K, m, g, g)."""
+        proc = self.process
+        M, Sigma = (a[0] for a in proc.pair_blocks([t]))  # (m, g, g)
+        K, d = self.n_components, self.dim
+        mb = proc.vector_to_blocks(self.means)  # (K, m, g)
+        means = proc.vector_from_blocks(np.einsum("mij,kmj->kmi", M, mb))
+        C = self.cov_blocks
+        S = M @ C @ np.swapaxes(M, -1, -2) + Sigma
+        S = 0.5 * (S + np.swapaxes(S, -1, -2))
+        try:
+            L = np.linalg.cholesky(S)
+        except np.linalg.LinAlgError:
+            raise ValueError(
+                f"covs give a singular covariance M_t C M_t^T + Sigma_t at t = {t:g}; at "
+                "t = 0 every covariance must be positive definite") from None
+        linv = np.linalg.inv(L)
+        gain = linv @ M @ C
+        with np.errstate(divide="ignore"):  # a zero weight gives log 0 = -inf
+            logw = np.log(self.weights)
+        logdiag = np.log(np.diagonal(L, axis1=-2, axis2=-1)).sum(axis=(-2, -1))
+        const = logw - logdiag - 0.5 * d * math.log(2 * math.pi)
+        to = dict(device=device, dtype=dtype)
+        return _Setup(torch.as_tensor(means, **to), torch.as_tensor(linv, **to),
+                      torch.as_tensor(const, **to), torch.as_tensor(gain, **to),
+                      torch.as_tensor(self.means, **to))
+
     def _logits(self, x, t) -> tuple[torch.Tensor, torch.Tensor, _Setup]:
         """``(z, logits, setup)``: z (K, B, d) whitened residuals ``L_k^{-1}(x - m_k)``,
         logits (B, K) = ``log w_k N(x; m_k, S_k)``."""
@@ -121,6 +172,12 @@ class GaussianMixtureScore:
     def _logits_unchecked(self, x, t):
         S = self._setup(float(t), x.device, x.dtype)
         diff = x.unsqueeze(0) - S.means.unsqueeze(1)  # (K, B, d)
+        if self._basis is not None:  # z in block coordinates (K, B, m, g)
+            K, B = diff.shape[:2]
+            y = self._basis.forward(diff.reshape(K * B, -1)).reshape(K, B, *self._basis.blocks)
+            z = torch.einsum("kmij,kbmj->kbmi", S.linv, y)
+            logits = S.const - 0.5 * (z * z).sum((-2, -1)).T
+            return z, logits, S
         z = diff @ S.linv.transpose(1, 2)  # rows z_k^T = (x - m_k)^T L_k^{-T}
         logits = S.const - 0.5 * (z * z).sum(-1).T  # (B, K)
         return z, logits, S
@@ -134,9 +191,11 @@ class GaussianMixtureScore:
         """``__call__`` without input checks (for sampler loops that checked once)."""
         return self._score(*self._logits_unchecked(x, t))
 
-    @staticmethod
-    def _score(z, logits, S) -> torch.Tensor:
+    def _score(self, z, logits, S) -> torch.Tensor:
         r = torch.softmax(logits, dim=1)  # (B, K)
+        if self._basis is not None:
+            w = torch.einsum("kmji,kbmj->bmi", S.linv, r.T[:, :, None, None] * z)
+            return -self._basis.inverse(w)
         # sum_k r_k L_k^{-T} z_k, in row form: sum_k (r_k z_k)^T L_k^{-1}.
         return -((r.T.unsqueeze(-1) * z) @ S.linv).sum(0)
 
@@ -151,14 +210,24 @@ class GaussianMixtureScore:
 
     def _denoise(self, z, logits, S) -> torch.Tensor:
         r = torch.softmax(logits, dim=1)  # (B, K)
+        if self._basis is not None:  # sum_k r_k (mu_k + V^T gain_k^T z_k)
+            w = torch.einsum("kmji,kbmj->bmi", S.gain, r.T[:, :, None, None] * z)
+            return r @ S.means0 + self._basis.inverse(w)
         # per component: mu_k + C_k M^T L_k^{-T} z_k, rows z_k^T (L_k^{-1} M C_k)
         comp = S.means0.unsqueeze(1) + z @ S.gain  # (K, B, d)
         return (r.T.unsqueeze(-1) * comp).sum(0)
 
     def stiffness(self, t) -> np.ndarray:
         """The stiffest component's precision ``(M_t C_k M_t^T + Sigma_t)^{-1}`` (the
-        largest eigenvalue over ``k``), float64 (d, d): the Gaussian part of
-        ``-grad score`` for the samplers' stability check."""
+        largest eigenvalue over ``k``), float64 (d, d) (the kernel's blocks (m, g, g)
+        for a structured kernel): the Gaussian part of ``-grad score`` for the
+        samplers' stability check."""
+        if self._basis is not None:  # as the kernel's blocks (m, g, g)
+            M, Sigma = (a[0] for a in self.process.pair_blocks([as_time("t", t)]))
+            MCM = M @ self.cov_blocks @ np.swapaxes(M, -1, -2)
+            P = np.linalg.inv(0.5 * (MCM + np.swapaxes(MCM, -1, -2)) + Sigma)
+            P = 0.5 * (P + np.swapaxes(P, -1, -2))
+            return P[int(np.argmax(np.linalg.eigvalsh(P)[..., -1].max(axis=-1)))]
         M, Sigma = self.process.mean_and_cov(as_time("t", t))
         best, top = None, -np.inf
         for k in range(self.n_components):

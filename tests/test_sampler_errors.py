@@ -1,4 +1,4 @@
-"""Few-step samplers (issue 13): gddim and dpmpp_2m, the exact Gaussian sampler error
+"""Few-step samplers: gddim and dpmpp_2m, the exact Gaussian sampler error
 against Monte Carlo for every method, time grids as input, the data prediction of the
 scores, and large steps in float32."""
 
