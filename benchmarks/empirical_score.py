@@ -145,7 +145,7 @@ def _case(B: int, N: int, d: int, *, device: str, budget_s: float, naive_repeats
     # faults for a fresh B x N block (the score allocates its one block per call).
     gemm_out = torch.empty(B, N, device=device)
     times = _interleaved({"score": lambda: score(x, T),
-                          "gemm": lambda: torch.mm(x, points.T, out=gemm_out)},
+                          "gemm": lambda: torch.mm(x, points.T, out=gemm_out)},  # noqa: F821
                          budget_s, device)
     t_score, t_gemm = (statistics.median(times[k]) for k in ("score", "gemm"))
     # Ratio of each (score, gemm) pair, measured back to back, then the median.

@@ -58,7 +58,7 @@ def _fill(out):
                     out[f"s_{tag}_{method}_{str(dt)[-2:]}_err"] = np.array(str(err)[:40])
             # score-only path
             class ScoreOnly:
-                def __call__(self, x, t):
+                def __call__(self, x, t, score=score):
                     return score(x, t)
             gen = torch.Generator().manual_seed(8)
             try:

@@ -357,7 +357,9 @@ def test_ill_conditioned_u_speciation_and_collapse(lam):
     # Tr(U C) is ~4, so the envelope time is ~1e8 and the old scan floor ~100, far
     # above the crossing. Q = 0, U and C diagonal: r(t) = max_i lam_i c_i / (e^{2 lam_i t} - 1).
     lams, cs = np.diag(U), np.array([1.0 + mu2, 1.0, 1.0, 1.0, 1.0])
-    r = lambda t: np.max(lams * cs / np.expm1(2 * lams * t))
+    def r(t):
+        return np.max(lams * cs / np.expm1(2 * lams * t))
+
     with np.errstate(over="ignore"):  # e^{2 t} overflows for the unit eigenvalues at t ~ 1e3
         ref_total = brentq(lambda t: r(t) - 1.0, 1e-6, 1e3, xtol=1e-14, rtol=1e-14)
     for fn in (speciation_time, lambda *a: general(speciation_time, *a)):
@@ -366,7 +368,9 @@ def test_ill_conditioned_u_speciation_and_collapse(lam):
     # Collapse, checked against a direct root of g(t) = log N on the same U.
     C = np.diag([4.0, 1.0, 1.0, 1.0, 1.0])
     t_c = collapse_time(proc, C, 50)
-    g = lambda t: collapse_entropy_gap(proc, C, t) - np.log(50)
+    def g(t):
+        return collapse_entropy_gap(proc, C, t) - np.log(50)
+
     assert t_c > 0 and abs(g(t_c)) < 1e-6
     assert abs(general(collapse_time, proc, C, 50) - t_c) < 1e-6 * t_c
 
@@ -383,7 +387,8 @@ def test_ill_conditioned_u_from_data_matches_closed_form(rng):
     for lab, args in ((labels, (between, within)), (None, (total, None))):
         out = predict_regimes(X, U, {"none": None}, labels=lab)
         # r(t) from the whitened pair, its crossing solved directly by brentq here.
-        ref = brentq(lambda t: np.log(speciation_snr(OUProcess(U), *args, t)), 1e-3, 50)
+        ref = brentq(lambda t, args=args: np.log(speciation_snr(OUProcess(U), *args, t)),
+                     1e-3, 50)
         assert abs(out["speciation"]["none"] - ref) < 1e-6 * ref
         assert 0.5 < out["speciation"]["none"] < 3.0
 
@@ -401,10 +406,11 @@ def test_root_finder_brackets_by_expansion_and_says_when_it_cannot():
     # A root far from the start, on either side, with and without derivative.
     for root in (-200.0, -3.0, 0.5, 150.0):
         for x0 in (-100.0, 0.0, 100.0):
-            x, _ = solve_decreasing(lambda x: (root - x, None, None), x0, "t")
+            x, _ = solve_decreasing(lambda x, root=root: (root - x, None, None), x0, "t")
             assert abs(x - root) < 1e-8
-            x, _ = solve_decreasing(lambda x: (np.tanh(root - x), -1 / np.cosh(root - x) ** 2,
-                                               None), x0, "t")
+            x, _ = solve_decreasing(lambda x, root=root: (np.tanh(root - x),
+                                                          -1 / np.cosh(root - x) ** 2, None),
+                                    x0, "t")
             assert abs(x - root) < 1e-8
     with pytest.raises(ValueError, match="no crossing"):
         solve_decreasing(lambda x: (-1.0 - np.exp(-x), None, None), 0.0, "speciation time")

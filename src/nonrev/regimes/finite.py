@@ -263,8 +263,6 @@ def finite_lock_times(process: OUProcess, data_cov, n_train: int, *, n_traj: int
     # path) the noise of a margin over a window.
     sq = [(p.double() ** 2).sum(1) for p in sets]
     amax2 = [float(s.max()) for s in sq]
-    delta2 = torch.cat([(torch.as_tensor(sq[j].sqrt().max()) + starts[j].norm(dim=1)) ** 2
-                        for j in range(n_sets)])
     full_searches = 0
 
     def exact_c():
@@ -321,7 +319,7 @@ def finite_lock_times(process: OUProcess, data_cov, n_train: int, *, n_traj: int
                 # through the last (up to) three full-search times; its error is bounded
                 # through ||G_k - interpolated G_k||.
                 ts = [nd[0] for nd in nodes]
-                for (kk, vk, Gk, Rk) in hist:
+                for (kk, vk, Gk, _Rk) in hist:
                     t = kk * dt
                     w = [math.prod((t - ts[b]) / (ts[a] - ts[b]) for b in range(len(ts)) if b != a)
                          for a in range(len(ts))]
@@ -348,7 +346,7 @@ def finite_lock_times(process: OUProcess, data_cov, n_train: int, *, n_traj: int
                     redo[st[0][risk > tol]] = True
             # window steps searched again in full, in order, for the paths at risk
             todo = redo & alive0
-            for (kk, vk, Gk, Rk), (ci, eps) in zip(hist, interp):
+            for (kk, vk, _Gk, Rk), (ci, eps) in zip(hist, interp):
                 if not bool(todo.any()):
                     break
                 exact = None

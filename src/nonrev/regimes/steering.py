@@ -376,7 +376,7 @@ class _Steerer:
         alpha_min = 1e-10 * alpha
         it = 0
         best_at = [best.phi]
-        for it in range(1, max_iter + 1):
+        for it in range(1, max_iter + 1):  # noqa: B007  (it is returned: iterations used)
             gnorm = float(np.linalg.norm(g))
             if gnorm == 0.0:
                 break

@@ -86,7 +86,6 @@ __all__ = [
     "collapse_time",
     "collapse_time_from_data",
     "isotropic_collapse_time",
-    "predict_regimes",
     "speciation_snr",
     "speciation_time",
     "speciation_time_from_data",

@@ -101,7 +101,7 @@ def comparisons(rows: list[dict], nfe: int = TARGET_NFE) -> list[dict]:
 
 def figure_fd(rows: list[dict], path: Path) -> None:
     fig, ax = figure(figsize=(7.5, 4.5))
-    for k, r in enumerate(rows):
+    for r in rows:
         nfes = sorted({n for (_, n) in r["fd"]})
         best = [_best(r, n) for n in nfes]
         mean = np.array([b[1][0] for b in best])

@@ -138,7 +138,7 @@ class GaussianMixtureScore:
         """The setup in the kernel's blocks: ``linv`` and ``gain`` are (K, m, g, g)."""
         proc = self.process
         M, Sigma = (a[0] for a in proc.pair_blocks([t]))  # (m, g, g)
-        K, d = self.n_components, self.dim
+        d = self.dim
         mb = proc.vector_to_blocks(self.means)  # (K, m, g)
         means = proc.vector_from_blocks(np.einsum("mij,kmj->kmi", M, mb))
         C = self.cov_blocks
