@@ -238,3 +238,404 @@ class DCTBasis:
             raise ValueError(f"the dense basis is built only for d <= {DENSE_LIMIT}; "
                              f"shape {self.shape} has d = {self.dim}")
         return self.forward_numpy(np.eye(self.dim)).T.copy()
+
+
+# ----------------------------------------------------------------------------- groups
+def _as_precisions(name: str, u, size: int | None = None) -> np.ndarray:
+    """``u`` as a flat float64 array of finite positive numbers."""
+    try:
+        arr = np.array(u, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a numeric array ({exc})") from None
+    arr = arr.reshape(-1)
+    if size is not None and arr.size != size:
+        raise ValueError(f"{name} must have {size} entries, got {arr.size}")
+    if arr.size == 0:
+        raise ValueError(f"{name} must not be empty")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or inf")
+    if not np.all(arr > 0):
+        raise ValueError(f"{name} must be positive (precisions), got {arr[~(arr > 0)][:3].tolist()}")
+    return arr
+
+
+def _group_size(d: int, g) -> int:
+    try:
+        g = as_count("groups", g, minimum=2)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (the group size g)") from None
+    if d % g:
+        raise ValueError(f"groups: d = {d} frequencies cannot be split into groups of "
+                         f"g = {g} (d is not divisible by g)")
+    return g
+
+
+def pair_groups(u) -> np.ndarray:
+    """Pairs of frequencies, (d/2, 2): with ``u`` sorted ascending, the ``i``-th
+    smallest with the ``i``-th largest. This maximises the smallest pair mean
+    ``min_j (u_a + u_b)/2`` over all pairings (exchange argument: in any pairing, the
+    pair that holds the ``i``-th smallest ``u`` can be made no worse by giving it the
+    ``i``-th largest), and the smallest pair mean is the slowest rate of the optimal
+    current (:class:`SpectralProcess`)."""
+    u = _as_precisions("u", u)
+    d = u.size
+    _group_size(d, 2)
+    order = np.argsort(u, kind="stable")
+    return np.stack([order[: d // 2], order[::-1][: d // 2]], axis=1)
+
+
+def balanced_groups(u, g: int, *, max_swaps: int | None = None) -> np.ndarray:
+    """A partition of the ``d`` frequencies into ``d/g`` groups of ``g`` that makes the
+    smallest group mean of ``u`` large (the slowest rate of the optimal current):
+    (d/g, g) indices. ``g = 2`` is :func:`pair_groups` (optimal).
+
+    For ``g > 2`` the problem is balanced number partitioning (NP-hard), so: the
+    balanced greedy (largest ``u`` first, each to the group of smallest sum that still
+    has room), then a swap search: while some exchange of one frequency of the worst
+    group with one of another group raises both above the worst sum, make the best such
+    exchange (at most ``max_swaps``, default ``20 d / g``). Each accepted swap raises the
+    worst group or removes one group from the tie at the minimum, so the smallest mean
+    never decreases. On the 32x32 grayscale patches of ``benchmarks/spectral.py`` this
+    reaches a smallest group mean of 0.983 of ``mean(u)`` at g = 4 where the serpentine
+    assignment of sorted ``u`` gives 0.895 (``python -m benchmarks.spectral``).
+    """
+    import heapq
+
+    u = _as_precisions("u", u)
+    d = u.size
+    g = _group_size(d, g)
+    if g == 2:
+        return pair_groups(u)
+    m = d // g
+    heap = [(0.0, j) for j in range(m)]
+    members: list[list[int]] = [[] for _ in range(m)]
+    for i in np.argsort(-u, kind="stable"):
+        s, j = heapq.heappop(heap)
+        members[j].append(int(i))
+        if len(members[j]) < g:
+            heapq.heappush(heap, (s + float(u[i]), j))
+    G = np.array(members, dtype=np.int64)
+    S = u[G].sum(axis=1)
+    owner = np.repeat(np.arange(m), g)
+    limit = 20 * m if max_swaps is None else int(max_swaps)
+    for _ in range(limit):
+        j = int(np.argmin(S))
+        low = S[j]
+        a = u[G[j]]
+        b = u[G].reshape(-1)
+        gain = np.minimum(low - a[:, None] + b[None, :],
+                          S[owner][None, :] - b[None, :] + a[:, None])
+        gain[:, owner == j] = -np.inf
+        p, q = np.unravel_index(int(np.argmax(gain)), gain.shape)
+        if not gain[p, q] > low * (1.0 + 1e-12):
+            break
+        k, r = owner[q], q % g
+        G[j, p], G[k, r] = G[k, r], G[j, p]
+        S[j], S[k] = u[G[j]].sum(), u[G[k]].sum()
+    return G
+
+
+def as_groups(groups, d: int) -> np.ndarray:
+    """Explicit groups as an (m, g) int64 array that partitions ``0..d-1`` exactly
+    (``g >= 2``), or ValueError naming ``groups``."""
+    try:
+        G = np.array(groups)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"groups must be an (m, g) array of indices ({exc})") from None
+    if G.ndim != 2 or G.shape[1] < 2 or G.size == 0:
+        raise ValueError(f"groups must be an (m, g) array of frequency indices with g >= 2, "
+                         f"got shape {G.shape}")
+    if G.dtype.kind == "f" and np.all(np.isfinite(G)) and np.all(G == np.round(G)):
+        G = G.astype(np.int64)
+    if G.dtype.kind not in "iu":
+        raise ValueError(f"groups must hold integer indices, got dtype {G.dtype}")
+    G = G.astype(np.int64)
+    if G.size != d:
+        raise ValueError(f"groups must partition the d = {d} frequencies, got {G.size} "
+                         f"indices (shape {G.shape})")
+    flat = np.sort(G.reshape(-1))
+    if not np.array_equal(flat, np.arange(d)):
+        bad = np.setdiff1d(np.arange(d), flat)
+        what = (f"index {int(bad[0])} is missing" if bad.size
+                else "an index appears twice or lies outside 0..d-1")
+        raise ValueError(f"groups must partition 0..{d - 1} exactly: {what}")
+    return G
+
+
+# ----------------------------------------------------------------------------- currents
+#: The free numbers of the closed-form pair current, ``l = (1, 2)`` as in
+#: :func:`nonrev.process.currents.optimal_q`'s default: ``q = 3 |a - b| / (2 sqrt(ab))``.
+_PAIR_FACTOR = 3.0
+
+
+def optimal_blocks(u_blocks: np.ndarray) -> np.ndarray:
+    """Antisymmetric blocks ``B_j`` (m, g, g) with every eigenvalue of
+    ``(I + B_j) diag(u_j)`` of real part ``mean(u_j)``: the per-group optimum.
+
+    ``g = 2``, closed form: for ``diag(a, b)`` and ``B = [[0, q], [-q, 0]]`` the block
+    ``[[a, q b], [-q a, b]]`` has trace ``a + b`` and determinant ``ab (1 + q^2)``, so
+    both real parts equal ``(a + b)/2`` iff ``q^2 >= (a - b)^2 / (4ab)``; nonrev takes
+    ``q = 3 |a - b| / (2 sqrt(ab))``, three times the threshold, which is exactly
+    :func:`~nonrev.process.currents.optimal_q` of ``diag(a, b)`` (free numbers 1, 2):
+    the eigenvalues stay distinct (at the threshold they coincide in a Jordan block).
+    ``g > 2``: :func:`~nonrev.process.currents.optimal_q` of each ``diag(u_j)``."""
+    from nonrev.process.currents import optimal_q
+
+    m, g = u_blocks.shape
+    if g == 2:
+        a, b = u_blocks[:, 0], u_blocks[:, 1]
+        q = _PAIR_FACTOR * np.abs(a - b) / (2.0 * np.sqrt(a * b))
+        B = np.zeros((m, 2, 2))
+        B[:, 0, 1], B[:, 1, 0] = q, -q
+        return B
+    return np.stack([optimal_q(np.diag(row)) for row in u_blocks])
+
+
+def _as_blocks(blocks, m: int | None, g: int | None) -> np.ndarray:
+    """An explicit current: an (m, g, g) array of antisymmetric blocks."""
+    from nonrev.linalg import SYM_TOL
+
+    try:
+        B = np.array(blocks, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"current must be 'none', 'optimal', 'gamma:<x>' or an (m, g, g) "
+                         f"array of antisymmetric blocks ({exc})") from None
+    if B.ndim != 3 or B.shape[1] != B.shape[2] or B.shape[1] < 2:
+        raise ValueError(f"current blocks must have shape (m, g, g) with g >= 2, got {B.shape}")
+    if (m is not None and B.shape[0] != m) or (g is not None and B.shape[1] != g):
+        raise ValueError(f"current blocks must have shape ({m}, {g}, {g}) for these groups, "
+                         f"got {B.shape}")
+    if not np.all(np.isfinite(B)):
+        raise ValueError("current blocks contain NaN or inf")
+    scale = np.linalg.norm(B)
+    err = np.linalg.norm(B + np.swapaxes(B, 1, 2))
+    if scale > 0 and err > SYM_TOL * scale:
+        raise ValueError(f"current blocks must be antisymmetric (B_j^T = -B_j): "
+                         f"||B + B^T|| / ||B|| = {err / scale:.3g} exceeds {SYM_TOL:g}")
+    return 0.5 * (B - np.swapaxes(B, 1, 2))
+
+
+# ----------------------------------------------------------------------------- the process
+def _block_factors(S: np.ndarray) -> np.ndarray:
+    """Lower-triangular ``L`` with ``L L^T = S`` for a stack (..., g, g) of PSD blocks:
+    Cholesky, zero for zero blocks (t = 0), :func:`nonrev.linalg.psd_factor` for any
+    block that Cholesky refuses."""
+    from nonrev.linalg import psd_factor
+
+    S = 0.5 * (S + np.swapaxes(S, -1, -2))
+    flat = S.reshape(-1, *S.shape[-2:])
+    out = np.zeros_like(flat)
+    live = np.abs(flat).max(axis=(1, 2)) > 0
+    try:
+        out[live] = np.linalg.cholesky(flat[live])
+    except np.linalg.LinAlgError:
+        for i in np.nonzero(live)[0]:
+            out[i] = psd_factor(flat[i])
+    return out.reshape(S.shape)
+
+
+class SpectralProcess:
+    """The OU process ``dx = -(I + Q) U x dt + sqrt(2) dW`` with
+    ``U = V^T diag(u) V`` and ``Q = V^T B V``, ``V`` a :class:`DCTBasis` and ``B``
+    antisymmetric, block-diagonal over groups of ``g`` frequencies.
+
+    Parameters
+    ----------
+    shape : (C, H, W)
+        Image shape; rows are flat images of length ``d = C H W`` (``reshape(B, -1)``).
+    u : (C, H, W) array
+        The precision of each DCT coefficient (finite, > 0), in the order of
+        :meth:`DCTBasis.forward` (``(channel', k_h, k_w)``, ``channel'`` after the
+        colour transform).
+    current : ``"none"``, ``"optimal"``, ``"gamma:<x>"`` or an (m, g, g) array
+        ``"optimal"``: per group, the current with every eigenvalue of the group's
+        drift block at real part ``mean(u over the group)`` (:func:`optimal_blocks`);
+        ``"gamma:<x>"``: ``x`` times it; an array: the antisymmetric blocks ``B_j``
+        themselves, in the order of ``groups``.
+    groups : None, an int ``g >= 2`` or an (m, g) index array
+        The partition of the frequencies. None: pairs (:func:`pair_groups`, or the
+        ``g`` of an explicit ``current``); an int: :func:`balanced_groups` of ``u``
+        with groups of ``g``; an array: these groups (validated to partition
+        ``0..d-1``).
+    colour : None, ``"opponent"`` or an orthogonal (C, C) array (:class:`DCTBasis`).
+
+    Attributes: ``shape``, ``dim``, ``basis``, ``u`` (C, H, W), ``groups`` (m, g),
+    ``u_blocks`` (m, g), ``current_blocks`` (m, g, g) = ``B_j``, ``drift_blocks``
+    (m, g, g) = ``(I + B_j) diag(u_j)``, ``current`` (the name of the current), all
+    float64 numpy.
+    """
+
+    def __init__(self, shape, u, current="none", groups=None, colour=None):
+        self.basis = DCTBasis(shape, colour)
+        self.shape = self.basis.shape
+        self.dim = d = self.basis.dim
+        try:
+            arr = np.array(u, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"u must be a numeric (C, H, W) array ({exc})") from None
+        if arr.shape != self.shape:
+            raise ValueError(f"u must have shape {self.shape} (one precision per DCT "
+                             f"coefficient), got {arr.shape}")
+        flat = _as_precisions("u", arr)
+        self.u = flat.reshape(self.shape)
+        explicit = not isinstance(current, str)
+        blocks = _as_blocks(current, None, None) if explicit else None
+        if groups is None:
+            g = blocks.shape[1] if explicit else 2
+            self.groups = balanced_groups(flat, _group_size(d, g))
+        elif np.ndim(groups) == 0:
+            self.groups = balanced_groups(flat, _group_size(d, groups))
+        else:
+            self.groups = as_groups(groups, d)
+        m, g = self.groups.shape
+        self.u_blocks = flat[self.groups]
+        if explicit:
+            self.current_blocks = _as_blocks(blocks, m, g)
+            self.current = "blocks"
+        elif current == "none":
+            self.current_blocks = np.zeros((m, g, g))
+            self.current = "none"
+        elif current == "optimal":
+            self.current_blocks = optimal_blocks(self.u_blocks)
+            self.current = "optimal"
+        else:
+            from nonrev.process.spec import gamma_of
+
+            try:
+                gamma = gamma_of(current)
+            except ValueError as exc:
+                raise ValueError(f"current: {exc}") from None
+            if gamma is None:
+                raise ValueError(f"current must be 'none', 'optimal', 'gamma:<x>' or an "
+                                 f"(m, g, g) array of antisymmetric blocks, got {current!r}")
+            self.current_blocks = gamma * optimal_blocks(self.u_blocks)
+            self.current = f"gamma={gamma:g}"
+        eye = np.eye(g)
+        self.drift_blocks = (eye + self.current_blocks) * self.u_blocks[:, None, :]
+
+    @classmethod
+    def from_data(cls, images, k=None, current="none", groups=None, colour=None,
+                  *, chunk: int = 1024) -> "SpectralProcess":
+        """The process whose ``u`` is the inverse variance of each DCT coefficient over
+        ``images`` (n, C, H, W) (1/n, mean removed; the ``data:<k>`` recipe of
+        :func:`nonrev.data.u_from_data` in the frequency basis): with ``k`` the
+        condition number of ``u`` is capped at ``k`` by raising the smallest precisions
+        to ``max(u) / k``; then ``u`` is scaled to ``mean(u) = Tr(U)/d = 1``.
+        ``current``, ``groups``, ``colour``: as in the constructor."""
+        X = images.detach().cpu().numpy() if torch.is_tensor(images) else images
+        try:
+            X = np.asarray(X, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"images must be a numeric (n, C, H, W) array ({exc})") from None
+        if X.ndim != 4:
+            raise ValueError(f"images must have shape (n, C, H, W), got {X.shape}")
+        if X.shape[0] < 2:
+            raise ValueError(f"images must hold at least 2 images, got {X.shape[0]}")
+        if not np.all(np.isfinite(X)):
+            raise ValueError("images contain NaN or inf")
+        n = X.shape[0]
+        basis = DCTBasis(X.shape[1:], colour)
+        # Chan et al.'s pairwise update of (count, mean, sum of squared deviations).
+        count, mean, m2 = 0, np.zeros(basis.dim), np.zeros(basis.dim)
+        for lo in range(0, n, max(int(chunk), 1)):
+            c = basis.forward_numpy(X[lo:lo + chunk].reshape(-1, basis.dim))
+            nb, mb = c.shape[0], c.mean(axis=0)
+            delta = mb - mean
+            m2 += ((c - mb) ** 2).sum(axis=0) + delta**2 * count * nb / (count + nb)
+            mean += delta * nb / (count + nb)
+            count += nb
+        var = m2 / n
+        if not np.all(var > 1e-300 * max(var.max(), 1e-300)) or var.max() <= 0:
+            bad = np.unravel_index(int(np.argmin(var)), basis.shape)
+            raise ValueError(f"images: the DCT coefficient {tuple(int(i) for i in bad)} has "
+                             "zero variance, so its precision is infinite")
+        u = 1.0 / var
+        if k is not None:
+            try:
+                kappa = float(k)
+            except (TypeError, ValueError):
+                kappa = math.nan
+            if not (math.isfinite(kappa) and kappa >= 1.0):
+                raise ValueError(f"k must be a number >= 1 (the condition cap), got {k!r}")
+            u = np.maximum(u, u.max() / kappa)
+        u = u / u.mean()
+        return cls(basis.shape, u.reshape(basis.shape), current=current, groups=groups,
+                   colour=basis.colour)
+
+    def __repr__(self) -> str:
+        m, g = self.groups.shape
+        return (f"SpectralProcess(shape={self.shape}, groups={m}x{g}, current={self.current}, "
+                f"relaxation_rate={self.relaxation_rate():.4g})")
+
+    @property
+    def is_reversible(self) -> bool:
+        """True when ``B = 0`` (detailed balance holds)."""
+        return not np.any(self.current_blocks)
+
+    # ------------------------------------------------------------------ rates
+    def relaxation_rate(self) -> float:
+        """Slowest decay rate of the mean, ``min Re spec(A)``: the minimum over the
+        drift blocks (``min(u)`` when reversible, ``min_j mean(u_j)`` with the optimal
+        current, at most ``mean(u) = Tr(U)/d``)."""
+        return float(np.linalg.eigvals(self.drift_blocks).real.min())
+
+    def contraction_rate(self) -> float:
+        """``Tr A = Tr U = sum(u)``, any current."""
+        return float(self.u.sum())
+
+    # ------------------------------------------------------------------ dense twin
+    def block_matrix(self, blocks) -> np.ndarray:
+        """The (d, d) matrix in frequency coordinates whose restriction to group ``j``
+        is ``blocks[j]`` and which is zero elsewhere."""
+        blocks = np.asarray(blocks, dtype=np.float64)
+        m, g = self.groups.shape
+        if blocks.shape != (m, g, g):
+            raise ValueError(f"blocks must have shape ({m}, {g}, {g}), got {blocks.shape}")
+        out = np.zeros((self.dim, self.dim))
+        rows = self.groups[:, :, None]
+        cols = self.groups[:, None, :]
+        out[rows, cols] = blocks
+        return out
+
+    def to_pixels(self, blocks) -> np.ndarray:
+        """``V^T (block-diagonal) V``: a block operator (m, g, g) as the dense (d, d)
+        matrix acting on flat images (``d <= DENSE_LIMIT``)."""
+        V = self.basis.matrix()
+        return V.T @ self.block_matrix(blocks) @ V
+
+    def dense(self):
+        """The equivalent :class:`~nonrev.process.ou.OUProcess` ``(U, Q)`` with
+        ``U = V^T diag(u) V`` and ``Q = V^T B V`` (``d <= DENSE_LIMIT``)."""
+        from nonrev.process.ou import OUProcess
+
+        if self.dim > DENSE_LIMIT:
+            raise ValueError(f"dense() builds d x d matrices only for d <= {DENSE_LIMIT}; "
+                             f"shape {self.shape} has d = {self.dim}")
+        V = self.basis.matrix()
+        U = (V.T * self.u.reshape(-1)) @ V
+        Q = V.T @ self.block_matrix(self.current_blocks) @ V
+        return OUProcess(0.5 * (U + U.T), 0.5 * (Q - Q.T))
+
+    # ------------------------------------------------------------------ torch side
+    def to_blocks(self, x) -> torch.Tensor:
+        """Flat images (B, d) -> their coefficients by group, (B, m, g)."""
+        return self.basis.forward(x, self.groups)
+
+    def from_blocks(self, y) -> torch.Tensor:
+        """Coefficients by group (B, m, g) -> flat images (B, d)."""
+        return self.basis.inverse(y, self.groups)
+
+    def apply(self, blocks, x) -> torch.Tensor:
+        """``V^T (block-diagonal) V x`` for rows ``x`` (B, d): ``blocks`` (m, g, g) for
+        every row, or (B, m, g, g) one operator per row. ``O(d log d + d g)`` a row."""
+        y = self.to_blocks(x)
+        Bt = torch.as_tensor(blocks, dtype=y.dtype, device=y.device)
+        m, g = self.groups.shape
+        if Bt.shape == (m, g, g):
+            z = torch.einsum("mij,bmj->bmi", Bt, y)
+        elif Bt.shape == (y.shape[0], m, g, g):
+            z = torch.einsum("bmij,bmj->bmi", Bt, y)
+        else:
+            raise ValueError(f"blocks must have shape ({m}, {g}, {g}) or "
+                             f"({y.shape[0]}, {m}, {g}, {g}), got {tuple(Bt.shape)}")
+        return self.from_blocks(z)

@@ -1,0 +1,254 @@
+"""SpectralProcess: the DCT basis, the groups, the per-group currents and the exact
+kernel in blocks, each against the dense OUProcess it equals."""
+
+import itertools
+
+import numpy as np
+import pytest
+import scipy.fft
+import torch
+
+from nonrev.process import OUProcess, SpectralProcess
+from nonrev.process.currents import optimal_q
+from nonrev.process.spectral import (
+    DCTBasis, OPPONENT, as_groups, balanced_groups, optimal_blocks, pair_groups)
+
+
+def _u(shape, rng, lo=-3.0, hi=2.0):
+    return np.exp(rng.uniform(lo, hi, shape))
+
+
+def _rotation(C, rng):
+    Q, _ = np.linalg.qr(rng.standard_normal((C, C)))
+    return Q
+
+
+# ----------------------------------------------------------------------------- basis
+@pytest.mark.parametrize("shape, colour", [((1, 8, 8), None), ((3, 5, 7), "opponent"),
+                                           ((2, 1, 4), "random"), ((1, 1, 1), None),
+                                           ((3, 6, 4), None)])
+def test_basis_is_orthogonal_and_torch_matches_numpy(shape, colour, rng):
+    if colour == "random":
+        colour = _rotation(shape[0], rng)
+    b = DCTBasis(shape, colour)
+    V = b.matrix()
+    assert np.abs(V @ V.T - np.eye(b.dim)).max() < 1e-13
+    x = rng.standard_normal((5, b.dim))
+    y_np = b.forward_numpy(x)
+    np.testing.assert_allclose(y_np, x @ V.T, rtol=0, atol=1e-12)
+    y_t = b.forward(torch.from_numpy(x))
+    assert y_t.dtype == torch.float64
+    assert np.abs(y_t.numpy() - y_np).max() < 1e-12
+    assert np.abs(b.inverse(y_t).numpy() - x).max() < 1e-12
+    assert np.abs(b.inverse_numpy(y_np) - x).max() < 1e-12
+
+
+def test_basis_is_the_per_channel_dct_then_the_colour_transform(rng):
+    # The coefficient order is (channel', k_h, k_w) with scipy's orthonormal DCT-II.
+    x = rng.standard_normal((2, 3, 4, 6))
+    y = DCTBasis((3, 4, 6), "opponent").forward(torch.from_numpy(x.reshape(2, -1))).numpy()
+    ref = np.einsum("ij,bjhw->bihw", OPPONENT,
+                    scipy.fft.dctn(x, axes=(-2, -1), norm="ortho"))
+    assert np.abs(y - ref.reshape(2, -1)).max() < 1e-12
+
+
+def test_basis_float32_and_groups(rng):
+    b = DCTBasis((1, 8, 8))
+    x = rng.standard_normal((3, 64))
+    y32 = b.forward(torch.from_numpy(x).float())
+    assert y32.dtype == torch.float32
+    assert np.abs(y32.double().numpy() - b.forward_numpy(x)).max() < 1e-5
+    G = pair_groups(np.arange(1.0, 65.0))
+    yg = b.forward(torch.from_numpy(x), G)
+    assert yg.shape == (3, 32, 2)
+    assert np.abs(yg.numpy() - b.forward_numpy(x)[:, G]).max() < 1e-12
+    assert np.abs(b.inverse(yg, G).numpy() - x).max() < 1e-12
+
+
+def test_basis_errors():
+    with pytest.raises(ValueError, match="shape"):
+        DCTBasis((8, 8))
+    with pytest.raises(ValueError, match="shape"):
+        DCTBasis((1, 0, 8))
+    with pytest.raises(ValueError, match="colour must be orthogonal"):
+        DCTBasis((2, 4, 4), [[1.0, 0.1], [0.0, 1.0]])
+    with pytest.raises(ValueError, match="C = 3"):
+        DCTBasis((1, 4, 4), "opponent")
+    with pytest.raises(ValueError, match=r"x must have shape \(B, 16\)"):
+        DCTBasis((1, 4, 4)).forward(torch.zeros(2, 15))
+    with pytest.raises(ValueError, match="d <= "):
+        DCTBasis((1, 128, 128)).matrix()
+
+
+# ----------------------------------------------------------------------------- groups
+def _min_group_mean(u, G):
+    return u[G].mean(axis=1).min()
+
+
+def test_pairs_are_optimal_by_brute_force(rng):
+    # Every pairing of 8 numbers: the folded one has the largest smallest pair mean.
+    for _ in range(5):
+        u = np.exp(rng.uniform(-4, 2, 8))
+        best = 0.0
+        for perm in itertools.permutations(range(8)):
+            G = np.array(perm).reshape(4, 2)
+            best = max(best, _min_group_mean(u, G))
+        G = pair_groups(u)
+        as_groups(G, 8)
+        assert _min_group_mean(u, G) == pytest.approx(best, rel=1e-15)
+
+
+def test_balanced_groups_partition_and_beat_the_serpentine(rng):
+    for g in (3, 4, 8):
+        u = np.exp(rng.uniform(-8, 2, 48 * g))  # four decades, like image spectra
+        G = balanced_groups(u, g)
+        as_groups(G, u.size)
+        order = np.argsort(u)
+        m = u.size // g
+        snake = np.stack([order[r * m:(r + 1) * m][:: 1 if r % 2 == 0 else -1]
+                          for r in range(g)], axis=1)
+        assert _min_group_mean(u, G) >= _min_group_mean(u, snake)
+        assert _min_group_mean(u, G) <= u.mean()
+
+
+def test_balanced_groups_near_the_brute_force_optimum(rng):
+    # d = 12 in three groups of four: 5775 partitions, enumerated.
+    def partitions(items):
+        if not items:
+            yield []
+            return
+        first, rest = items[0], items[1:]
+        for others in itertools.combinations(rest, 3):
+            left = [i for i in rest if i not in others]
+            for tail in partitions(left):
+                yield [(first, *others)] + tail
+    for _ in range(3):
+        u = np.exp(rng.uniform(-5, 2, 12))
+        best = max(_min_group_mean(u, np.array(p)) for p in partitions(list(range(12))))
+        assert _min_group_mean(u, balanced_groups(u, 4)) >= 0.99 * best
+
+
+def test_group_errors():
+    with pytest.raises(ValueError, match="groups: d = 10 .* g = 4"):
+        balanced_groups(np.ones(10), 4)
+    with pytest.raises(ValueError, match="groups"):
+        balanced_groups(np.ones(10), 1)
+    with pytest.raises(ValueError, match="groups must partition 0..5 exactly: index 5"):
+        as_groups([[0, 1], [2, 3], [4, 4]], 6)
+    with pytest.raises(ValueError, match="groups must partition the d = 6"):
+        as_groups([[0, 1], [2, 3]], 6)
+    with pytest.raises(ValueError, match="groups must be an"):
+        as_groups([0, 1, 2, 3, 4, 5], 6)
+    with pytest.raises(ValueError, match="groups must hold integer"):
+        as_groups([[0, 1.5], [2, 3], [4, 5]], 6)
+
+
+# ----------------------------------------------------------------------------- currents
+def test_pair_current_closed_form(rng):
+    # diag(a, b) with [[0, q], [-q, 0]]: equal real parts iff q^2 >= (a - b)^2 / (4ab).
+    for a, b in np.exp(rng.uniform(-4, 2, (20, 2))):
+        q0 = abs(a - b) / (2 * np.sqrt(a * b))
+        for q, equal in ((0.9 * q0, False), (1.1 * q0, True), (3 * q0, True)):
+            ev = np.linalg.eigvals(np.array([[a, q * b], [-q * a, b]]))
+            assert (abs(ev[0].real - ev[1].real) < 1e-9 * (a + b)) == equal
+    u = np.exp(rng.uniform(-4, 2, (30, 2)))
+    B = optimal_blocks(u)
+    for row, Bj in zip(u, B):
+        np.testing.assert_allclose(Bj, optimal_q(np.diag(row)), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("g", [2, 3, 4])
+def test_optimal_current_real_parts_per_group(g, rng):
+    shape = (1, 6, 8)
+    p = SpectralProcess(shape, _u(shape, rng), "optimal", groups=g)
+    ev = np.linalg.eigvals(p.drift_blocks)
+    mean = p.u_blocks.mean(axis=1)
+    assert np.abs(ev.real - mean[:, None]).max() < 1e-9 * mean.max()
+    assert p.relaxation_rate() == pytest.approx(mean.min(), rel=1e-9)
+    assert SpectralProcess(shape, p.u, "none", groups=g).relaxation_rate() == p.u.min()
+
+
+@pytest.mark.parametrize("shape, g, colour", [((1, 8, 8), 2, None), ((1, 8, 8), 4, None),
+                                              ((3, 4, 4), 2, "opponent"),
+                                              ((3, 4, 4), 4, "random")])
+@pytest.mark.parametrize("current", ["none", "optimal", "gamma:0.2", "blocks"])
+def test_dense_twin_rates_and_matrices(shape, g, colour, current, rng):
+    if colour == "random":
+        colour = _rotation(shape[0], rng)
+    u = _u(shape, rng)
+    if current == "blocks":
+        m = u.size // g
+        R = rng.standard_normal((m, g, g))
+        current = R - np.swapaxes(R, 1, 2)
+    p = SpectralProcess(shape, u, current, groups=g, colour=colour)
+    D = p.dense()
+    assert isinstance(D, OUProcess)
+    V = p.basis.matrix()
+    np.testing.assert_allclose(V @ D.U @ V.T, np.diag(u.reshape(-1)), atol=1e-12 * u.max())
+    np.testing.assert_allclose(D.A, p.to_pixels(p.drift_blocks), atol=1e-12 * np.abs(D.A).max())
+    assert p.relaxation_rate() == pytest.approx(D.relaxation_rate(), rel=1e-9)
+    assert p.contraction_rate() == pytest.approx(D.contraction_rate(), rel=1e-12)
+
+
+def test_apply_matches_the_dense_operator(rng):
+    p = SpectralProcess((2, 4, 6), _u((2, 4, 6), rng), "optimal", groups=4)
+    x = rng.standard_normal((3, p.dim))
+    Op = p.to_pixels(p.drift_blocks)
+    y = p.apply(p.drift_blocks, torch.from_numpy(x)).numpy()
+    assert np.abs(y - x @ Op.T).max() < 1e-12 * np.abs(Op).max()
+    per_row = np.stack([p.drift_blocks, 2 * p.drift_blocks, -p.drift_blocks])
+    y = p.apply(per_row, torch.from_numpy(x)).numpy()
+    assert np.abs(y - x @ Op.T * np.array([[1.0], [2.0], [-1.0]])).max() < 1e-11
+
+
+def test_process_errors(rng):
+    shape = (1, 4, 4)
+    u = _u(shape, rng)
+    with pytest.raises(ValueError, match=r"u must have shape \(1, 4, 4\)"):
+        SpectralProcess(shape, u.reshape(-1))
+    for bad in (0.0, -1.0, np.nan, np.inf):
+        v = u.copy()
+        v[0, 1, 2] = bad
+        with pytest.raises(ValueError, match="^u "):
+            SpectralProcess(shape, v)
+    with pytest.raises(ValueError, match="current must be"):
+        SpectralProcess(shape, u, "fast")
+    with pytest.raises(ValueError, match="current: gamma"):
+        SpectralProcess(shape, u, "gamma:abc")
+    with pytest.raises(ValueError, match="antisymmetric"):
+        SpectralProcess(shape, u, np.ones((8, 2, 2)))
+    with pytest.raises(ValueError, match=r"shape \(4, 4, 4\)"):
+        SpectralProcess(shape, u, np.zeros((8, 2, 2)), groups=4)
+    with pytest.raises(ValueError, match="groups: d = 16 .* g = 3"):
+        SpectralProcess(shape, u, groups=3)
+    with pytest.raises(ValueError, match="groups must partition"):
+        SpectralProcess(shape, u, groups=np.arange(16).reshape(8, 2) % 15)
+    with pytest.raises(ValueError, match="dense"):
+        SpectralProcess((1, 128, 128), np.ones((1, 128, 128))).dense()
+
+
+# ----------------------------------------------------------------------------- from data
+def test_from_data_variance_and_cap(rng):
+    shape = (1, 4, 4)
+    scales = _u(shape, rng, -3, 3)  # std of each DCT coefficient
+    basis = DCTBasis(shape)
+    coeffs = rng.standard_normal((500, 16)) * np.sqrt(scales.reshape(-1)) + 0.3
+    images = basis.inverse_numpy(coeffs).reshape(500, *shape)
+    p = SpectralProcess.from_data(images, chunk=77)  # several chunks of the merge
+    u = 1.0 / coeffs.var(axis=0)
+    np.testing.assert_allclose(p.u.reshape(-1), u / u.mean(), rtol=1e-10)
+    assert p.u.mean() == pytest.approx(1.0, rel=1e-14)
+    q = SpectralProcess.from_data(torch.from_numpy(images), k=10.0, current="optimal")
+    capped = np.maximum(u, u.max() / 10.0)
+    np.testing.assert_allclose(q.u.reshape(-1), capped / capped.mean(), rtol=1e-10)
+    assert q.u.max() / q.u.min() == pytest.approx(10.0, rel=1e-12)
+    assert q.current == "optimal"
+
+
+def test_from_data_errors(rng):
+    with pytest.raises(ValueError, match=r"images must have shape \(n, C, H, W\)"):
+        SpectralProcess.from_data(rng.standard_normal((10, 16)))
+    with pytest.raises(ValueError, match="zero variance"):
+        SpectralProcess.from_data(np.ones((10, 1, 4, 4)))
+    with pytest.raises(ValueError, match="k must be"):
+        SpectralProcess.from_data(rng.standard_normal((10, 1, 4, 4)), k=0.5)
