@@ -252,3 +252,99 @@ def test_from_data_errors(rng):
         SpectralProcess.from_data(np.ones((10, 1, 4, 4)))
     with pytest.raises(ValueError, match="k must be"):
         SpectralProcess.from_data(rng.standard_normal((10, 1, 4, 4)), k=0.5)
+
+
+# ----------------------------------------------------------------------------- kernel
+TIMES = np.array([0.0, 1e-7, 1e-3, 0.05, 0.7, 3.0, 40.0])
+
+
+def _close(a, ref, tol=1e-10):
+    """Largest error relative to the largest entry of the reference, per time."""
+    err = np.abs(a - ref).max(axis=(-2, -1))
+    scale = np.maximum(np.abs(ref).max(axis=(-2, -1)), 1e-300)
+    return float((err / scale).max()) <= tol, float((err / scale).max())
+
+
+@pytest.mark.parametrize("shape, g, colour", [((1, 8, 8), 2, None), ((1, 16, 16), 2, None),
+                                              ((1, 16, 16), 4, None),
+                                              ((3, 4, 4), 2, "opponent")])
+@pytest.mark.parametrize("current", ["none", "optimal"])
+def test_kernel_blocks_equal_the_dense_kernel(shape, g, colour, current, rng):
+    p = SpectralProcess(shape, _u(shape, rng), current, groups=g, colour=colour)
+    M, S = p.mean_and_cov_blocks(TIMES)
+    m = p.dim // g
+    assert M.shape == S.shape == (TIMES.size, m, g, g)
+    Md, Sd = p.dense().mean_and_cov(TIMES)
+    V = p.basis.matrix()
+    Mp = np.stack([V.T @ p.block_matrix(b) @ V for b in M])
+    Sp = np.stack([V.T @ p.block_matrix(b) @ V for b in S])
+    ok, err = _close(Mp, Md)
+    assert ok, err
+    ok, err = _close(Sp[1:], Sd[1:])  # relative to Sigma_t itself, 2t at small t
+    assert ok, err
+    assert np.abs(Sp[0]).max() == 0.0
+    M1, S1 = p.mean_and_cov_blocks(0.7)
+    np.testing.assert_array_equal(M1, M[4])
+    np.testing.assert_array_equal(S1, S[4])
+
+
+def _moment_check(p, x0, t, n, seed):
+    gen = torch.Generator().manual_seed(seed)
+    X = p.sample(torch.from_numpy(np.repeat(x0[None], n, axis=0)), t, gen).numpy()
+    M, S = p.dense().mean_and_cov(float(np.atleast_1d(t)[0]))
+    mean_err = (X.mean(axis=0) - M @ x0) / np.sqrt(np.diag(S) / n)
+    C = np.cov(X.T, bias=True)
+    cov_sd = np.sqrt((np.outer(np.diag(S), np.diag(S)) + S**2) / n)
+    return np.abs(mean_err).max(), np.abs((C - S) / cov_sd).max()
+
+
+def test_sample_moments_monte_carlo(rng):
+    # 40000 draws at d = 16: every mean and covariance entry within 5 standard errors
+    # (with 16 + 136 entries the chance of a false failure is below 1e-4).
+    shape = (1, 4, 4)
+    p = SpectralProcess(shape, _u(shape, rng), "optimal")
+    x0 = rng.standard_normal(p.dim)
+    for t in (0.05, 1.5):
+        m_err, c_err = _moment_check(p, x0, t, 40000, seed=int(t * 100))
+        assert m_err < 5 and c_err < 5, (t, m_err, c_err)
+
+
+def test_sample_per_row_times_and_dtypes(rng):
+    shape = (2, 2, 4)
+    p = SpectralProcess(shape, _u(shape, rng), "optimal", groups=4)
+    x0 = torch.from_numpy(rng.standard_normal((6, p.dim)))
+    t = np.array([0.0, 0.3, 0.3, 2.0, 0.0, 2.0])
+    out = p.sample(x0, torch.from_numpy(t), torch.Generator().manual_seed(0))
+    assert out.dtype == torch.float64 and out.shape == x0.shape
+    np.testing.assert_allclose(out[[0, 4]].numpy(), x0[[0, 4]].numpy(), atol=1e-12)  # t = 0
+    # Same generator state: the rows equal M_t x0 + L_t z with the shared z.
+    z = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    M, S = p.mean_and_cov_blocks(t)
+    L = np.linalg.cholesky(S[[1, 2, 3, 5]])
+    y = p.to_blocks(x0).numpy()[[1, 2, 3, 5]]
+    zb = z.numpy()[[1, 2, 3, 5]].reshape(4, -1, 4)
+    ref = np.einsum("bmij,bmj->bmi", M[[1, 2, 3, 5]], y) + np.einsum("bmij,bmj->bmi", L, zb)
+    ref = p.from_blocks(torch.from_numpy(ref)).numpy()
+    assert np.abs(out.numpy()[[1, 2, 3, 5]] - ref).max() < 1e-12
+    out32 = p.sample(x0.float(), 0.5)
+    assert out32.dtype == torch.float32
+    with pytest.raises(ValueError, match="one time per row"):
+        p.sample(x0, np.ones(3))
+    with pytest.raises(ValueError, match=r"x0 must have shape \(B, 16\)"):
+        p.sample(torch.zeros(2, 15), 1.0)
+
+
+def test_grouped_basis_round_trips_and_dense(rng):
+    p = SpectralProcess((3, 4, 4), _u((3, 4, 4), rng), "optimal", groups=4, colour="opponent")
+    gb = p.block_basis
+    assert gb.blocks == (12, 4) and gb.dim == 48
+    x = rng.standard_normal((2, 5, 48))
+    y = gb.forward_np(x)
+    assert y.shape == (2, 5, 12, 4)
+    assert np.abs(gb.inverse_np(y) - x).max() < 1e-12
+    yt = gb.forward(torch.from_numpy(x[0]))
+    assert np.abs(yt.numpy() - y[0]).max() < 1e-12
+    assert np.abs(gb.inverse(yt).numpy() - x[0]).max() < 1e-12
+    D = p.to_pixels(np.stack([p.drift_blocks, p.current_blocks]))
+    np.testing.assert_allclose(D[0], p.dense().A, atol=1e-12 * np.abs(D[0]).max())
+    np.testing.assert_allclose(D[1], p.dense().Q, atol=1e-12 * np.abs(D[1]).max())

@@ -435,6 +435,76 @@ def _block_factors(S: np.ndarray) -> np.ndarray:
     return out.reshape(S.shape)
 
 
+class GroupedBasis:
+    """A :class:`DCTBasis` followed by a grouping of the frequencies: rows (B, d) in
+    pixel order to coefficients by group (B, m, g), the coordinates in which the
+    spectral kernel is block-diagonal.
+
+    Attributes ``dim`` (d), ``blocks`` ((m, g)), ``groups`` ((m, g) indices),
+    ``basis`` (the :class:`DCTBasis`). :meth:`forward` / :meth:`inverse` are torch
+    (any device, float32 or float64); :meth:`forward_np` / :meth:`inverse_np` are
+    float64 numpy with free leading axes ((..., d) <-> (..., m, g)).
+    """
+
+    def __init__(self, basis: DCTBasis, groups: np.ndarray):
+        self.basis = basis
+        self.groups = np.asarray(groups, dtype=np.int64)
+        self.dim = basis.dim
+        self.blocks = tuple(int(s) for s in self.groups.shape)
+        # position of frequency i in the flattened (m * g) grouped order
+        self._slot = np.empty(self.dim, dtype=np.int64)
+        self._slot[self.groups.reshape(-1)] = np.arange(self.dim)
+
+    def __repr__(self) -> str:
+        return f"GroupedBasis({self.basis!r}, blocks={self.blocks})"
+
+    def forward(self, x) -> torch.Tensor:
+        """(B, d) rows -> (B, m, g) coefficients by group."""
+        return self.basis.forward(x, self.groups)
+
+    def inverse(self, y) -> torch.Tensor:
+        """(B, m, g) coefficients by group -> (B, d) rows."""
+        if not torch.is_tensor(y):
+            y = torch.as_tensor(np.asarray(y, dtype=np.float64))
+        if tuple(y.shape[1:]) != self.blocks or y.ndim != 3:
+            raise ValueError(f"y must have shape (B, {self.blocks[0]}, {self.blocks[1]}), "
+                             f"got {tuple(y.shape)}")
+        slot = torch.as_tensor(self._slot, device=y.device)
+        return self.basis.inverse(y.reshape(y.shape[0], -1)[:, slot])
+
+    def forward_np(self, x) -> np.ndarray:
+        """float64 (..., d) -> (..., m, g)."""
+        x = np.asarray(x, dtype=np.float64)
+        lead = x.shape[:-1]
+        y = self.basis.forward_numpy(x.reshape(-1, self.dim))
+        return y[:, self.groups].reshape(*lead, *self.blocks)
+
+    def inverse_np(self, y) -> np.ndarray:
+        """float64 (..., m, g) -> (..., d)."""
+        y = np.asarray(y, dtype=np.float64)
+        lead = y.shape[:-2]
+        flat = y.reshape(-1, self.dim)[:, self._slot]
+        return self.basis.inverse_numpy(flat).reshape(*lead, self.dim)
+
+    def dense_np(self, blocks) -> np.ndarray:
+        """``V^T blockdiag(blocks) V`` of a stack (..., m, g, g) as (..., d, d) float64
+        (``d <= DENSE_LIMIT``)."""
+        blocks = np.asarray(blocks, dtype=np.float64)
+        m, g = self.blocks
+        if blocks.shape[-3:] != (m, g, g):
+            raise ValueError(f"blocks must have shape (..., {m}, {g}, {g}), got {blocks.shape}")
+        V = self.basis.matrix()[self.groups.reshape(-1)]  # rows in grouped order
+        lead = blocks.shape[:-3]
+        flat = blocks.reshape(-1, m, g, g)
+        out = np.empty((flat.shape[0], self.dim, self.dim))
+        diag = np.zeros((self.dim, self.dim))
+        for i, b in enumerate(flat):
+            for j in range(m):  # block-diagonal in the grouped order
+                diag[j * g:(j + 1) * g, j * g:(j + 1) * g] = b[j]
+            out[i] = V.T @ diag @ V
+        return out.reshape(*lead, self.dim, self.dim)
+
+
 class SpectralProcess:
     """The OU process ``dx = -(I + Q) U x dt + sqrt(2) dW`` with
     ``U = V^T diag(u) V`` and ``Q = V^T B V``, ``V`` a :class:`DCTBasis` and ``B``
@@ -460,7 +530,8 @@ class SpectralProcess:
         ``0..d-1``).
     colour : None, ``"opponent"`` or an orthogonal (C, C) array (:class:`DCTBasis`).
 
-    Attributes: ``shape``, ``dim``, ``basis``, ``u`` (C, H, W), ``groups`` (m, g),
+    Attributes: ``shape``, ``dim``, ``basis`` (:class:`DCTBasis`), ``block_basis``
+    (:class:`GroupedBasis`: rows to (B, m, g)), ``u`` (C, H, W), ``groups`` (m, g),
     ``u_blocks`` (m, g), ``current_blocks`` (m, g, g) = ``B_j``, ``drift_blocks``
     (m, g, g) = ``(I + B_j) diag(u_j)``, ``current`` (the name of the current), all
     float64 numpy.
@@ -513,6 +584,7 @@ class SpectralProcess:
             self.current = f"gamma={gamma:g}"
         eye = np.eye(g)
         self.drift_blocks = (eye + self.current_blocks) * self.u_blocks[:, None, :]
+        self.block_basis = GroupedBasis(self.basis, self.groups)
 
     @classmethod
     def from_data(cls, images, k=None, current="none", groups=None, colour=None,
@@ -599,10 +671,9 @@ class SpectralProcess:
         return out
 
     def to_pixels(self, blocks) -> np.ndarray:
-        """``V^T (block-diagonal) V``: a block operator (m, g, g) as the dense (d, d)
-        matrix acting on flat images (``d <= DENSE_LIMIT``)."""
-        V = self.basis.matrix()
-        return V.T @ self.block_matrix(blocks) @ V
+        """``V^T (block-diagonal) V``: block operators (..., m, g, g) as dense (..., d, d)
+        matrices acting on flat images (``d <= DENSE_LIMIT``)."""
+        return self.block_basis.dense_np(blocks)
 
     def dense(self):
         """The equivalent :class:`~nonrev.process.ou.OUProcess` ``(U, Q)`` with
@@ -620,11 +691,11 @@ class SpectralProcess:
     # ------------------------------------------------------------------ torch side
     def to_blocks(self, x) -> torch.Tensor:
         """Flat images (B, d) -> their coefficients by group, (B, m, g)."""
-        return self.basis.forward(x, self.groups)
+        return self.block_basis.forward(x)
 
     def from_blocks(self, y) -> torch.Tensor:
         """Coefficients by group (B, m, g) -> flat images (B, d)."""
-        return self.basis.inverse(y, self.groups)
+        return self.block_basis.inverse(y)
 
     def apply(self, blocks, x) -> torch.Tensor:
         """``V^T (block-diagonal) V x`` for rows ``x`` (B, d): ``blocks`` (m, g, g) for
@@ -640,3 +711,50 @@ class SpectralProcess:
             raise ValueError(f"blocks must have shape ({m}, {g}, {g}) or "
                              f"({y.shape[0]}, {m}, {g}, {g}), got {tuple(Bt.shape)}")
         return self.from_blocks(z)
+
+    # ------------------------------------------------------------------ exact kernel
+    def mean_and_cov_blocks(self, t) -> tuple[np.ndarray, np.ndarray]:
+        """``(M_t, Sigma_t)`` in blocks, float64: each (m, g, g) for a scalar ``t``,
+        (n, m, g, g) for a 1-D array of ``n`` times. In pixel coordinates
+        ``M_t = V^T blockdiag(M_t[j]) V`` (:meth:`to_pixels`), the same for
+        ``Sigma_t``; every block is the exact kernel of the drift block
+        ``(I + B_j) diag(u_j)`` (scaling and squaring on the pair, full relative
+        accuracy of ``Sigma_t`` at small ``t``: :func:`nonrev.process.ou._exact_pairs`)."""
+        from nonrev.linalg import as_times
+        from nonrev.process.ou import _exact_pairs
+
+        times, scalar = as_times("t", t)
+        M, S = _exact_pairs(self.drift_blocks, times)
+        return (M[0], S[0]) if scalar else (M, S)
+
+    def sample(self, x0, t, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw ``x_t | x_0`` exactly: ``M_t x_0 + L_t z`` through the basis
+        (``L_t`` the block Cholesky factor of ``Sigma_t``), as
+        :meth:`OUProcess.sample <nonrev.process.ou.OUProcess.sample>`.
+
+        ``x0``: (B, d) tensor (or array; float32 then). ``t``: a scalar, or a (B,)
+        tensor/array of per-row times. Returns a tensor on ``x0``'s device and dtype.
+        ``z`` is drawn as (B, d) standard normals (from ``generator`` on its device)
+        and used as the noise's coefficients (``V z`` has the same law)."""
+        from nonrev.linalg import as_batch, as_times
+
+        x0 = as_batch("x0", x0, self.dim)
+        times, scalar = as_times("t", t.detach().cpu().numpy() if torch.is_tensor(t) else t)
+        if not scalar and times.shape[0] != x0.shape[0]:
+            raise ValueError(f"t must be a scalar or have one time per row of x0 "
+                             f"({x0.shape[0]}), got {times.shape[0]}")
+        z = torch.randn(x0.shape, generator=generator, dtype=x0.dtype,
+                        device=generator.device if generator is not None else x0.device)
+        z = z.to(x0.device)
+        uniq, inverse = np.unique(times, return_inverse=True)
+        M, S = self.mean_and_cov_blocks(uniq)
+        L = _block_factors(S)
+        rows = torch.as_tensor(np.zeros(x0.shape[0], dtype=np.int64) if scalar else inverse,
+                               device=x0.device)
+        Mt = torch.as_tensor(M, dtype=x0.dtype, device=x0.device)[rows]
+        Lt = torch.as_tensor(L, dtype=x0.dtype, device=x0.device)[rows]
+        y = self.to_blocks(x0)
+        m, g = self.groups.shape
+        zb = z.reshape(x0.shape[0], m, g)
+        out = torch.einsum("bmij,bmj->bmi", Mt, y) + torch.einsum("bmij,bmj->bmi", Lt, zb)
+        return self.from_blocks(out)
