@@ -188,6 +188,8 @@ def test_dense_twin_rates_and_matrices(shape, g, colour, current, rng):
     np.testing.assert_allclose(D.A, p.to_pixels(p.drift_blocks), atol=1e-12 * np.abs(D.A).max())
     assert p.relaxation_rate() == pytest.approx(D.relaxation_rate(), rel=1e-9)
     assert p.contraction_rate() == pytest.approx(D.contraction_rate(), rel=1e-12)
+    np.testing.assert_allclose(V @ D.stationary_cov @ V.T, np.diag(p.stationary_var.reshape(-1)),
+                               atol=1e-12 * p.stationary_var.max())
 
 
 def test_apply_matches_the_dense_operator(rng):
@@ -250,6 +252,9 @@ def test_from_data_errors(rng):
         SpectralProcess.from_data(rng.standard_normal((10, 16)))
     with pytest.raises(ValueError, match="zero variance"):
         SpectralProcess.from_data(np.ones((10, 1, 4, 4)))
+    flat = np.ones((10, 1, 4, 6)) * rng.standard_normal((10, 1, 1, 1))  # only DC varies
+    with pytest.raises(ValueError, match=r"DCT coefficient \(0, \d, \d\) has zero variance"):
+        SpectralProcess.from_data(flat, k=100.0)
     with pytest.raises(ValueError, match="k must be"):
         SpectralProcess.from_data(rng.standard_normal((10, 1, 4, 4)), k=0.5)
 

@@ -618,10 +618,12 @@ class SpectralProcess:
             mean += delta * nb / (count + nb)
             count += nb
         var = m2 / n
-        if not np.all(var > 1e-300 * max(var.max(), 1e-300)) or var.max() <= 0:
+        # A standard deviation below 1e-12 of the largest is rounding noise (constant
+        # images still give DCT coefficients of ~1e-16): numerically zero variance.
+        if var.max() <= 0 or not np.all(var > 1e-24 * var.max()):
             bad = np.unravel_index(int(np.argmin(var)), basis.shape)
             raise ValueError(f"images: the DCT coefficient {tuple(int(i) for i in bad)} has "
-                             "zero variance, so its precision is infinite")
+                             "zero variance (numerically), so its precision is infinite")
         u = 1.0 / var
         if k is not None:
             try:
@@ -644,6 +646,12 @@ class SpectralProcess:
     def is_reversible(self) -> bool:
         """True when ``B = 0`` (detailed balance holds)."""
         return not np.any(self.current_blocks)
+
+    @property
+    def stationary_var(self) -> np.ndarray:
+        """``1 / u`` (C, H, W): the stationary variance of each DCT coefficient
+        (the stationary law is ``N(0, U^{-1})``, diagonal in the basis, any current)."""
+        return 1.0 / self.u
 
     # ------------------------------------------------------------------ rates
     def relaxation_rate(self) -> float:
