@@ -255,7 +255,8 @@ def _as_precisions(name: str, u, size: int | None = None) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or inf")
     if not np.all(arr > 0):
-        raise ValueError(f"{name} must be positive (precisions), got {arr[~(arr > 0)][:3].tolist()}")
+        raise ValueError(f"{name} must be positive (precisions), got "
+                         f"{arr[~(arr > 0)][:3].tolist()}")
     return arr
 
 
