@@ -243,7 +243,7 @@ def coefficient_cost(d: int = 64, steps: int = 20, T: float = 8.0, seed: int = 0
     return {"d": d, "steps": steps, "T": T, "norm_A": float(np.linalg.norm(proc.A, 2)),
             "seconds": seconds,
             "over_ddim": {m: seconds[m] / seconds["ddim"] for m in ("gddim", "dpmpp_2m")},
-            "magnus_checkpoints": len(proc._rot["t"]) - 1,
+            "magnus_checkpoints": len(proc._rot.t) - 1,
             "fixed_step_substeps": int(np.ceil(T * 1.25 * omega / 0.1))}
 
 

@@ -26,11 +26,13 @@ def test_zero_covariance_prior_is_the_method_without_prior(rng, current, method)
     prior = (rng.standard_normal(4), np.zeros((4, 4)))
     a = coefficients(proc, grid, method)
     b = coefficients(proc, grid, method, prior=prior)
-    for name in ("X", "X0") + (("X1",) if method == "dpmpp_2m" else ()):
-        torch.testing.assert_close(getattr(b, name), getattr(a, name), rtol=0, atol=1e-10)
-    assert float(b.c.abs().max()) < 1e-10
+    # x_s = X x + X0 x0 (+ X1 x0_prev + XP x_prev) + c: the x0 form's affine terms
+    for name in ("state", "model") + (("prev_model",) if method == "dpmpp_2m" else ()):
+        torch.testing.assert_close(getattr(b.x0, name).dense(), getattr(a.x0, name).dense(),
+                                   rtol=0, atol=1e-10)
+    assert float(b.x0.const.abs().max()) < 1e-10
     if method == "dpmpp_2m":
-        assert float(b.XP.abs().max()) < 1e-12
+        assert float(b.x0.prev_state.dense().abs().max()) < 1e-12
     wa = gaussian_error(proc, m, C, method, times=grid)["w2"]
     wb = gaussian_error(proc, m, C, method, times=grid, prior=prior)["w2"]
     assert abs(wa - wb) < 1e-10

@@ -87,7 +87,7 @@ def test_strong_current_steps_follow_the_change_of_omega_not_its_size():
     for i, t in enumerate(grid):
         want = np.sqrt(-np.expm1(-2 * t)) * scipy.linalg.expm(-t * Q)
         np.testing.assert_allclose(R[i], want, rtol=0, atol=1e-9)
-    assert len(proc._rot["t"]) < 200
+    assert len(proc._rot.t) < 200
 
 
 import scipy.linalg  # noqa: E402

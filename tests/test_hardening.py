@@ -379,17 +379,17 @@ def test_cheap_checks_agree_with_the_eigenvalues():
 
 def test_large_d_announces_its_cost_and_shows_progress(tmp_path, monkeypatch):
     import nonrev.cli.common as common
-    import nonrev.regimes.theory as theory
+    import nonrev.regimes.analyze as analyze
 
     monkeypatch.setattr(common, "LARGE_D", 3)
     monkeypatch.setattr(common, "HEARTBEAT_S", 0.05)
-    slow = theory.predict_regimes
+    slow = analyze.predict_regimes
 
     def slow_predict(*args, **kwargs):
         time.sleep(0.3)  # stands for minutes of O(d^3) work
         return slow(*args, **kwargs)
 
-    monkeypatch.setattr(theory, "predict_regimes", slow_predict)
+    monkeypatch.setattr(analyze, "predict_regimes", slow_predict)
     np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((30, 4)))
     res = invoke("analyze", tmp_path / "x.npy")
     assert res.exit_code == 0, res.output

@@ -142,7 +142,7 @@ def test_explicit_methods_refuse_unstable_steps(rng):
 def test_bad_input(problem):
     proc, m = problem
     score = GaussianScore(proc, m, np.eye(proc.dim))
-    with pytest.raises(ValueError, match="method must be one of euler_maruyama, ancestral"):
+    with pytest.raises(ValueError, match="method must be one of euler_maruyama, heun, ancestral"):
         sample(score, proc, n=2, method="rk4")
     with pytest.raises(ValueError, match="steps must be"):
         sample(score, proc, n=2, steps=0)

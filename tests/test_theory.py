@@ -20,7 +20,7 @@ from nonrev.regimes import (
     speciation_time,
     speciation_time_from_data,
 )
-from nonrev.regimes import theory
+from nonrev.regimes import predict_regimes, theory
 
 
 def biroli_collapse(N, d, sigma2=1.0, c=1.0):
@@ -381,7 +381,7 @@ def test_ill_conditioned_u_from_data_matches_closed_form(rng):
     between, within, _ = class_covariances(X, labels)
     total = sample_covariance(X)
     for lab, args in ((labels, (between, within)), (None, (total, None))):
-        out = theory.predict_regimes(X, U, {"none": None}, labels=lab)
+        out = predict_regimes(X, U, {"none": None}, labels=lab)
         # r(t) from the whitened pair, its crossing solved directly by brentq here.
         ref = brentq(lambda t: np.log(speciation_snr(OUProcess(U), *args, t)), 1e-3, 50)
         assert abs(out["speciation"]["none"] - ref) < 1e-6 * ref
@@ -391,7 +391,7 @@ def test_ill_conditioned_u_from_data_matches_closed_form(rng):
 def test_constant_data_is_an_error_not_never():
     X = np.ones((50, 4))
     with pytest.raises(ValueError, match="no variance"):
-        theory.predict_regimes(X, np.eye(4), {"none": None})
+        predict_regimes(X, np.eye(4), {"none": None})
     with pytest.raises(ValueError, match="no variance"):
         collapse_time_from_data(OUProcess(np.eye(4)), X)
 

@@ -6,7 +6,7 @@ antisymmetric ``Q`` adds probability currents that leave it unchanged.
 See docs/THEORY.md in the repository for the math, docs/ARCHITECTURE.md for the rooms.
 """
 
-__version__ = "0.1.0"
+from nonrev.version import __version__
 
 from nonrev.process import Kernel, OUProcess, current_summary, optimal_q, random_q, scaled_q
 from nonrev.process import schedules

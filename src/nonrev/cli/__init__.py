@@ -7,7 +7,7 @@ training checkpoint written)."""
 
 import click
 
-from nonrev import __version__
+from nonrev.version import __version__
 from nonrev.cli.common import terminate_as_interrupt
 from nonrev.cli.analyze import analyze
 from nonrev.cli.demo import demo

@@ -63,7 +63,7 @@ def analyze(data, key, labels_path, labels_key, u_spec, q_spec, n_train, finite_
 
     from nonrev.data.files import load_array, load_labels
     from nonrev.process.spec import q_from_spec, u_from_spec
-    from nonrev.regimes.theory import predict_regimes
+    from nonrev.regimes.analyze import predict_regimes
 
     with user_errors():
         X = load_array(data, key)

@@ -18,7 +18,7 @@ from nonrev.samplers import METHODS
 @click.option("--steps", type=count(1, MAX_STEPS), default=100, show_default=True,
               help="Sampler steps (score evaluations: steps, +1 for the final denoising; "
                    "heun: 2 per step).")
-@click.option("--method", type=click.Choice(METHODS),
+@click.option("--method", type=click.Choice(list(METHODS)),
               default="ancestral", show_default=True)
 @click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False),
               help="Samples in the data's original units, as .npy.")

@@ -92,7 +92,8 @@ def steer(data, key, labels_path, labels_key, objective, target, q_norm_max, min
     from nonrev.process.currents import optimal_q
     from nonrev.process.spec import u_from_spec
     from nonrev.regimes.steering import steer_q
-    from nonrev.regimes.theory import _sample_covariance, class_covariances
+    from nonrev.linalg import sample_covariance
+    from nonrev.regimes.theory import class_covariances
 
     with user_errors():
         out = check_output(out_path, suffixes=(".npy",), parents=False)  # before any work
@@ -107,11 +108,11 @@ def steer(data, key, labels_path, labels_key, objective, target, q_norm_max, min
             if classes < 2:
                 raise ValueError(f"labels must name at least 2 classes, got {classes}")
         else:
-            between = _sample_covariance(X)
+            between = sample_covariance(X)
         U = u_from_spec(u_spec, X)
         budget = q_norm_max if q_norm_max is not None else float(np.linalg.norm(optimal_q(U), 2))
         Q, info = steer_q(U, between, within, objective=objective, target=target,
-                          q_norm_max=budget, min_rate=min_rate, data_cov=_sample_covariance(X),
+                          q_norm_max=budget, min_rate=min_rate, data_cov=sample_covariance(X),
                           n_train=n if n_train is None else n_train, generator=seed)
     try:
         save_npy(out, Q)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from nonrev.samplers import method_names
 from nonrev.linalg import random_spd
 from nonrev.process.currents import current_summary, optimal_q, scaled_q
 from nonrev.process.ou import OUProcess
@@ -178,7 +179,7 @@ class RegimeCellConfig:
     speciation_dt: float = field(0.01, min=1e-5, max=1.0, help="step of the cloning runs")
     branch_factors: list[float] = field([0.7, 0.85, 1.0, 1.15, 1.3],
                                         help="branch times as multiples of the predicted t_S")
-    method: str = field("euler_maruyama", choices=("euler_maruyama", "ancestral"))
+    method: str = field("euler_maruyama", choices=method_names(stochastic=True))
     n_traj: int = field(400, min=10, max=COUNT_MAX, help="reverse trajectories of the collapse run")
     collapse_dt: float = field(0.005, min=1e-5, max=1.0, help="step of the collapse run")
     start_factor: float = field(3.0, min=1.01, help="collapse run from T = start_factor * t_C")

@@ -48,7 +48,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from nonrev import __version__
+from nonrev.samplers import method_names
+from nonrev.version import __version__
 from nonrev.linalg import sample_covariance
 from nonrev.process.currents import current_summary
 from nonrev.experiments.digits_quality import DigitsClassifier, digits_quality
@@ -91,7 +92,7 @@ class DigitsStudyConfig:
                                            checkpoint_minutes=0.0, parametrisation="gaussian"))
     n_samples: int = field(2000, min=10, max=COUNT_MAX, help="samples per quality measurement")
     nfe: list[int] = field([10, 20, 50, 100, 250, 1000], help="score evaluations per sample")
-    method: str = field("ancestral", choices=("ancestral", "ddim"))
+    method: str = field("ancestral", choices=method_names(explicit=False))
     horizons: list[float] = field([0.5, 1.0, 2.0, 4.0, 8.0], help="start times T to compare")
     horizon_nfe: int = field(100, min=2, max=COUNT_MAX, help="NFE of the horizon comparison")
     speciation: SpeciationStudyConfig = field(SpeciationStudyConfig())

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from nonrev import __version__
+from nonrev.samplers import method_names
+from nonrev.version import __version__
 from nonrev.process.currents import current_summary, optimal_q, scaled_q
 from nonrev.linalg import sample_covariance
 from nonrev.process.ou import OUProcess
@@ -52,7 +53,7 @@ class SpeciationConfig:
     dt: float = field(0.01, min=1e-5, max=1.0, help="step of the reverse SDE")
     branch_factors: list[float] = field([0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.35, 1.5],
                                         help="branch times as multiples of the predicted t_S")
-    method: str = field("euler_maruyama", choices=("euler_maruyama", "ancestral"))
+    method: str = field("euler_maruyama", choices=method_names(stochastic=True))
 
     def validate(self, prefix=""):
         if any(f <= 0 for f in self.branch_factors):

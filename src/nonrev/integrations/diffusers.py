@@ -55,14 +55,14 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from nonrev.linalg import psd_factor
 from nonrev.process.ou import OUProcess
-from nonrev.samplers.steps import Coefficients, coefficients, step as nonrev_step
+from nonrev.samplers import get_method, method_names
+from nonrev.samplers.steps import coefficients, step as nonrev_step
 
 __all__ = ["PROCESS_FILE", "NonReversiblePipeline", "NonReversibleScheduler",
            "NonReversibleSchedulerOutput"]
 
 #: File beside ``scheduler_config.json`` that holds ``U`` and ``Q`` (float64).
 PROCESS_FILE = "nonrev_process.safetensors"
-METHODS = ("ancestral", "gddim", "dpmpp_2m", "ddim")
 PREDICTION_TYPES = ("epsilon", "sample")
 SPACINGS = ("leading", "linspace", "trailing")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
@@ -102,13 +102,6 @@ def _inference_timesteps(n_train: int, n: int, spacing: str, offset: int) -> np.
     else:  # trailing
         ts = np.round(np.arange(n_train, 0, -n_train / n)).astype(np.int64) - 1
     return ts
-
-
-def _cast(coef: Coefficients, dtype, device) -> Coefficients:
-    """``coef`` with every tensor in ``dtype`` on ``device``."""
-    changes = {f.name: getattr(coef, f.name).to(dtype=dtype, device=device)
-               for f in dataclasses.fields(coef) if torch.is_tensor(getattr(coef, f.name))}
-    return dataclasses.replace(coef, **changes)
 
 
 class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
@@ -164,8 +157,11 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {', '.join(PREDICTION_TYPES)} "
                              f"('sample' = the network predicts x_0); got {prediction_type!r}")
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+        record = get_method(method)  # ValueError naming the registered methods
+        if record.explicit or record.positive_t_min:
+            raise ValueError(f"method must be one that can step to t = 0 (an exact-kernel "
+                             f"method: {', '.join(method_names(explicit=False, positive_t_min=False))}); "
+                             f"got {method!r}")
         if timestep_spacing not in SPACINGS:
             raise ValueError(f"timestep_spacing must be one of {', '.join(SPACINGS)}; "
                              f"got {timestep_spacing!r}")
@@ -297,10 +293,10 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
         self.timesteps = torch.from_numpy(ts).to(device)
         grid = np.concatenate([[0.0], self.train_times[ts[::-1]]])  # increasing, ends at 0
         coef = coefficients(self.process, grid, self.config.method, dtype=torch.float64)
-        R = self.process.gddim_factor(coef.times[:-1])  # sampling order, without t = 0
-        Minv = np.linalg.inv(coef.M[:-1].numpy())
-        self._coef64 = (coef, torch.from_numpy(np.linalg.inv(R)), torch.from_numpy(R),
-                        torch.from_numpy(Minv))
+        proc, ts = self.process, coef.times[:-1]  # sampling order, without t = 0
+        R = proc.gddim_blocks(ts)
+        Minv = np.linalg.inv(proc.pair_blocks(ts)[0])
+        self._coef64 = (coef, *(proc.operators(a) for a in (np.linalg.inv(R), R, Minv)))
         self._coef_cache = {}
         self._state, self._prev_k = None, None
 
@@ -308,7 +304,7 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
         key = (dtype, str(device))
         if key not in self._coef_cache:
             coef, Rinv, R, Minv = self._coef64
-            self._coef_cache[key] = (_cast(coef, dtype, device),
+            self._coef_cache[key] = (coef.to(dtype, device),
                                      *(a.to(dtype=dtype, device=device) for a in (Rinv, R, Minv)))
         return self._coef_cache[key]
 
@@ -340,9 +336,9 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
         coef, Rinv, R, Minv = self._coefficients(x.dtype, x.device)
         out = model_output.reshape(x.shape[0], self.dim).to(x.dtype)
         state = self._state if (self._prev_k is not None and self._prev_k == k - 1) else None
-        if coef.method == "dpmpp_2m" and k > 0 and state is None:
-            raise ValueError("dpmpp_2m is a multistep method: call step on the timesteps in "
-                             "order, starting from the first (call set_timesteps to restart)")
+        if coef.record.multistep and k > 0 and state is None:
+            raise ValueError(f"{coef.method} is a multistep method: call step on the timesteps "
+                             "in order, starting from the first (call set_timesteps to restart)")
         noise = None
         if coef.stochastic:
             if t_int > 0:
@@ -352,8 +348,9 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
                 noise = torch.zeros_like(x)
         if self.config.prediction_type == "epsilon":
             # score = -Sigma_t^{-1} R_t eps = -R_t^{-T} eps (rows: -eps R_t^{-1})
-            x_new, state = nonrev_step(coef, k, x, score=-(out @ Rinv[k]), noise=noise, state=state)
-            x0_hat = (x - out @ R[k].T) @ Minv[k].T
+            x_new, state = nonrev_step(coef, k, x, score=-Rinv.apply_t(k, out), noise=noise,
+                                       state=state)
+            x0_hat = Minv.apply(k, x - R.apply(k, out))
         else:
             x0_hat = out
             x_new, state = nonrev_step(coef, k, x, x0_hat, noise=noise, state=state)

@@ -37,6 +37,7 @@ import numpy as np
 import scipy.linalg
 import torch
 
+from nonrev.operators import IdentityBasis, OperatorStack, stack
 from nonrev.linalg import (
     as_antisymmetric,
     as_batch,
@@ -93,34 +94,41 @@ _MAGNUS_TOL = 1e-11
 
 def _exact_pairs(A: np.ndarray, ts) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_exact_pair` for many times at once: stacks (n, d, d) of ``M_t`` and
-    ``Sigma_t`` (the same scaling and squaring, vectorised over the times)."""
+    ``Sigma_t`` (the same scaling and squaring, vectorised over the times).
+
+    ``A`` may also be a stack of blocks (m, g, g) (a block-diagonal drift, e.g. in a
+    frequency basis): then the stacks are (n, m, g, g), every block exact, with the
+    scaling chosen by the largest block norm."""
     ts = np.asarray(ts, dtype=np.float64).reshape(-1)
-    n, d = ts.size, A.shape[0]
-    norm = np.linalg.norm(A, 1)
+    n, g = ts.size, A.shape[-1]
+    lead = (1,) * A.ndim  # broadcasts a per-time scalar over blocks and entries
+    axes = tuple(range(1, A.ndim + 1))
+    norm = np.linalg.norm(A, 1) if A.ndim == 2 else float(
+        np.abs(A).sum(axis=-2).max())
     with np.errstate(divide="ignore"):
         s = np.where(ts * norm <= _TAYLOR_THETA, 0,
                      np.ceil(np.log2(np.maximum(ts * norm, 1e-300) / _TAYLOR_THETA)))
     s = s.astype(int)
     h = ts / 2.0**s
-    eye = np.broadcast_to(np.eye(d), (n, d, d))
+    eye = np.broadcast_to(np.eye(g), (n, *A.shape))
     M = eye.copy()
     term_m = eye.copy()
-    term_s = (2.0 * h)[:, None, None] * eye
+    term_s = (2.0 * h).reshape(n, *lead) * eye
     S = term_s.copy()
     for k in range(1, 40):
-        term_m = (-h / k)[:, None, None] * (A @ term_m)
+        term_m = (-h / k).reshape(n, *lead) * (A @ term_m)
         AX = A @ term_s
-        term_s = (-h / (k + 1))[:, None, None] * (AX + np.swapaxes(AX, 1, 2))
+        term_s = (-h / (k + 1)).reshape(n, *lead) * (AX + np.swapaxes(AX, -1, -2))
         M += term_m
         S += term_s
-        if (np.abs(term_m).max(axis=(1, 2)) <= 1e-18 * np.abs(M).max(axis=(1, 2))).all() and \
-                (np.abs(term_s).max(axis=(1, 2)) <= 1e-18 * np.abs(S).max(axis=(1, 2)) + 0.0).all():
+        if (np.abs(term_m).max(axis=axes) <= 1e-18 * np.abs(M).max(axis=axes)).all() and \
+                (np.abs(term_s).max(axis=axes) <= 1e-18 * np.abs(S).max(axis=axes) + 0.0).all():
             break
     for j in range(int(s.max(initial=0))):
         sel = s > j
         Mj = M[sel]
-        Sj = Mj @ S[sel] @ np.swapaxes(Mj, 1, 2) + S[sel]
-        S[sel] = 0.5 * (Sj + np.swapaxes(Sj, 1, 2))
+        Sj = Mj @ S[sel] @ np.swapaxes(Mj, -1, -2) + S[sel]
+        S[sel] = 0.5 * (Sj + np.swapaxes(Sj, -1, -2))
         M[sel] = Mj @ Mj
     return M, S
 
@@ -137,7 +145,7 @@ _LOWER = {}
 
 def _rotation_rates(A: np.ndarray, S: np.ndarray) -> np.ndarray:
     """``Omega`` in ``O' = Omega O`` for ``R_t = L_t O_t`` (``L_t`` the Cholesky factor
-    of ``Sigma_t``), for a stack (n, d, d) of ``Sigma``s: antisymmetric and bounded as
+    of ``Sigma_t``), for a stack (n, d, d) of ``Sigma``s (or (n, m, g, g) with ``A`` a stack of blocks): antisymmetric and bounded as
     ``t -> 0``.
 
     From ``R' = (-A + Sigma^{-1}) R`` and ``L^{-1} L' = Phi(L^{-1} Sigma' L^{-T})``
@@ -149,17 +157,17 @@ def _rotation_rates(A: np.ndarray, S: np.ndarray) -> np.ndarray:
     The diagonal of ``N`` (``~ 1/(2t)``) cancels exactly and is never used, so no
     term of size ``Sigma_t^{-1}`` enters.
     """
-    d = A.shape[0]
+    d = A.shape[-1]
     if d not in _LOWER:
         _LOWER[d] = (np.tril(np.ones((d, d)), -1), np.eye(d), np.triu(np.ones((d, d)), 1))
     lo, di, up = _LOWER[d]
-    L = np.linalg.cholesky(0.5 * (S + np.swapaxes(S, 1, 2)))
+    L = np.linalg.cholesky(0.5 * (S + np.swapaxes(S, -1, -2)))
     Linv = np.linalg.inv(L)
     B = Linv @ A @ L
-    N = Linv @ np.swapaxes(Linv, 1, 2)
-    X = B + np.swapaxes(B, 1, 2)
+    N = Linv @ np.swapaxes(Linv, -1, -2)
+    X = B + np.swapaxes(B, -1, -2)
     W = -B + X * lo + 0.5 * X * di + N * up - N * lo
-    return 0.5 * (W - np.swapaxes(W, 1, 2))
+    return 0.5 * (W - np.swapaxes(W, -1, -2))
 
 
 def _magnus6_batch(A, S, O, h, n) -> tuple[np.ndarray, np.ndarray]:
@@ -173,11 +181,11 @@ def _magnus6_batch(A, S, O, h, n) -> tuple[np.ndarray, np.ndarray]:
     Ms, Ss = _exact_pairs(A, np.concatenate([c * h for c in (*_GL3, 1.0)]))
     pairs = [(Ms[i * q:(i + 1) * q], Ss[i * q:(i + 1) * q]) for i in range(4)]
     r15 = math.sqrt(15.0)
-    T = lambda a: np.swapaxes(a, 1, 2)  # noqa: E731
+    T = lambda a: np.swapaxes(a, -1, -2)  # noqa: E731
     comm = lambda a, b: a @ b - b @ a  # noqa: E731
     for j in range(int(n.max(initial=0))):
         sel = n > j
-        Sj, hj = S[sel], h[sel][:, None, None]
+        Sj, hj = S[sel], h[sel].reshape(-1, *(1,) * (S.ndim - 1))
         W = [hj * _rotation_rates(A, m[sel] @ Sj @ T(m[sel]) + sg[sel])
              for (m, sg) in pairs[:3]]
         a1 = W[1]
@@ -191,6 +199,74 @@ def _magnus6_batch(A, S, O, h, n) -> tuple[np.ndarray, np.ndarray]:
         Sn = mh @ Sj @ T(mh) + sh
         S[sel] = 0.5 * (Sn + T(Sn))
     return O, S
+
+class Frame:
+    """Checkpoints of a frame integration ``R = chol(S) O``, ``O' = Omega O``, started
+    at ``t0`` with ``O = I`` and covariance ``S0`` (``Sigma_0 = 0`` by default: the
+    gDDIM factor), for a drift ``A`` (d, d) or a stack of blocks (m, g, g).
+
+    Any ``S`` that obeys the Lyapunov ODE ``S' = 2I - A S - S A^T`` (e.g.
+    ``G_t = M_t C M_t^T + Sigma_t``) has the frame ``R = chol(S) O`` with
+    ``R' = (-A + S^{-1}) R`` integrated by the same rates (``_rotation_rates``); the
+    flow map ``R(s) R(t)^{-1}`` does not depend on ``t0``. Steps are adaptive (one
+    Magnus step of ``h`` against two of ``h / 2``, accepted within ``_MAGNUS_TOL``,
+    the largest entry over all blocks), and the accepted points are kept, so a later
+    call takes one Magnus step from the nearest checkpoint below each time.
+    """
+
+    def __init__(self, A: np.ndarray, t0: float = 0.0, S0=None):
+        self.A = A
+        eye = np.broadcast_to(np.eye(A.shape[-1]), A.shape).copy()
+        S0 = np.zeros_like(eye) if S0 is None else np.asarray(S0, dtype=np.float64)
+        norm = np.linalg.norm(A, 1) if A.ndim == 2 else float(np.abs(A).sum(axis=-2).max())
+        self.t, self.O, self.S = [float(t0)], [eye], [sym(S0)]
+        self.h = 1e-3 / (1.0 + norm)
+
+    def rotations(self, ts: np.ndarray) -> np.ndarray:
+        """``O_t`` at each time (at or after the start): one Magnus step from the
+        nearest checkpoint below it (all at once), after extending the checkpoints past
+        ``max(ts)`` when needed."""
+        ts = np.asarray(ts, dtype=np.float64).reshape(-1)
+        self._extend(float(ts.max()))
+        knots = np.asarray(self.t)
+        k = np.maximum(np.searchsorted(knots, ts, side="right") - 1, 0)
+        rest = np.maximum(ts - knots[k], 0.0)
+        O0 = np.stack([self.O[i] for i in k])
+        S0 = np.stack([self.S[i] for i in k])
+        return _nearest_orthogonal(
+            _magnus6_batch(self.A, S0, O0, rest, (rest > 0).astype(int))[0])
+
+    def factor(self, ts: np.ndarray, S: np.ndarray) -> np.ndarray:
+        """``R = chol(S) O_t`` at the times ``ts`` with their covariances ``S``."""
+        return np.linalg.cholesky(S) @ self.rotations(ts)
+
+    def _extend(self, t_end: float) -> None:
+        """Add checkpoints ``(t, O_t, S_t)`` until the last one is past ``t_end``:
+        accepted (keeping the two half steps) when one step and two half steps differ
+        by at most ``_MAGNUS_TOL``; ``h`` is rescaled by the usual ``(tol / err)^(1/7)``
+        rule either way. Every accepted step is at least as long as the gap to the
+        next checkpoint, so one step from a checkpoint to any time before the next is
+        within the same tolerance."""
+        A = self.A
+        while self.t[-1] <= t_end:
+            t0, O0, S0, h = self.t[-1], self.O[-1][None], self.S[-1][None], self.h
+            big = _magnus6_batch(A, S0, O0, [h], [1])[0][0]
+            half, S1 = (a[0] for a in _magnus6_batch(A, S0, O0, [0.5 * h], [2]))
+            err = float(np.abs(big - half).max())
+            factor = 0.9 * (_MAGNUS_TOL / max(err, 1e-300)) ** (1.0 / 7.0)
+            if err <= _MAGNUS_TOL:
+                self.t.append(t0 + h)
+                self.O.append(_nearest_orthogonal(half))  # no drift across checkpoints
+                self.S.append(S1)
+                self.h = h * min(4.0, factor)
+            else:
+                self.h = h * max(0.2, factor)
+                if t0 + self.h == t0:  # rounding alone exceeds the tolerance: no progress
+                    raise FloatingPointError(
+                        f"gDDIM factor: the Magnus step underflowed at t = {t0:.6g} (step "
+                        f"error {err:.2g} > {_MAGNUS_TOL:g} at every step size); U or Q "
+                        "is too ill-conditioned for float64")
+
 
 @dataclass(frozen=True)
 class Kernel:
@@ -277,6 +353,69 @@ class OUProcess:
         """True when ``Q = 0`` (detailed balance holds)."""
         return not np.any(self.Q)
 
+    # ------------------------------------------------------------------ kernel in blocks
+    # What every kind of kernel offers the samplers (nonrev.operators): matrices as
+    # stacks of blocks (..., m, g, g) in the kernel's basis. A dense kernel is one
+    # block (m = 1, g = d) in the identity basis.
+    @functools.cached_property
+    def basis(self) -> IdentityBasis:
+        """The kernel's basis (:class:`nonrev.operators.Basis`): the identity here."""
+        return IdentityBasis(self.dim)
+
+    @property
+    def drift_blocks(self) -> np.ndarray:
+        """``A`` as blocks, (1, d, d)."""
+        return self.A[None]
+
+    @property
+    def precision_blocks(self) -> np.ndarray:
+        """``U`` as blocks, (1, d, d)."""
+        return self.U[None]
+
+    @property
+    def stationary_cov_blocks(self) -> np.ndarray:
+        """``U^{-1}`` as blocks, (1, d, d)."""
+        return self.stationary_cov[None]
+
+    def pair_blocks(self, times) -> tuple[np.ndarray, np.ndarray]:
+        """``(M_t, Sigma_t)`` at any times, each (n, 1, d, d), computed exactly per time
+        (no semigroup steps)."""
+        M, S = _exact_pairs(self.A, times)
+        return M[:, None], S[:, None]
+
+    def kernel_blocks(self, times):
+        """The exact kernel on an increasing grid as float64 blocks (n, 1, d, d):
+        ``(M, Sigma, L, step_M, step_Sigma)`` with ``L`` the Cholesky factors and the
+        gap kernels (n - 1 of them) as in :class:`Kernel`."""
+        M, S, L, sM, sS = self._kernel_arrays(times)
+        n = M.shape[0]
+        if sM.shape[0] != max(n - 1, 0):  # uniform: one gap stored
+            sM = np.broadcast_to(sM, (n - 1, *sM.shape[1:]))
+            sS = np.broadcast_to(sS, (n - 1, *sS.shape[1:]))
+        return tuple(a[:, None] for a in (M, S, L, sM, sS))
+
+    def gddim_blocks(self, times) -> np.ndarray:
+        """The gDDIM factor (:meth:`gddim_factor`) at 1-D ``times`` as blocks (n, 1, d, d)."""
+        return self.gddim_factor(np.asarray(times, dtype=np.float64).reshape(-1))[:, None]
+
+    def to_blocks(self, name: str, matrix) -> np.ndarray:
+        """A (d, d) matrix as blocks (1, d, d); ``name`` is for errors of kernels whose
+        blocks cannot hold every matrix."""
+        return np.asarray(matrix, dtype=np.float64)[None]
+
+    def vector_to_blocks(self, v) -> np.ndarray:
+        """A vector (..., d) in block coordinates (..., 1, d)."""
+        return np.asarray(v, dtype=np.float64)[..., None, :]
+
+    def vector_from_blocks(self, vb) -> np.ndarray:
+        """Block coordinates (..., 1, d) back to a vector (..., d)."""
+        return np.asarray(vb)[..., 0, :]
+
+    def operators(self, blocks, *, dtype=torch.float64, device=None) -> OperatorStack:
+        """Blocks (n, 1, d, d) as a :class:`nonrev.operators.DenseStack` in ``dtype``
+        on ``device``."""
+        return stack(blocks, self.basis, dtype=dtype, device=device)
+
     # ------------------------------------------------------------------ exact kernel
     def mean_matrix(self, t) -> np.ndarray:
         """``M_t = exp(-t A)``: (d, d) for a scalar ``t``, (len(t), d, d) for a 1-D array."""
@@ -356,9 +495,33 @@ class OUProcess:
         factorisation), plus one exact pair per distinct gap; a uniform grid has a
         single gap. Computed in float64 and stored in ``dtype`` on ``device``.
         """
+        M_all, S_all, L_all, step_M, step_S = self._kernel_arrays(times)
+        n, d = M_all.shape[0], self.dim
+        uniform = step_M.shape[0] == 1 and n > 2
+
+        def out(a):
+            return torch.from_numpy(a).to(device=device, dtype=dtype)
+
+        def steps(a):
+            return out(a).expand(n - 1, d, d) if uniform else out(a)
+
+        return Kernel(
+            times=torch.as_tensor(self._grid_checked(times), dtype=dtype, device=device),
+            M=out(M_all), Sigma=out(S_all), L=out(L_all),
+            step_M=steps(step_M), step_Sigma=steps(step_S), process=self,
+        )
+
+    @staticmethod
+    def _grid_checked(times) -> np.ndarray:
         grid, _ = as_times("times", times)
         if grid.size >= 2 and not np.all(np.diff(grid) > 0):
             raise ValueError("times must be strictly increasing")
+        return grid
+
+    def _kernel_arrays(self, times):
+        """``(M, Sigma, L, step_M, step_Sigma)`` on an increasing grid, float64 numpy;
+        a uniform grid stores its one gap kernel once (``step_*`` of length 1)."""
+        grid = self._grid_checked(times)
         n, d = grid.size, self.dim
         # Everything is computed in numpy and handed to torch once at the end:
         # interleaving torch ops with numpy's BLAS makes the two thread pools fight
@@ -373,18 +536,7 @@ class OUProcess:
             M_all[i], S_all[i], L_all[i] = M, S, psd_factor(S)
             if i > 0 and (i == 1 or not uniform):
                 step_M[i - 1], step_S[i - 1] = gM, gS
-
-        def out(a):
-            return torch.from_numpy(a).to(device=device, dtype=dtype)
-
-        def steps(a):
-            return out(a).expand(n - 1, d, d) if uniform else out(a)
-
-        return Kernel(
-            times=torch.as_tensor(grid, dtype=dtype, device=device),
-            M=out(M_all), Sigma=out(S_all), L=out(L_all),
-            step_M=steps(step_M), step_Sigma=steps(step_S), process=self,
-        )
+        return M_all, S_all, L_all, step_M, step_S
 
     # ------------------------------------------------------------------ gDDIM factor
     def gddim_factor(self, times) -> np.ndarray:
@@ -430,65 +582,21 @@ class OUProcess:
             self._omega = float(np.linalg.norm(W, 2, axis=(1, 2)).max())
         return self._omega
 
-    def _start_rotations(self, t0: float = 0.0, S0=None) -> dict:
-        """Checkpoints of a frame integration that starts at ``t0`` with ``O = I`` and
-        the covariance ``S0`` (``Sigma_0 = 0`` by default, the gDDIM factor).
+    def frame(self, t0: float = 0.0, S0=None) -> "Frame":
+        """A frame ``R = chol(S) O`` with ``R' = (-A + S^{-1}) R`` started at ``t0`` with
+        ``O = I`` and covariance ``S0`` (blocks (1, d, d) or a (d, d) matrix; any ``S``
+        that obeys ``S' = 2I - A S - S A^T``, e.g. ``G_t = M_t C M_t^T + Sigma_t``).
+        See :class:`Frame`; the gDDIM factor is the frame started at ``Sigma_0 = 0``."""
+        if S0 is not None:
+            S0 = np.asarray(S0, dtype=np.float64).reshape(self.drift_blocks.shape)
+        return Frame(self.drift_blocks, t0, S0)
 
-        Any ``S`` that obeys the Lyapunov ODE ``S' = 2I - A S - S A^T`` (e.g.
-        ``G_t = M_t C M_t^T + Sigma_t``) has the frame ``R = chol(S) O`` with
-        ``R' = (-A + S^{-1}) R`` integrated by the same rates (``_rotation_rates``);
-        the flow map ``R(s) R(t)^{-1}`` does not depend on ``t0``."""
-        d = self.dim
-        S0 = np.zeros((d, d)) if S0 is None else np.asarray(S0, dtype=np.float64)
-        return {"t": [float(t0)], "O": [np.eye(d)], "S": [sym(S0)],
-                "h": 1e-3 / (1.0 + np.linalg.norm(self.A, 1))}
-
-    def _rotations(self, ts: np.ndarray, rot: dict | None = None) -> np.ndarray:
-        """``O_t`` (``R_t = L_t O_t``) at each time: one Magnus step from the nearest
-        checkpoint below it (all at once), after extending the checkpoints past
-        ``max(ts)`` when needed. ``rot``: checkpoints from :meth:`_start_rotations`
-        (times ``ts`` at or after its start); default the gDDIM factor's, kept on the
-        process."""
-        if rot is None:
-            rot = getattr(self, "_rot", None)
-            if rot is None:  # O_0 = I at Sigma_0 = 0; the first step is grown by the control
-                rot = self._rot = self._start_rotations()
-        self._extend_rotations(rot, float(ts.max()))
-        knots = np.asarray(rot["t"])
-        k = np.maximum(np.searchsorted(knots, ts, side="right") - 1, 0)
-        rest = np.maximum(ts - knots[k], 0.0)
-        O0 = np.stack([rot["O"][i] for i in k])
-        S0 = np.stack([rot["S"][i] for i in k])
-        return _nearest_orthogonal(
-            _magnus6_batch(self.A, S0, O0, rest, (rest > 0).astype(int))[0])
-
-    def _extend_rotations(self, rot: dict, t_end: float) -> None:
-        """Add checkpoints ``(t, O_t, Sigma_t)`` until the last one is past ``t_end``:
-        one Magnus step of ``h`` against two of ``h / 2`` from the last checkpoint;
-        accepted (keeping the two half steps) when they differ by at most
-        ``_MAGNUS_TOL``, and ``h`` is rescaled by the usual ``(tol / err)^(1/7)`` rule
-        either way. Every accepted step is at least as long as the gap to the next
-        checkpoint, so one step from a checkpoint to any time before the next is
-        within the same tolerance."""
-        A = self.A
-        while rot["t"][-1] <= t_end:
-            t0, O0, S0, h = rot["t"][-1], rot["O"][-1][None], rot["S"][-1][None], rot["h"]
-            big = _magnus6_batch(A, S0, O0, [h], [1])[0][0]
-            half, S1 = (a[0] for a in _magnus6_batch(A, S0, O0, [0.5 * h], [2]))
-            err = float(np.abs(big - half).max())
-            factor = 0.9 * (_MAGNUS_TOL / max(err, 1e-300)) ** (1.0 / 7.0)
-            if err <= _MAGNUS_TOL:
-                rot["t"].append(t0 + h)
-                rot["O"].append(_nearest_orthogonal(half))  # no drift across checkpoints
-                rot["S"].append(S1)
-                rot["h"] = h * min(4.0, factor)
-            else:
-                rot["h"] = h * max(0.2, factor)
-                if t0 + rot["h"] == t0:  # rounding alone exceeds the tolerance: no progress
-                    raise FloatingPointError(
-                        f"gDDIM factor: the Magnus step underflowed at t = {t0:.6g} (step "
-                        f"error {err:.2g} > {_MAGNUS_TOL:g} at every step size); U or Q "
-                        "is too ill-conditioned for float64")
+    def _rotations(self, ts: np.ndarray) -> np.ndarray:
+        """``O_t`` of the gDDIM factor (``R_t = L_t O_t``), (n, d, d)."""
+        rot = getattr(self, "_rot", None)
+        if rot is None:  # O_0 = I at Sigma_0 = 0; the first step is grown by the control
+            rot = self._rot = Frame(self.A)
+        return rot.rotations(ts)
 
     def sample(self, x0, t, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw ``x_t | x_0`` exactly: ``M_t x_0 + L_t z``.

@@ -17,12 +17,12 @@ from nonrev.regimes.theory import (
     collapse_time,
     collapse_time_from_data,
     isotropic_collapse_time,
-    predict_regimes,
     speciation_snr,
     speciation_time,
     speciation_time_from_data,
 )
 from nonrev.regimes.finite import collapse_time_finite, finite_lock_times
+from nonrev.regimes.analyze import predict_regimes
 from nonrev.regimes.steering import OBJECTIVES, steer_q
 
 __all__ = [

@@ -23,12 +23,11 @@ import torch
 from nonrev.linalg import as_batch
 from nonrev.metrics import nearest_neighbour_distances
 from nonrev.process.ou import OUProcess
-from nonrev.samplers.driver import METHODS, sample
+from nonrev.samplers import get_method, method_names, sample
 from nonrev.scores.base import supports
 
 #: phi at the speciation time for two classes (Biroli et al.; THEORY.md section 3).
 PHI_AT_SPECIATION_TWO_CLASSES = 0.775
-_STOCHASTIC = ("euler_maruyama", "ancestral")
 
 
 def speciation_threshold(n_classes: int) -> float:
@@ -91,10 +90,9 @@ def clone_agreement(score, process: OUProcess, classify, branch_times, n_pairs: 
     ``ci_high``, ``n_classes`` (distinct labels seen), ``n_pairs``, ``dt``,
     ``method``, ``T``.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
-    if method not in _STOCHASTIC:
-        raise ValueError(f"cloning needs a stochastic method ({', '.join(_STOCHASTIC)}); "
+    if not get_method(method).stochastic:  # ValueError naming the methods if unknown
+        raise ValueError(f"cloning needs a stochastic method "
+                         f"({', '.join(method_names(stochastic=True))}); "
                          f"{method!r} would give identical copies")
     if isinstance(n_pairs, bool) or not isinstance(n_pairs, (int, np.integer)) or n_pairs < 1:
         raise ValueError(f"n_pairs must be a positive integer, got {n_pairs!r}")

@@ -1,18 +1,25 @@
 """Reverse-time samplers.
 
 * :func:`sample` (:mod:`.driver`): run a method on a grid;
-* :mod:`.steps`: the per-method step functions and their per-grid coefficients
-  (:func:`coefficients`, :func:`step`), the API that other front ends reuse;
-* :mod:`.grids`: :func:`time_grid` and grid validation;
+* :mod:`.registry`: the :class:`Method` records (``METHODS``, :func:`register`,
+  :func:`get_method`, :func:`method_names`) and the coefficient types; one file per
+  family of methods: :mod:`.explicit`, :mod:`.affine`, :mod:`.dpmpp`, :mod:`.prior`
+  (with :mod:`.quadrature` and :mod:`.gridkernel`, the kernel's blocks on a grid);
+* :mod:`.steps`: :func:`coefficients` and :func:`step`, the stepping API that other
+  front ends reuse;
+* :mod:`.grids`: :func:`time_grid`, grid validation and the one default horizon;
 * :mod:`.gaussian`: :func:`gaussian_error` (the exact law of a sampler's output for
   Gaussian data) and :func:`optimise_grid`.
 """
 
-from nonrev.samplers.grids import SPACINGS, as_grid, time_grid
-from nonrev.samplers.steps import METHODS, Coefficients, coefficients, step
+from nonrev.samplers.registry import (METHODS, Coefficients, Method, get_method,
+                                      method_names, register, unregister)
+from nonrev.samplers import explicit, affine, dpmpp  # noqa: F401  (they register the methods)
+from nonrev.samplers.grids import SPACINGS, as_grid, default_horizon, time_grid
+from nonrev.samplers.steps import coefficients, step
 from nonrev.samplers.driver import sample
 from nonrev.samplers.gaussian import gaussian_error, optimise_grid
 
-__all__ = ["METHODS", "SPACINGS", "Coefficients", "as_grid", "coefficients", "gaussian_error",
-           "optimise_grid", "sample",
-           "step", "time_grid"]
+__all__ = ["METHODS", "SPACINGS", "Coefficients", "Method", "as_grid", "coefficients",
+           "default_horizon", "gaussian_error", "get_method", "method_names",
+           "optimise_grid", "register", "sample", "step", "time_grid", "unregister"]

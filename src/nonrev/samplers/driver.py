@@ -6,17 +6,18 @@ With ``p_t`` the law of ``x_t`` under ``dx = -A x dt + sqrt(2) dW`` and reverse 
     dx = [A x + 2 grad log p_t(x)] dtau + sqrt(2) dW,        (reverse SDE)
     dx/dtau = A x + grad log p_t(x).                         (probability flow)
 
-The methods (``METHODS``) and their formulas are in :mod:`nonrev.samplers.steps`:
-``euler_maruyama`` and ``heun`` (explicit), ``ancestral`` (exact Gaussian posterior
-step, stochastic), ``ddim`` (Cholesky frame), ``gddim`` (DDIM in the gDDIM frame
-``R_t``) and ``dpmpp_2m`` (the matrix DPM-Solver++(2M) in that frame). The grid is
-either ``times=`` (any increasing grid) or ``steps`` + ``spacing`` + ``t_min`` + ``T``
-(:func:`nonrev.samplers.grids.time_grid`); :func:`nonrev.samplers.optimise_grid`
+The methods are the registered ones (``METHODS``, :mod:`nonrev.samplers.registry`):
+``euler_maruyama`` and ``heun`` (explicit, :mod:`.explicit`), ``ancestral`` (exact
+Gaussian posterior step, stochastic), ``ddim`` (Cholesky frame), ``gddim`` (DDIM in the
+gDDIM frame ``R_t``; all three :mod:`.affine`) and ``dpmpp_2m`` (the matrix
+DPM-Solver++(2M) in that frame, :mod:`.dpmpp`). The grid is either ``times=`` (any
+increasing grid) or ``steps`` + ``spacing`` + ``t_min`` + ``T``
+(:func:`nonrev.samplers.grids.resolve_grid`); :func:`nonrev.samplers.optimise_grid`
 builds grids tuned on the exact Gaussian error.
 
-The exact-kernel methods call ``score.denoise(x, t)`` (the data prediction
-``E[x_0 | x_t]``, see :mod:`nonrev.scores.base`) when the score object has one, and
-the score otherwise; the explicit methods call the score. Inputs are validated once,
+Methods whose native output is the data prediction call ``score.denoise(x, t)`` (the
+data prediction ``E[x_0 | x_t]``, see :mod:`nonrev.scores.base`) when the score object
+has one, and the score otherwise; the others call the score. Inputs are validated once,
 here and at the first model call; the loop itself does no checks (and no device
 synchronisation).
 """
@@ -29,9 +30,9 @@ import numpy as np
 import torch
 
 from nonrev.linalg import as_batch
-from nonrev.process.ou import OUProcess
-from nonrev.samplers.grids import SPACINGS, as_grid, time_grid
-from nonrev.samplers.steps import EXPLICIT, METHODS, coefficients, step
+from nonrev.samplers.grids import SPACINGS, resolve_grid, time_grid
+from nonrev.samplers.registry import METHODS, get_method
+from nonrev.samplers.steps import coefficients, step
 from nonrev.scores.base import evaluators, supports
 
 __all__ = ["METHODS", "SPACINGS", "sample", "time_grid"]
@@ -39,7 +40,7 @@ __all__ = ["METHODS", "SPACINGS", "sample", "time_grid"]
 
 def sample(
     score,
-    process: OUProcess,
+    process,
     n: int | None = None,
     x_T: torch.Tensor | None = None,
     *,
@@ -64,14 +65,17 @@ def sample(
     score : ``score(x, t) -> grad log p_t(x)`` at a (B, d) batch (a
         :class:`nonrev.scores.base.Score`); its optional ``denoise(x, t)`` is used by
         the exact-kernel methods.
-    process : the forward :class:`OUProcess`.
+    process : the forward process (an :class:`~nonrev.process.OUProcess` or any kernel
+        with the same block interface).
     n : number of samples drawn from the stationary law ``N(0, U^{-1})`` (when
         ``x_T`` is not given).
     x_T : (B, d) starting points at time ``T`` (e.g. to continue a trajectory);
         its device and dtype are used.
-    T : start time. Default ``6 / relaxation_rate``: ``KL(p_T || N(0, U^{-1}))``
-        then carries a factor ``e^{-12}`` of its initial value.
-    steps : number of steps (>= 1). method : one of ``METHODS``.
+    T : start time. Default :func:`~nonrev.samplers.grids.default_horizon`,
+        ``6 / relaxation_rate``: ``KL(p_T || N(0, U^{-1}))`` then carries a factor
+        ``e^{-12}`` of its initial value.
+    steps : number of steps (>= 1). method : a registered method's name (``METHODS``)
+        or a :class:`~nonrev.samplers.registry.Method`.
     t_min : end time (> 0 unless ``spacing='uniform'`` and the method is not heun).
     spacing : ``uniform`` or ``log`` (see :func:`time_grid`).
     times : any strictly increasing grid of times (or decreasing, the sampling
@@ -83,10 +87,10 @@ def sample(
     callback : ``callback(i, t, x)``, called with the start (i = 0, t = T) and after
         every step i = 1..steps with the new time and state.
     denoise : finish with a Tweedie step to ``E[x_0 | x_{t_min}]``.
-    prior : ``(mean, cov)`` of a Gaussian prior whose score ``gddim`` and
-        ``dpmpp_2m`` integrate exactly, so that only the residual of the data
-        prediction is approximated (e.g. the data's mean and covariance; see
-        :mod:`nonrev.samplers.steps`). Needs ``t_min > 0`` and a score object with
+    prior : ``(mean, cov)`` of a Gaussian prior whose score the methods with
+        ``prior=True`` (``gddim``, ``dpmpp_2m``) integrate exactly, so that only the
+        residual of the data prediction is approximated (e.g. the data's mean and
+        covariance; see :mod:`nonrev.samplers.prior`). Needs ``t_min > 0`` and a score object with
         ``denoise``.
 
     Returns
@@ -96,18 +100,13 @@ def sample(
         ``method``, and, with ``save_times``, ``save_times`` and ``trajectory``
         (len(save_times), B, d) in the order given.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
-    if not isinstance(process, OUProcess):
-        raise ValueError(f"process must be an OUProcess, got {type(process).__name__}")
-    if times is not None:
-        grid = as_grid(times)
-    else:
-        if T is None:
-            T = 6.0 / process.relaxation_rate()
-        grid = time_grid(T, steps, t_min, spacing)
-    if method == "heun" and grid[0] <= 0:
-        raise ValueError("t_min must be > 0 for heun (its corrector evaluates the score at t_min)")
+    record = get_method(method)
+    if not all(hasattr(process, a) for a in ("kernel_blocks", "operators", "dim")):
+        raise ValueError(f"process must be an OUProcess (or a kernel with its block "
+                         f"interface), got {type(process).__name__}")
+    grid = resolve_grid(process, times, steps, T, t_min, spacing)
+    if record.positive_t_min and grid[0] <= 0:
+        raise ValueError(f"t_min must be > 0 for {record.name} (it evaluates the model at t_min)")
     saves = None
     if save_times is not None:
         saves = np.atleast_1d(np.asarray(save_times, dtype=float))
@@ -123,8 +122,9 @@ def sample(
         device = torch.device("cpu") if device is None else torch.device(device)
         z = torch.randn((int(n), d), generator=generator, dtype=dtype,
                         device=generator.device if generator is not None else device).to(device)
-        chol = torch.as_tensor(np.linalg.cholesky(process.stationary_cov), dtype=dtype, device=device)
-        x = z @ chol.T
+        chol = process.operators(np.linalg.cholesky(process.stationary_cov_blocks)[None],
+                                 dtype=dtype, device=device)
+        x = chol.apply(0, z)
     else:
         x = as_batch("x_T", x_T, d)
         if n is not None and n != x.shape[0]:
@@ -142,9 +142,9 @@ def sample(
                          "object with denoise(x, t)); this one gives only the score")
     process.prefetch(grid)  # scores look (M_t, Sigma_t) up instead of recomputing them
     stiff = score.stiffness if supports(score, "stiffness") else None
-    coef = coefficients(process, grid, method, dtype=dtype, device=device, stiffness=stiff,
+    coef = coefficients(process, grid, record, dtype=dtype, device=device, stiffness=stiff,
                         prior=prior)
-    use_x0 = method not in EXPLICIT
+    use_x0 = record.output == "x0"
     model = fns.denoise if (use_x0 and fns.denoise is not None) else fns.score
     as_x0 = model is fns.denoise
 
@@ -175,12 +175,12 @@ def sample(
         if fns.denoise is not None:
             x = fns.denoise(x, t, first=True)
         else:
-            M, S = process.mean_and_cov(t)
-            Minv = torch.as_tensor(np.linalg.inv(M), dtype=dtype, device=device)
-            S = torch.as_tensor(S, dtype=dtype, device=device)
-            x = (x + score(x, t) @ S.T) @ Minv.T
+            M, S = process.pair_blocks([t])
+            Minv = process.operators(np.linalg.inv(M), dtype=dtype, device=device)
+            S = process.operators(S, dtype=dtype, device=device)
+            x = Minv.apply(0, x + S.apply(0, score(x, t)))
         nfe += 1
-    info = {"nfe": nfe, "times": times_desc.copy(), "method": method}
+    info = {"nfe": nfe, "times": times_desc.copy(), "method": record.name}
     if saves is not None:
         info["save_times"] = saves
         keys = np.array(sorted(trajectory))

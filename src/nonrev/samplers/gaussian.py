@@ -30,21 +30,17 @@ import math
 import numpy as np
 import torch
 
-from nonrev.linalg import as_psd, as_vector, psd_factor, sym
-from nonrev.process.ou import OUProcess
-from nonrev.samplers.grids import as_grid, time_grid
-from nonrev.samplers.steps import EXPLICIT, METHODS, coefficients, step
+import dataclasses
+
+from nonrev.linalg import as_psd, as_vector, sym
+from nonrev.samplers.gridkernel import T as _T, block_psd_factor
+from nonrev.samplers.grids import default_horizon, resolve_grid, time_grid
+from nonrev.samplers.quadrature import log_snr
+from nonrev.samplers.registry import get_method
+from nonrev.samplers.steps import coefficients, step
 
 
-def _grid(process, times, steps, T, t_min, spacing):
-    if times is not None:
-        return as_grid(times)
-    if T is None:
-        T = 6.0 / process.relaxation_rate()
-    return time_grid(T, steps, t_min, spacing)
-
-
-def gaussian_error(process: OUProcess, mean, cov, method: str = "gddim", times=None, *,
+def gaussian_error(process, mean, cov, method: str = "gddim", times=None, *,
                    steps: int = 10, T: float | None = None, t_min: float = 1e-3,
                    spacing: str = "log", start: str = "exact", target: str = "t_min",
                    check_stability: bool = True, prior=None) -> dict:
@@ -65,8 +61,7 @@ def gaussian_error(process: OUProcess, mean, cov, method: str = "gddim", times=N
     (Frobenius norm of the covariance difference), ``mean_error`` (Euclidean),
     ``times`` (the grid, decreasing) and ``nfe``.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    record = get_method(method)
     if start not in ("exact", "stationary"):
         raise ValueError(f"start must be 'exact' or 'stationary', got {start!r}")
     if target not in ("t_min", "data"):
@@ -74,39 +69,45 @@ def gaussian_error(process: OUProcess, mean, cov, method: str = "gddim", times=N
     d = process.dim
     m = as_vector("mean", mean, d)
     C = as_psd("cov", cov, dim=d)
-    grid = _grid(process, times, steps, T, t_min, spacing)
-    def stiffness(t):  # Gamma_t^{-1}, the exact score's Jacobian
-        Mt, St = process.mean_and_cov(t)
-        return np.linalg.inv(sym(Mt @ C @ Mt.T + St))
+    grid = resolve_grid(process, times, steps, T, t_min, spacing)
+    mb, Cb = process.vector_to_blocks(m), process.to_blocks("cov", C)
 
-    coef = coefficients(process, grid, method, dtype=torch.float64,
-                        check_stability=check_stability, stiffness=stiffness, prior=prior)
+    def stiffness(t):  # Gamma_t^{-1}, the exact score's Jacobian, as blocks
+        Mt, St = (a[0] for a in process.pair_blocks([t]))
+        return np.linalg.inv(sym(Mt @ Cb @ _T(Mt) + St))
+
+    coef = coefficients(process, grid, record, dtype=torch.float64,
+                        check_stability=check_stability,
+                        stiffness=stiffness if record.explicit else None, prior=prior)
     desc = coef.times
-    Ms, Ss = process.mean_and_cov(desc)
-    # per evaluation time: W_t = C M^T Gamma^{-1}, Gamma^{-1}
-    W, Ginv = [], []
-    for j in range(desc.size):
-        G = sym(Ms[j] @ C @ Ms[j].T + Ss[j])
-        Gi = np.linalg.inv(G) if desc[j] > 0 or np.linalg.matrix_rank(G) == d else np.zeros_like(G)
-        W.append(C @ Ms[j].T @ Gi)
-        Ginv.append(sym(Gi))
-    tt = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
-    W, Ginv, Mm = tt(np.stack(W)), tt(np.stack(Ginv)), tt(Ms @ m)
-    m_t = tt(m)
-    use_x0 = method not in EXPLICIT
+    Ms, Ss = process.pair_blocks(desc)
+    # per evaluation time: W_t = C M^T Gamma^{-1}, Gamma^{-1} (blocks)
+    G = sym(Ms @ Cb @ _T(Ms) + Ss)
+    Ginv = np.zeros_like(G)
+    full = np.array([t > 0 or bool(np.all(np.linalg.matrix_rank(G[j]) == G.shape[-1]))
+                     for j, t in enumerate(desc)])
+    Ginv[full] = sym(np.linalg.inv(G[full]))
+    W = Cb @ _T(Ms) @ Ginv
+    ops = lambda a: process.operators(a, dtype=torch.float64)  # noqa: E731
+    W, Ginv = ops(W), ops(Ginv)
+    Mm = torch.as_tensor(process.vector_from_blocks(np.einsum("nmij,mj->nmi", Ms, mb)),
+                         dtype=torch.float64)
+    m_t = torch.as_tensor(m, dtype=torch.float64)
+    use_x0 = record.output == "x0"
 
     def model(x, j, affine):
         c = Mm[j] if affine else 0.0
         if use_x0:
-            return (x - c) @ W[j].T + (m_t if affine else 0.0)
-        return -(x - c) @ Ginv[j].T
+            return W.apply(j, x - c) + (m_t if affine else 0.0)
+        return -Ginv.apply(j, x - c)
 
+    eye = torch.eye(d, dtype=torch.float64)
     if start == "exact":
         mu = Mm[0].clone()
-        Y = tt(psd_factor(sym(Ms[0] @ C @ Ms[0].T + Ss[0])).T)
+        Y = ops(block_psd_factor(G[0])[None]).apply(0, eye)
     else:
         mu = torch.zeros(d, dtype=torch.float64)
-        Y = tt(np.linalg.cholesky(process.stationary_cov).T)
+        Y = ops(np.linalg.cholesky(process.stationary_cov_blocks)[None]).apply(0, eye)
     mu = mu[None, :]
     s_mu = s_Y = None
     nfe = 0
@@ -133,12 +134,13 @@ def gaussian_error(process: OUProcess, mean, cov, method: str = "gddim", times=N
     mean_out = mu[0].numpy()
     cov_out = sym((Y.T @ Y).numpy())
     if target == "t_min":
-        M0, S0 = process.mean_and_cov(float(grid[0]))
-        tm, tc = M0 @ m, sym(M0 @ C @ M0.T + S0)
+        M0, S0 = process.pair_blocks([float(grid[0])])
+        tm = process.vector_from_blocks(np.einsum("mij,mj->mi", M0[0], mb))
+        tc = ops(sym(M0 @ Cb @ _T(M0) + S0)).dense(0).numpy()
     else:
         tm, tc = m, C
     return {
-        "method": method, "mean": mean_out, "cov": cov_out, "target_mean": tm,
+        "method": record.name, "mean": mean_out, "cov": cov_out, "target_mean": tm,
         "target_cov": tc, "w2": gaussian_w2(mean_out, cov_out, tm, tc),
         "kl": gaussian_kl(mean_out, cov_out, tm, tc),
         "cov_error": float(np.linalg.norm(cov_out - tc)),
@@ -147,17 +149,32 @@ def gaussian_error(process: OUProcess, mean, cov, method: str = "gddim", times=N
     }
 
 
+def _tensors(state) -> list:
+    """The tensor fields of a step state (a dataclass, or None)."""
+    if state is None:
+        return []
+    return [getattr(state, f.name) for f in dataclasses.fields(state)
+            if torch.is_tensor(getattr(state, f.name))]
+
+
+def _with_tensors(state, tensors):
+    """``state`` with its tensor fields replaced, in order, by ``tensors``."""
+    it = iter(tensors)
+    return dataclasses.replace(state, **{f.name: next(it) for f in dataclasses.fields(state)
+                                         if torch.is_tensor(getattr(state, f.name))})
+
+
 def _pad_state(state, d):
     if state is None:
         return None
-    pad = lambda a: torch.cat([a, torch.zeros(d, a.shape[1], dtype=a.dtype)])  # noqa: E731
-    return tuple(pad(a) if torch.is_tensor(a) else a for a in state)
+    return _with_tensors(state, [torch.cat([a, torch.zeros(d, a.shape[1], dtype=a.dtype)])
+                                 for a in _tensors(state)])
 
 
 def _compress(Y, state):
     """QR-compress the rows of ``[Y, state tensors]`` (an exact square root of their
     joint covariance) when they outnumber the columns."""
-    parts = [Y] + ([a for a in state if torch.is_tensor(a)] if state is not None else [])
+    parts = [Y] + _tensors(state)
     Z = torch.cat(parts, dim=1)
     if Z.shape[0] <= Z.shape[1]:
         return Y, state
@@ -165,8 +182,7 @@ def _compress(Y, state):
     out = torch.split(R, [p.shape[1] for p in parts], dim=1)
     if state is None:
         return out[0], None
-    it = iter(out[1:])
-    return out[0], tuple(next(it) if torch.is_tensor(a) else a for a in state)
+    return out[0], _with_tensors(state, out[1:])
 
 
 def gaussian_w2(m1, C1, m2, C2) -> float:
@@ -195,11 +211,9 @@ def gaussian_kl(m1, C1, m2, C2) -> float:
 def _family(process, T, t_min):
     """Three increasing maps of ``[t_min, T]`` onto ``[0, 1]`` on a fine table: log t,
     minus the log signal-to-noise ``lambda_t`` (:mod:`.steps`) and t itself."""
-    from nonrev.samplers.steps import _log_snr
-
     ts = np.geomspace(t_min, T, 4001)
-    M, S = process.mean_and_cov(ts)
-    lam = -_log_snr(process, ts, M, S)
+    M, S = process.pair_blocks(ts)
+    lam = -log_snr(process, ts, M, S)
     lam = np.maximum.accumulate(lam)  # guard against rounding at large t
     maps = [np.log(ts), lam, ts]
     return ts, [(f - f[0]) / (f[-1] - f[0]) for f in maps]
@@ -213,7 +227,7 @@ def _family_grid(ts, maps, weights, steps):
     return g
 
 
-def optimise_grid(process: OUProcess, mean, cov, method: str = "dpmpp_2m", steps: int = 10,
+def optimise_grid(process, mean, cov, method: str = "dpmpp_2m", steps: int = 10,
                   *, T: float | None = None, t_min: float = 1e-3, objective: str = "w2",
                   start: str = "exact", maxiter: int = 200) -> np.ndarray:
     """The grid of ``steps`` steps from ``t_min`` to ``T`` that minimises the exact
@@ -239,7 +253,7 @@ def optimise_grid(process: OUProcess, mean, cov, method: str = "dpmpp_2m", steps
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     if T is None:
-        T = 6.0 / process.relaxation_rate()
+        T = default_horizon(process)
     base = time_grid(T, steps, t_min, "log")
     if steps == 1:
         return base

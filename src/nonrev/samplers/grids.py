@@ -12,6 +12,26 @@ from __future__ import annotations
 import numpy as np
 
 SPACINGS = ("uniform", "log")
+#: The default horizon is this many relaxation times: ``KL(p_T || N(0, U^{-1}))`` then
+#: carries a factor ``e^{-2 HORIZON}`` of its initial value.
+HORIZON = 6.0
+
+
+def default_horizon(process) -> float:
+    """The default start time ``T = 6 / relaxation_rate`` of the reverse samplers."""
+    return HORIZON / process.relaxation_rate()
+
+
+def resolve_grid(process, times=None, steps: int = 200, T: float | None = None,
+                 t_min: float = 1e-3, spacing: str = "uniform") -> np.ndarray:
+    """The one way a sampler's grid is chosen: ``times`` (validated by :func:`as_grid`)
+    when given, else :func:`time_grid` from ``T`` (default :func:`default_horizon`),
+    ``steps``, ``t_min`` and ``spacing``. Increasing float64 array."""
+    if times is not None:
+        return as_grid(times)
+    if T is None:
+        T = default_horizon(process)
+    return time_grid(T, steps, t_min, spacing)
 
 
 def time_grid(T: float, steps: int, t_min: float = 1e-3, spacing: str = "uniform") -> np.ndarray:

@@ -4,6 +4,8 @@
   point masses allowed) pushed through the kernel.
 * :class:`EmpiricalScore`: exact score of N equal-weight training points (the score
   that memorises), streamed over the points in chunks.
+* :class:`NeuralScore` (:mod:`.neural`): a trained network's score, with its
+  parametrisation and the denoising score matching loss.
 * :class:`Score` (:mod:`.base`): the protocol, with the optional data prediction
   ``denoise(x, t)``, ``log_prob``, ``nearest`` and ``stiffness``; :func:`supports`.
 
@@ -14,5 +16,7 @@ float; the result has ``x``'s shape, dtype and device.
 from nonrev.scores.base import Score, supports
 from nonrev.scores.empirical import EmpiricalScore, default_chunk_size
 from nonrev.scores.mixture import GaussianMixtureScore
+from nonrev.scores.neural import NeuralScore
 
-__all__ = ["EmpiricalScore", "GaussianMixtureScore", "Score", "default_chunk_size", "supports"]
+__all__ = ["EmpiricalScore", "GaussianMixtureScore", "NeuralScore", "Score", "default_chunk_size",
+           "supports"]

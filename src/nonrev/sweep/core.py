@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from nonrev import __version__
+from nonrev.version import __version__
 from nonrev.config import ConfigError, check_field, from_dict, load_file, to_dict
 from nonrev.experiments.registry import get_experiment, run_experiment
 from nonrev.outputs import OutputError, atomic_file, check_output, remove_partials, write_json

@@ -53,14 +53,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from nonrev import __version__
+from nonrev.version import __version__
 from nonrev.data.datasets import Dataset, Normaliser, load_dataset
 from nonrev.config import COUNT_MAX, ConfigError, check_memory, field, from_dict, show, to_dict
 from nonrev.linalg import sample_covariance
 from nonrev.outputs import remove_partials, write_bytes
 from nonrev.process.ou import OUProcess
 from nonrev.process.spec import condition_cap_of, gamma_of, process_from_spec
-from nonrev.samplers.driver import METHODS, SPACINGS, sample, time_grid
+from nonrev.samplers import SPACINGS, get_method, sample, time_grid
 from nonrev.scores.neural import NeuralScore, Parameterisation, build_network, dsm_loss
 
 __all__ = ["CheckpointError", "TrainConfig", "TrainedModel", "EMA", "load_checkpoint",
@@ -257,8 +257,7 @@ class TrainedModel:
         batches of ``batch_size`` from one generator seeded with ``seed``. Returns
         ``(samples, nfe)`` with ``nfe`` the score evaluations per sample.
         """
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+        get_method(method)  # ValueError naming the registered methods
         cfg = self.config
         T = cfg.t_max if T is None else float(T)
         t_min = cfg.t_min if t_min is None else float(t_min)
