@@ -85,16 +85,23 @@ def _min_group_mean(u, G):
     return u[G].mean(axis=1).min()
 
 
+def _pairings(items):
+    if not items:
+        yield []
+        return
+    for k in range(1, len(items)):
+        rest = items[1:k] + items[k + 1:]
+        for tail in _pairings(rest):
+            yield [(items[0], items[k])] + tail
+
+
 def test_pairs_are_optimal_by_brute_force(rng):
-    # Every pairing of 8 numbers: the folded one has the largest smallest pair mean.
+    # Every pairing of 10 numbers (945): the folded one has the largest smallest pair mean.
     for _ in range(5):
-        u = np.exp(rng.uniform(-4, 2, 8))
-        best = 0.0
-        for perm in itertools.permutations(range(8)):
-            G = np.array(perm).reshape(4, 2)
-            best = max(best, _min_group_mean(u, G))
+        u = np.exp(rng.uniform(-4, 2, 10))
+        best = max(_min_group_mean(u, np.array(p)) for p in _pairings(list(range(10))))
         G = pair_groups(u)
-        as_groups(G, 8)
+        as_groups(G, 10)
         assert _min_group_mean(u, G) == pytest.approx(best, rel=1e-15)
 
 
@@ -183,7 +190,7 @@ def test_dense_twin_rates_and_matrices(shape, g, colour, current, rng):
     p = SpectralProcess(shape, u, current, groups=g, colour=colour)
     D = p.dense()
     assert isinstance(D, OUProcess)
-    V = p.basis.matrix()
+    V = p.dct.matrix()
     np.testing.assert_allclose(V @ D.U @ V.T, np.diag(u.reshape(-1)), atol=1e-12 * u.max())
     np.testing.assert_allclose(D.A, p.to_pixels(p.drift_blocks), atol=1e-12 * np.abs(D.A).max())
     assert p.relaxation_rate() == pytest.approx(D.relaxation_rate(), rel=1e-9)
@@ -280,7 +287,7 @@ def test_kernel_blocks_equal_the_dense_kernel(shape, g, colour, current, rng):
     m = p.dim // g
     assert M.shape == S.shape == (TIMES.size, m, g, g)
     Md, Sd = p.dense().mean_and_cov(TIMES)
-    V = p.basis.matrix()
+    V = p.dct.matrix()
     Mp = np.stack([V.T @ p.block_matrix(b) @ V for b in M])
     Sp = np.stack([V.T @ p.block_matrix(b) @ V for b in S])
     ok, err = _close(Mp, Md)
@@ -326,10 +333,10 @@ def test_sample_per_row_times_and_dtypes(rng):
     z = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     M, S = p.mean_and_cov_blocks(t)
     L = np.linalg.cholesky(S[[1, 2, 3, 5]])
-    y = p.to_blocks(x0).numpy()[[1, 2, 3, 5]]
+    y = p.basis.forward(x0).numpy()[[1, 2, 3, 5]]
     zb = z.numpy()[[1, 2, 3, 5]].reshape(4, -1, 4)
     ref = np.einsum("bmij,bmj->bmi", M[[1, 2, 3, 5]], y) + np.einsum("bmij,bmj->bmi", L, zb)
-    ref = p.from_blocks(torch.from_numpy(ref)).numpy()
+    ref = p.basis.inverse(torch.from_numpy(ref)).numpy()
     assert np.abs(out.numpy()[[1, 2, 3, 5]] - ref).max() < 1e-12
     out32 = p.sample(x0.float(), 0.5)
     assert out32.dtype == torch.float32
@@ -341,7 +348,7 @@ def test_sample_per_row_times_and_dtypes(rng):
 
 def test_grouped_basis_round_trips_and_dense(rng):
     p = SpectralProcess((3, 4, 4), _u((3, 4, 4), rng), "optimal", groups=4, colour="opponent")
-    gb = p.block_basis
+    gb = p.basis
     assert gb.blocks == (12, 4) and gb.dim == 48
     x = rng.standard_normal((2, 5, 48))
     y = gb.forward_np(x)
@@ -353,3 +360,62 @@ def test_grouped_basis_round_trips_and_dense(rng):
     D = p.to_pixels(np.stack([p.drift_blocks, p.current_blocks]))
     np.testing.assert_allclose(D[0], p.dense().A, atol=1e-12 * np.abs(D[0]).max())
     np.testing.assert_allclose(D[1], p.dense().Q, atol=1e-12 * np.abs(D[1]).max())
+
+
+# ----------------------------------------------------------------------------- block interface
+@pytest.mark.parametrize("grid", [np.linspace(0.0, 2.0, 9), np.array([0.0, 1e-4, 0.01, 0.3, 5.0])])
+def test_kernel_blocks_and_gddim_factor_equal_the_dense_ones(grid, rng):
+    shape = (1, 8, 8)
+    p = SpectralProcess(shape, _u(shape, rng), "optimal")
+    D = p.dense()
+    M, S, L, sM, sS = p.kernel_blocks(grid)
+    n = grid.size
+    assert M.shape == L.shape == (n, 32, 2, 2) and sM.shape == sS.shape == (n - 1, 32, 2, 2)
+    Md, Sd = D.mean_and_cov(grid)
+    assert _close(p.to_pixels(M), Md)[0] and _close(p.to_pixels(S)[1:], Sd[1:])[0]
+    big = np.abs(S).max()
+    np.testing.assert_allclose(L @ np.swapaxes(L, -1, -2), S, rtol=0, atol=1e-14 * big)
+    # the gap kernels step the grid: M_{i+1} = step_M M_i, Sigma_{i+1} = ... + step_Sigma
+    np.testing.assert_allclose(sM @ M[:-1], M[1:], rtol=0, atol=1e-12 * np.abs(M).max())
+    np.testing.assert_allclose(sM @ S[:-1] @ np.swapaxes(sM, -1, -2) + sS, S[1:], rtol=0,
+                               atol=1e-12 * big)
+
+
+def test_gddim_blocks_equal_the_dense_factor(rng):
+    # The gDDIM factor is basis-independent (its ODE is covariant): V^T R_blocks V.
+    shape = (1, 4, 8)
+    p = SpectralProcess(shape, _u(shape, rng), "optimal", groups=4)
+    grid = np.array([0.0, 1e-4, 0.01, 0.3, 5.0])
+    R = p.gddim_blocks(grid)
+    Rd = p.dense().gddim_factor(grid)
+    assert np.abs(p.to_pixels(R) - Rd).max() < 1e-8
+    assert np.abs(R[0]).max() == 0.0
+    S = p.mean_and_cov_blocks(grid)[1]
+    np.testing.assert_allclose(R @ np.swapaxes(R, -1, -2), S, rtol=0, atol=1e-13 * S.max())
+
+
+def test_block_interface_conversions_and_operators(rng):
+    shape = (3, 4, 4)
+    p = SpectralProcess(shape, _u(shape, rng), "optimal", groups=4, colour="opponent")
+    D = p.dense()
+    np.testing.assert_allclose(p.to_pixels(p.precision_blocks), D.U, atol=1e-12 * D.U.max())
+    np.testing.assert_allclose(p.to_pixels(p.stationary_cov_blocks), D.stationary_cov,
+                               atol=1e-12 * D.stationary_cov.max())
+    A_back = p.to_blocks("A", D.A)
+    np.testing.assert_allclose(A_back, p.drift_blocks, atol=1e-12 * np.abs(D.A).max())
+    with pytest.raises(ValueError, match="cov is not block-diagonal"):
+        p.to_blocks("cov", np.eye(p.dim) + np.diag(np.ones(p.dim - 1), 1))
+    with pytest.raises(ValueError, match=r"cov must be a \(48, 48\)"):
+        p.to_blocks("cov", np.eye(5))
+    v = rng.standard_normal((4, p.dim))
+    vb = p.vector_to_blocks(v)
+    assert vb.shape == (4, 12, 4)
+    np.testing.assert_allclose(p.vector_from_blocks(vb), v, atol=1e-12)
+    M = p.mean_and_cov_blocks([0.2, 1.0])[0]
+    ops = p.operators(M, dtype=torch.float64)
+    x = torch.from_numpy(rng.standard_normal((5, p.dim)))
+    Mp = p.to_pixels(M)
+    assert np.abs(ops.apply(1, x).numpy() - x.numpy() @ Mp[1].T).max() < 1e-12
+    assert np.abs(ops.apply_t(0, x).numpy() - x.numpy() @ Mp[0]).max() < 1e-12
+    assert SpectralProcess(shape, p.u, groups=4).rotation_rate_bound() == 0.0  # diagonal
+    assert p.rotation_rate_bound() > 0.0

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from nonrev.linalg import as_count
+from nonrev.operators import Basis, OperatorStack, stack
 
 #: Largest ``d`` that :meth:`DCTBasis.matrix` and :meth:`SpectralProcess.dense` build
 #: (a dense ``d x d`` float64 matrix is 128 MiB at this size).
@@ -436,32 +437,32 @@ def _block_factors(S: np.ndarray) -> np.ndarray:
     return out.reshape(S.shape)
 
 
-class GroupedBasis:
+class GroupedBasis(Basis):
     """A :class:`DCTBasis` followed by a grouping of the frequencies: rows (B, d) in
     pixel order to coefficients by group (B, m, g), the coordinates in which the
-    spectral kernel is block-diagonal.
+    spectral kernel is block-diagonal (a :class:`nonrev.operators.Basis`).
 
     Attributes ``dim`` (d), ``blocks`` ((m, g)), ``groups`` ((m, g) indices),
-    ``basis`` (the :class:`DCTBasis`). :meth:`forward` / :meth:`inverse` are torch
+    ``dct`` (the :class:`DCTBasis`). :meth:`forward` / :meth:`inverse` are torch
     (any device, float32 or float64); :meth:`forward_np` / :meth:`inverse_np` are
     float64 numpy with free leading axes ((..., d) <-> (..., m, g)).
     """
 
-    def __init__(self, basis: DCTBasis, groups: np.ndarray):
-        self.basis = basis
+    def __init__(self, dct: DCTBasis, groups: np.ndarray):
+        self.dct = dct
         self.groups = np.asarray(groups, dtype=np.int64)
-        self.dim = basis.dim
+        self.dim = dct.dim
         self.blocks = tuple(int(s) for s in self.groups.shape)
         # position of frequency i in the flattened (m * g) grouped order
         self._slot = np.empty(self.dim, dtype=np.int64)
         self._slot[self.groups.reshape(-1)] = np.arange(self.dim)
 
     def __repr__(self) -> str:
-        return f"GroupedBasis({self.basis!r}, blocks={self.blocks})"
+        return f"GroupedBasis({self.dct!r}, blocks={self.blocks})"
 
     def forward(self, x) -> torch.Tensor:
         """(B, d) rows -> (B, m, g) coefficients by group."""
-        return self.basis.forward(x, self.groups)
+        return self.dct.forward(x, self.groups)
 
     def inverse(self, y) -> torch.Tensor:
         """(B, m, g) coefficients by group -> (B, d) rows."""
@@ -471,13 +472,13 @@ class GroupedBasis:
             raise ValueError(f"y must have shape (B, {self.blocks[0]}, {self.blocks[1]}), "
                              f"got {tuple(y.shape)}")
         slot = torch.as_tensor(self._slot, device=y.device)
-        return self.basis.inverse(y.reshape(y.shape[0], -1)[:, slot])
+        return self.dct.inverse(y.reshape(y.shape[0], -1)[:, slot])
 
     def forward_np(self, x) -> np.ndarray:
         """float64 (..., d) -> (..., m, g)."""
         x = np.asarray(x, dtype=np.float64)
         lead = x.shape[:-1]
-        y = self.basis.forward_numpy(x.reshape(-1, self.dim))
+        y = self.dct.forward_numpy(x.reshape(-1, self.dim))
         return y[:, self.groups].reshape(*lead, *self.blocks)
 
     def inverse_np(self, y) -> np.ndarray:
@@ -485,7 +486,7 @@ class GroupedBasis:
         y = np.asarray(y, dtype=np.float64)
         lead = y.shape[:-2]
         flat = y.reshape(-1, self.dim)[:, self._slot]
-        return self.basis.inverse_numpy(flat).reshape(*lead, self.dim)
+        return self.dct.inverse_numpy(flat).reshape(*lead, self.dim)
 
     def dense_np(self, blocks) -> np.ndarray:
         """``V^T blockdiag(blocks) V`` of a stack (..., m, g, g) as (..., d, d) float64
@@ -494,7 +495,7 @@ class GroupedBasis:
         m, g = self.blocks
         if blocks.shape[-3:] != (m, g, g):
             raise ValueError(f"blocks must have shape (..., {m}, {g}, {g}), got {blocks.shape}")
-        V = self.basis.matrix()[self.groups.reshape(-1)]  # rows in grouped order
+        V = self.dct.matrix()[self.groups.reshape(-1)]  # rows in grouped order
         lead = blocks.shape[:-3]
         flat = blocks.reshape(-1, m, g, g)
         out = np.empty((flat.shape[0], self.dim, self.dim))
@@ -531,7 +532,7 @@ class SpectralProcess:
         ``0..d-1``).
     colour : None, ``"opponent"`` or an orthogonal (C, C) array (:class:`DCTBasis`).
 
-    Attributes: ``shape``, ``dim``, ``basis`` (:class:`DCTBasis`), ``block_basis``
+    Attributes: ``shape``, ``dim``, ``dct`` (:class:`DCTBasis`), ``basis``
     (:class:`GroupedBasis`: rows to (B, m, g)), ``u`` (C, H, W), ``groups`` (m, g),
     ``u_blocks`` (m, g), ``current_blocks`` (m, g, g) = ``B_j``, ``drift_blocks``
     (m, g, g) = ``(I + B_j) diag(u_j)``, ``current`` (the name of the current), all
@@ -539,9 +540,9 @@ class SpectralProcess:
     """
 
     def __init__(self, shape, u, current="none", groups=None, colour=None):
-        self.basis = DCTBasis(shape, colour)
-        self.shape = self.basis.shape
-        self.dim = d = self.basis.dim
+        self.dct = DCTBasis(shape, colour)
+        self.shape = self.dct.shape
+        self.dim = d = self.dct.dim
         try:
             arr = np.array(u, dtype=np.float64)
         except (TypeError, ValueError) as exc:
@@ -585,7 +586,7 @@ class SpectralProcess:
             self.current = f"gamma={gamma:g}"
         eye = np.eye(g)
         self.drift_blocks = (eye + self.current_blocks) * self.u_blocks[:, None, :]
-        self.block_basis = GroupedBasis(self.basis, self.groups)
+        self.basis = GroupedBasis(self.dct, self.groups)
 
     @classmethod
     def from_data(cls, images, k=None, current="none", groups=None, colour=None,
@@ -682,7 +683,7 @@ class SpectralProcess:
     def to_pixels(self, blocks) -> np.ndarray:
         """``V^T (block-diagonal) V``: block operators (..., m, g, g) as dense (..., d, d)
         matrices acting on flat images (``d <= DENSE_LIMIT``)."""
-        return self.block_basis.dense_np(blocks)
+        return self.basis.dense_np(blocks)
 
     def dense(self):
         """The equivalent :class:`~nonrev.process.ou.OUProcess` ``(U, Q)`` with
@@ -692,24 +693,16 @@ class SpectralProcess:
         if self.dim > DENSE_LIMIT:
             raise ValueError(f"dense() builds d x d matrices only for d <= {DENSE_LIMIT}; "
                              f"shape {self.shape} has d = {self.dim}")
-        V = self.basis.matrix()
+        V = self.dct.matrix()
         U = (V.T * self.u.reshape(-1)) @ V
         Q = V.T @ self.block_matrix(self.current_blocks) @ V
         return OUProcess(0.5 * (U + U.T), 0.5 * (Q - Q.T))
 
     # ------------------------------------------------------------------ torch side
-    def to_blocks(self, x) -> torch.Tensor:
-        """Flat images (B, d) -> their coefficients by group, (B, m, g)."""
-        return self.block_basis.forward(x)
-
-    def from_blocks(self, y) -> torch.Tensor:
-        """Coefficients by group (B, m, g) -> flat images (B, d)."""
-        return self.block_basis.inverse(y)
-
     def apply(self, blocks, x) -> torch.Tensor:
         """``V^T (block-diagonal) V x`` for rows ``x`` (B, d): ``blocks`` (m, g, g) for
         every row, or (B, m, g, g) one operator per row. ``O(d log d + d g)`` a row."""
-        y = self.to_blocks(x)
+        y = self.basis.forward(x)
         Bt = torch.as_tensor(blocks, dtype=y.dtype, device=y.device)
         m, g = self.groups.shape
         if Bt.shape == (m, g, g):
@@ -719,7 +712,57 @@ class SpectralProcess:
         else:
             raise ValueError(f"blocks must have shape ({m}, {g}, {g}) or "
                              f"({y.shape[0]}, {m}, {g}, {g}), got {tuple(Bt.shape)}")
-        return self.from_blocks(z)
+        return self.basis.inverse(z)
+
+    # ------------------------------------------------------------------ kernel in blocks
+    # The interface that OUProcess offers the samplers (nonrev.operators): matrices as
+    # stacks of blocks (..., m, g, g) in the kernel's basis, here the DCT coefficients
+    # by group (self.basis).
+    @property
+    def precision_blocks(self) -> np.ndarray:
+        """``U`` as blocks, (m, g, g): ``diag(u_j)``."""
+        return self.u_blocks[:, :, None] * np.eye(self.groups.shape[1])
+
+    @property
+    def stationary_cov_blocks(self) -> np.ndarray:
+        """``U^{-1}`` as blocks, (m, g, g): ``diag(1 / u_j)``."""
+        return (1.0 / self.u_blocks)[:, :, None] * np.eye(self.groups.shape[1])
+
+    def to_blocks(self, name: str, matrix) -> np.ndarray:
+        """A (d, d) matrix acting on flat images as blocks (m, g, g): ``V P V^T``
+        restricted to the groups. ValueError naming ``name`` when ``P`` is not
+        block-diagonal in this basis (an entry outside the blocks above 1e-10 of the
+        largest), e.g. a data covariance that mixes frequencies of different groups."""
+        P = np.asarray(matrix, dtype=np.float64)
+        d = self.dim
+        if P.shape != (d, d):
+            raise ValueError(f"{name} must be a ({d}, {d}) matrix, got {P.shape}")
+        # forward_np maps rows: (P V^T) then (V P^T V^T)^T = V P V^T, grouped order.
+        W = self.basis.forward_np(self.basis.forward_np(P).reshape(d, d).T).reshape(d, d).T
+        m, g = self.groups.shape
+        blocks = W.reshape(m, g, m, g)[np.arange(m), :, np.arange(m), :]
+        rest = W.copy()
+        for j in range(m):
+            rest[j * g:(j + 1) * g, j * g:(j + 1) * g] = 0.0
+        scale = max(float(np.abs(W).max()), 1e-300)
+        if np.abs(rest).max() > 1e-10 * scale:
+            raise ValueError(f"{name} is not block-diagonal in the process's basis (groups "
+                             f"of {g} DCT frequencies): an entry outside the blocks is "
+                             f"{np.abs(rest).max() / scale:.3g} of the largest")
+        return blocks
+
+    def vector_to_blocks(self, v) -> np.ndarray:
+        """A vector (..., d) in block coordinates (..., m, g)."""
+        return self.basis.forward_np(v)
+
+    def vector_from_blocks(self, vb) -> np.ndarray:
+        """Block coordinates (..., m, g) back to a vector (..., d)."""
+        return self.basis.inverse_np(vb)
+
+    def operators(self, blocks, *, dtype=torch.float64, device=None) -> OperatorStack:
+        """Blocks (n, m, g, g) as a :class:`nonrev.operators.BlockStack` in ``dtype``
+        on ``device`` (applied through the DCT: ``O(d log d + d g)`` per row)."""
+        return stack(blocks, self.basis, dtype=dtype, device=device)
 
     # ------------------------------------------------------------------ exact kernel
     def mean_and_cov_blocks(self, t) -> tuple[np.ndarray, np.ndarray]:
@@ -735,6 +778,80 @@ class SpectralProcess:
         times, scalar = as_times("t", t)
         M, S = _exact_pairs(self.drift_blocks, times)
         return (M[0], S[0]) if scalar else (M, S)
+
+    def pair_blocks(self, times) -> tuple[np.ndarray, np.ndarray]:
+        """``(M_t, Sigma_t)`` at any 1-D ``times``, each (n, m, g, g), exact per time."""
+        from nonrev.linalg import as_times
+
+        times, _ = as_times("times", times)
+        return self.mean_and_cov_blocks(times)
+
+    def kernel_blocks(self, times):
+        """The exact kernel on a strictly increasing grid as float64 blocks
+        (n, m, g, g): ``(M, Sigma, L, step_M, step_Sigma)`` with ``L`` the block
+        Cholesky factors (zero at t = 0) and the gap kernels (n - 1, m, g, g) as in
+        :class:`nonrev.process.ou.Kernel`: ``M_{i+1} = step_M[i] M_i``,
+        ``Sigma_{i+1} = step_M[i] Sigma_i step_M[i]^T + step_Sigma[i]``. Every point
+        and every gap is computed exactly (vectorised over times and blocks), not by
+        the semigroup steps, so no error accumulates along the grid; a uniform grid
+        computes its one gap once."""
+        from nonrev.linalg import as_times
+        from nonrev.process.ou import OUProcess, _exact_pairs
+
+        grid, _ = as_times("times", times)
+        if grid.size >= 2 and not np.all(np.diff(grid) > 0):
+            raise ValueError("times must be strictly increasing")
+        M, S = _exact_pairs(self.drift_blocks, grid)
+        L = _block_factors(S)
+        gaps = np.diff(grid)
+        if OUProcess._is_uniform(grid):
+            sM, sS = _exact_pairs(self.drift_blocks, gaps[:1])
+            sM = np.broadcast_to(sM, (gaps.size, *sM.shape[1:]))
+            sS = np.broadcast_to(sS, (gaps.size, *sS.shape[1:]))
+        else:
+            sM, sS = _exact_pairs(self.drift_blocks, gaps)
+        return M, S, L, sM, sS
+
+    def frame(self, t0: float = 0.0, S0=None):
+        """A frame ``R = chol(S) O`` with ``R' = (-A + S^{-1}) R`` in blocks, started at
+        ``t0`` with ``O = I`` and covariance ``S0`` (blocks (m, g, g); default
+        ``Sigma_0 = 0``: the gDDIM factor); see :class:`nonrev.process.ou.Frame`."""
+        from nonrev.process.ou import Frame
+
+        if S0 is not None:
+            S0 = np.asarray(S0, dtype=np.float64).reshape(self.drift_blocks.shape)
+        return Frame(self.drift_blocks, t0, S0)
+
+    def gddim_blocks(self, times) -> np.ndarray:
+        """The gDDIM factor ``R_t = L_t O_t`` (:meth:`OUProcess.gddim_factor
+        <nonrev.process.ou.OUProcess.gddim_factor>`) at 1-D ``times`` as blocks
+        (n, m, g, g), zero at t = 0. Each block is the gDDIM factor of its drift block
+        (the factor's ODE is block-diagonal); one Magnus integration for all blocks,
+        its checkpoints kept on the process."""
+        from nonrev.linalg import as_times
+
+        grid, _ = as_times("times", times)
+        m, g = self.groups.shape
+        out = np.zeros((grid.size, m, g, g))
+        pos = grid > 0
+        if pos.any():
+            if getattr(self, "_rot", None) is None:
+                self._rot = self.frame()
+            S = self.mean_and_cov_blocks(grid[pos])[1]
+            out[pos] = _block_factors(S) @ self._rot.rotations(grid[pos])
+        return out
+
+    def rotation_rate_bound(self) -> float:
+        """``max_t ||Omega_t||_2`` over all blocks: how fast the gDDIM factor rotates
+        against the Cholesky factor (sampled at 48 times from 1e-6 to ``30 / rate``, as
+        :meth:`OUProcess.rotation_rate_bound <nonrev.process.ou.OUProcess.rotation_rate_bound>`)."""
+        from nonrev.process.ou import _rotation_rates
+
+        if getattr(self, "_omega", None) is None:
+            probe = np.geomspace(1e-6, 30.0 / max(self.relaxation_rate(), 1e-12), 48)
+            W = _rotation_rates(self.drift_blocks, self.mean_and_cov_blocks(probe)[1])
+            self._omega = float(np.linalg.norm(W, 2, axis=(-2, -1)).max())
+        return self._omega
 
     def sample(self, x0, t, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw ``x_t | x_0`` exactly: ``M_t x_0 + L_t z`` through the basis
@@ -762,8 +879,8 @@ class SpectralProcess:
                                device=x0.device)
         Mt = torch.as_tensor(M, dtype=x0.dtype, device=x0.device)[rows]
         Lt = torch.as_tensor(L, dtype=x0.dtype, device=x0.device)[rows]
-        y = self.to_blocks(x0)
+        y = self.basis.forward(x0)
         m, g = self.groups.shape
         zb = z.reshape(x0.shape[0], m, g)
         out = torch.einsum("bmij,bmj->bmi", Mt, y) + torch.einsum("bmij,bmj->bmi", Lt, zb)
-        return self.from_blocks(out)
+        return self.basis.inverse(out)
