@@ -439,3 +439,18 @@ def test_sampler_output_law_equals_the_dense_one(method, rng):
     assert np.abs(a["cov"] - b["cov"]).max() < 1e-10 * np.abs(b["cov"]).max()
     assert np.abs(a["mean"] - b["mean"]).max() < 1e-10 * np.abs(b["mean"]).max()
     assert a["w2"] == pytest.approx(b["w2"], rel=1e-9)
+
+
+def test_patch_benchmark_core_tiny():
+    # benchmarks/spectral.py on 200 patches of 8x8: the rates are ordered as the theory
+    # says (reversible <= per-group optimum <= dense bound mean(u) = 1), and nonrev's
+    # groups are at least as fast as the serpentine ones.
+    from benchmarks import spectral as bench
+
+    res = bench.run(n=200, size=8, groups=(2, 4), caps=(None, 100.0))
+    assert len(res["rows"]) == 4
+    for r in res["rows"]:
+        assert r["reversible"] < r["optimal"] <= r["bound"] * (1 + 1e-12)
+        assert r["optimal"] >= r["serpentine"] * (1 - 1e-12)
+        assert r["bound"] == pytest.approx(1.0, rel=1e-12)
+    assert "| 100 | 4 |" in bench.table(res)
