@@ -10,9 +10,13 @@ with ``B`` antisymmetric and block-diagonal over a partition of the ``d`` freque
 into ``m`` groups of ``g`` (:func:`pair_groups`, :func:`balanced_groups`). Every kernel
 matrix (``M_t``, ``Sigma_t`` and their factors) is then ``V^T (block-diagonal) V``:
 stored as ``(m, g, g)`` blocks (``O(d g)``) and applied in ``O(d log d + d g)``
-(the DCT through ``torch.fft``). :class:`SpectralProcess` is that process;
-:meth:`SpectralProcess.dense` materialises the equivalent :class:`OUProcess` for
-small shapes, which is what the tests compare against.
+(the DCT through ``torch.fft``). :class:`SpectralProcess` is that process; it offers
+the block interface of :class:`~nonrev.process.ou.OUProcess` (``basis``,
+``pair_blocks``, ``kernel_blocks``, ``gddim_blocks``, ``operators``, ...) in the
+coordinates of :class:`GroupedBasis`, with every block computed by the same exact
+helpers as the dense kernel (:func:`nonrev.process.ou._exact_pairs`,
+:class:`nonrev.process.ou.Frame`). :meth:`SpectralProcess.dense` materialises the
+equivalent :class:`OUProcess` for small shapes, which is what the tests compare against.
 """
 
 from __future__ import annotations
