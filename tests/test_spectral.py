@@ -264,6 +264,14 @@ def test_from_data_errors(rng):
         SpectralProcess.from_data(flat, k=100.0)
     with pytest.raises(ValueError, match="k must be"):
         SpectralProcess.from_data(rng.standard_normal((10, 1, 4, 4)), k=0.5)
+    with pytest.raises(ValueError, match="k must be"):
+        SpectralProcess.from_data(rng.standard_normal((10, 1, 4, 4)), k="abc")
+    with pytest.raises(ValueError, match="chunk"):
+        SpectralProcess.from_data(rng.standard_normal((10, 1, 4, 4)), chunk=0)
+    with pytest.raises(ValueError, match="at least 2 images"):
+        SpectralProcess.from_data(rng.standard_normal((1, 1, 4, 4)))
+    with pytest.raises(ValueError, match="NaN"):
+        SpectralProcess.from_data(np.full((3, 1, 4, 4), np.nan))
 
 
 # ----------------------------------------------------------------------------- kernel

@@ -612,11 +612,20 @@ class SpectralProcess:
             raise ValueError(f"images must hold at least 2 images, got {X.shape[0]}")
         if not np.all(np.isfinite(X)):
             raise ValueError("images contain NaN or inf")
+        kappa = None
+        if k is not None:
+            try:
+                kappa = float(k)
+            except (TypeError, ValueError):
+                kappa = math.nan
+            if not (math.isfinite(kappa) and kappa >= 1.0):
+                raise ValueError(f"k must be a number >= 1 (the condition cap), got {k!r}")
+        chunk = as_count("chunk", chunk)
         n = X.shape[0]
         basis = DCTBasis(X.shape[1:], colour)
         # Chan et al.'s pairwise update of (count, mean, sum of squared deviations).
         count, mean, m2 = 0, np.zeros(basis.dim), np.zeros(basis.dim)
-        for lo in range(0, n, max(int(chunk), 1)):
+        for lo in range(0, n, chunk):
             c = basis.forward_numpy(X[lo:lo + chunk].reshape(-1, basis.dim))
             nb, mb = c.shape[0], c.mean(axis=0)
             delta = mb - mean
@@ -631,13 +640,7 @@ class SpectralProcess:
             raise ValueError(f"images: the DCT coefficient {tuple(int(i) for i in bad)} has "
                              "zero variance (numerically), so its precision is infinite")
         u = 1.0 / var
-        if k is not None:
-            try:
-                kappa = float(k)
-            except (TypeError, ValueError):
-                kappa = math.nan
-            if not (math.isfinite(kappa) and kappa >= 1.0):
-                raise ValueError(f"k must be a number >= 1 (the condition cap), got {k!r}")
+        if kappa is not None:
             u = np.maximum(u, u.max() / kappa)
         u = u / u.mean()
         return cls(basis.shape, u.reshape(basis.shape), current=current, groups=groups,
