@@ -462,3 +462,30 @@ def test_patch_benchmark_core_tiny():
         assert r["optimal"] >= r["serpentine"] * (1 - 1e-12)
         assert r["bound"] == pytest.approx(1.0, rel=1e-12)
     assert "| 100 | 4 |" in bench.table(res)
+
+
+def test_arrays_round_trip_through_safetensors(tmp_path, rng):
+    from safetensors.numpy import load_file, save_file
+
+    shape = (3, 4, 4)
+    p = SpectralProcess(shape, _u(shape, rng), "gamma:0.5", groups=4, colour="opponent")
+    save_file(p.to_arrays(), tmp_path / "process.safetensors")
+    q = SpectralProcess.from_arrays(load_file(tmp_path / "process.safetensors"), shape=shape)
+    for a, b in zip((p.u, p.groups, p.drift_blocks, p.dct.colour),
+                    (q.u, q.groups, q.drift_blocks, q.dct.colour)):
+        np.testing.assert_array_equal(a, b)
+    x = torch.from_numpy(rng.standard_normal((2, p.dim)))
+    gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    np.testing.assert_array_equal(p.sample(x, 0.4, gen()).numpy(), q.sample(x, 0.4, gen()).numpy())
+    r = SpectralProcess.from_arrays(SpectralProcess(shape, p.u).to_arrays())
+    assert r.dct.colour is None and r.is_reversible
+    with pytest.raises(ValueError, match=r"ckpt: written for images of shape \(3, 4, 4\), "
+                                         r"not \(1, 8, 8\)"):
+        SpectralProcess.from_arrays(p.to_arrays(), shape=(1, 8, 8), source="ckpt")
+    with pytest.raises(ValueError, match="ckpt: not a spectral process .missing groups"):
+        SpectralProcess.from_arrays({"shape": np.array([3, 4, 4]), "u": p.u,
+                                     "current": p.current_blocks}, source="ckpt")
+    bad = p.to_arrays()
+    bad["groups"] = bad["groups"][::-1] % 47
+    with pytest.raises(ValueError, match="ckpt: groups must partition"):
+        SpectralProcess.from_arrays(bad, source="ckpt")

@@ -646,6 +646,40 @@ class SpectralProcess:
         return cls(basis.shape, u.reshape(basis.shape), current=current, groups=groups,
                    colour=basis.colour)
 
+    # ------------------------------------------------------------------ save / load
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Everything that defines the process as plain arrays (for safetensors or
+        ``numpy.savez``): ``shape`` (3,) int64, ``u`` (C, H, W), ``groups`` (m, g) int64,
+        ``current`` (m, g, g) the blocks ``B_j``, and ``colour`` (C, C) when set.
+        :meth:`from_arrays` restores the same process exactly (its ``current`` name
+        then reads ``"blocks"``: the blocks are stored, not the recipe)."""
+        out = {"shape": np.asarray(self.shape, dtype=np.int64), "u": self.u.copy(),
+               "groups": self.groups.copy(), "current": self.current_blocks.copy()}
+        if self.dct.colour is not None:
+            out["colour"] = self.dct.colour.copy()
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays, *, shape=None, source: str = "arrays") -> "SpectralProcess":
+        """The process of :meth:`to_arrays`. ``shape``: the (C, H, W) the caller
+        expects; a process written for another shape is refused (ValueError naming
+        ``source``, e.g. the file it was read from), as are missing or invalid arrays."""
+        missing = [k for k in ("shape", "u", "groups", "current") if k not in arrays]
+        if missing:
+            raise ValueError(f"{source}: not a spectral process (missing {', '.join(missing)})")
+        stored = tuple(int(s) for s in np.asarray(arrays["shape"]).reshape(-1))
+        if shape is not None:
+            want = as_image_shape("shape", shape)
+            if stored != want:
+                raise ValueError(f"{source}: written for images of shape {stored}, "
+                                 f"not {want}")
+        try:
+            proc = cls(stored, np.asarray(arrays["u"]), np.asarray(arrays["current"]),
+                       groups=np.asarray(arrays["groups"]), colour=arrays.get("colour"))
+        except ValueError as exc:
+            raise ValueError(f"{source}: {exc}") from None
+        return proc
+
     def __repr__(self) -> str:
         m, g = self.groups.shape
         return (f"SpectralProcess(shape={self.shape}, groups={m}x{g}, current={self.current}, "
