@@ -882,6 +882,11 @@ class SpectralProcess:
             out[pos] = _block_factors(S) @ self._rot.rotations(grid[pos])
         return out
 
+    def prefetch(self, times) -> None:
+        """Nothing to keep: a time's kernel blocks cost ``O(d g^2)`` (the dense
+        process caches its ``O(d^3)`` pairs here)."""
+        return None
+
     def rotation_rate_bound(self) -> float:
         """``max_t ||Omega_t||_2`` over all blocks: how fast the gDDIM factor rotates
         against the Cholesky factor (sampled at 48 times from 1e-6 to ``30 / rate``, as
