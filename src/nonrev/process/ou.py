@@ -49,6 +49,7 @@ from nonrev.linalg import (
     spd_sqrt,
     sym,
 )
+from nonrev.threads import single_threaded
 
 _TAYLOR_THETA = 0.25  # ||h A||_1 bound at the base of the scaling and squaring
 
@@ -329,6 +330,7 @@ class OUProcess:
             M = gM @ M
             yield M, S, gM, gS
 
+    @single_threaded
     def prefetch(self, times) -> None:
         """Precompute ``(M_t, Sigma_t)`` on an increasing grid (three matrix products a
         point) and keep them for :meth:`mean_and_cov`, so that scores evaluated along a
@@ -349,6 +351,7 @@ class OUProcess:
         while len(cache) > capacity:
             cache.popitem(last=False)
 
+    @single_threaded
     def kernel(self, times, *, device=None, dtype=torch.float32) -> Kernel:
         """Precompute the exact kernel on a strictly increasing grid of times.
 
@@ -387,6 +390,7 @@ class OUProcess:
         )
 
     # ------------------------------------------------------------------ gDDIM factor
+    @single_threaded
     def gddim_factor(self, times) -> np.ndarray:
         """The gDDIM square root ``R_t`` of ``Sigma_t`` at each time (float64 numpy,
         (d, d) for a scalar, (n, d, d) for a 1-D array).

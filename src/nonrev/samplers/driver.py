@@ -33,10 +33,12 @@ from nonrev.process.ou import OUProcess
 from nonrev.samplers.grids import SPACINGS, as_grid, time_grid
 from nonrev.samplers.steps import EXPLICIT, METHODS, coefficients, step
 from nonrev.scores.base import evaluators, supports
+from nonrev.threads import single_threaded
 
 __all__ = ["METHODS", "SPACINGS", "sample", "time_grid"]
 
 
+@single_threaded
 def sample(
     score,
     process: OUProcess,

@@ -34,6 +34,7 @@ from nonrev.linalg import as_psd, as_vector, psd_factor, sym
 from nonrev.process.ou import OUProcess
 from nonrev.samplers.grids import as_grid, time_grid
 from nonrev.samplers.steps import EXPLICIT, METHODS, coefficients, step
+from nonrev.threads import single_threaded
 
 
 def _grid(process, times, steps, T, t_min, spacing):
@@ -44,6 +45,7 @@ def _grid(process, times, steps, T, t_min, spacing):
     return time_grid(T, steps, t_min, spacing)
 
 
+@single_threaded
 def gaussian_error(process: OUProcess, mean, cov, method: str = "gddim", times=None, *,
                    steps: int = 10, T: float | None = None, t_min: float = 1e-3,
                    spacing: str = "log", start: str = "exact", target: str = "t_min",
@@ -213,6 +215,7 @@ def _family_grid(ts, maps, weights, steps):
     return g
 
 
+@single_threaded
 def optimise_grid(process: OUProcess, mean, cov, method: str = "dpmpp_2m", steps: int = 10,
                   *, T: float | None = None, t_min: float = 1e-3, objective: str = "w2",
                   start: str = "exact", maxiter: int = 200) -> np.ndarray:

@@ -101,6 +101,7 @@ import torch
 
 from nonrev.linalg import as_psd, as_vector, psd_factor, sym
 from nonrev.process.ou import OUProcess, _exact_pairs
+from nonrev.threads import single_threaded
 
 METHODS = ("euler_maruyama", "ancestral", "ddim", "heun", "gddim", "dpmpp_2m")
 EXPLICIT = ("euler_maruyama", "heun")
@@ -160,6 +161,7 @@ class Coefficients:
         return float(self.times[k + stage])
 
 
+@single_threaded
 def coefficients(process: OUProcess, times, method: str, *, dtype=torch.float64,
                  device=None, lower_order_final: bool = True,
                  check_stability: bool = True, stiffness=None,
@@ -513,7 +515,7 @@ def explicit_growth(process: OUProcess, desc, method: str, Sinv=None,
             rho_exact = float(np.abs(np.linalg.eigvals(exact)).max())
             # only expansion counts: a step that contracts less than the exact flow is
             # inaccurate, not unstable
-            log_growth += max(0.0, math.log(max(rho, 1e-300)) - max(0.0, math.log(rho_exact)))
+            log_growth += max(0.0, math.log(max(rho, 1e-300)) - max(0.0, math.log(max(rho_exact, 1e-300))))
         worst = max(worst, math.exp(log_growth))
     return worst
 
