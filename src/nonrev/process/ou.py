@@ -49,6 +49,7 @@ from nonrev.linalg import (
     spd_sqrt,
     sym,
 )
+from nonrev.process.stiffness import MagnusProgress
 from nonrev.threads import single_threaded
 
 _TAYLOR_THETA = 0.25  # ||h A||_1 bound at the base of the scaling and squaring
@@ -475,7 +476,9 @@ class OUProcess:
         checkpoint, so one step from a checkpoint to any time before the next is
         within the same tolerance."""
         A = self.A
+        progress = MagnusProgress(self, rot, t_end)  # refuses/warns before a long run
         while rot["t"][-1] <= t_end:
+            progress.step(rot)
             t0, O0, S0, h = rot["t"][-1], rot["O"][-1][None], rot["S"][-1][None], rot["h"]
             big = _magnus6_batch(A, S0, O0, [h], [1])[0][0]
             half, S1 = (a[0] for a in _magnus6_batch(A, S0, O0, [0.5 * h], [2]))
