@@ -103,11 +103,11 @@ def sample(
     if not isinstance(process, OUProcess):
         raise ValueError(f"process must be an OUProcess, got {type(process).__name__}")
     if times is not None:
-        grid = as_grid(times)
+        grid = as_grid(times, process=process)
     else:
         if T is None:
             T = 6.0 / process.relaxation_rate()
-        grid = time_grid(T, steps, t_min, spacing)
+        grid = time_grid(T, steps, t_min, spacing, process=process)
     if method == "heun" and grid[0] <= 0:
         raise ValueError("t_min must be > 0 for heun (its corrector evaluates the score at t_min)")
     saves = None

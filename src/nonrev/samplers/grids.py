@@ -12,20 +12,70 @@ from __future__ import annotations
 import numpy as np
 
 SPACINGS = ("uniform", "log")
+#: Bytes a sampler holds per grid point and per entry of a (d, d) matrix while it
+#: builds a method's coefficients: the kernel, the gDDIM factor, the per-step matrices
+#: and their temporaries, about 50 float64 (d, d) stacks (``nonrev sample --steps
+#: 2000`` at d = 64 peaked at 3.25 GB).
+GRID_BYTES_PER_ENTRY = 400.0
 
 
-def time_grid(T: float, steps: int, t_min: float = 1e-3, spacing: str = "uniform") -> np.ndarray:
+def check_grid_size(n_points: int, dim: int, name: str = "steps") -> None:
+    """ValueError naming ``name`` when a grid of ``n_points`` times for a d = ``dim``
+    process would need more memory than this machine has (checked before the grid
+    is built; see :data:`GRID_BYTES_PER_ENTRY`)."""
+    from nonrev.config import check_memory
+
+    n_points, dim = int(n_points), int(dim)
+    check_memory(name, GRID_BYTES_PER_ENTRY * n_points * max(dim, 1) ** 2 + 8.0 * n_points,
+                 f"a sampler's coefficients on {n_points} grid points at d = {dim}")
+
+
+#: Longest step, in units of the fastest decay ``1 / max Re spec(A)``: over a longer
+#: one ``exp(-h A)`` underflows in float64 and the step's matrices are singular.
+MAX_STEP_DECAY = 600.0
+
+
+class StepTooLong(ValueError):
+    """A step of a grid over which the kernel underflows (:func:`check_gaps`)."""
+
+
+def check_gaps(grid: np.ndarray, process, name: str = "T") -> None:
+    """ValueError naming ``name`` when a step of the increasing ``grid`` is so long
+    that the process's kernel over it underflows (:data:`MAX_STEP_DECAY`)."""
+    if grid.size < 2:
+        return
+    fastest = float(np.linalg.eigvals(process.A).real.max())
+    gaps = np.diff(grid)
+    k = int(np.argmax(gaps))
+    if gaps[k] * fastest > MAX_STEP_DECAY:
+        raise StepTooLong(
+            f"{name}: the step from t = {grid[k]:.4g} to {grid[k + 1]:.4g} is too long: "
+            f"exp(-h A) underflows in float64 over it (h * max Re eig(A) = "
+            f"{gaps[k] * fastest:.3g} > {MAX_STEP_DECAY:g}); use more steps (or times) or a smaller T "
+            f"(default T = 6 / rate = {6.0 / process.relaxation_rate():.4g})")
+
+
+def time_grid(T: float, steps: int, t_min: float = 1e-3, spacing: str = "uniform", *,
+              process=None) -> np.ndarray:
     """``steps + 1`` increasing intrinsic times from ``t_min`` to ``T``: ``uniform`` in
     ``t``, or ``log`` (geometric in ``t``, i.e. about uniform in log signal-to-noise
-    near ``t = 0`` where ``Sigma_t ~ 2 t I``)."""
+    near ``t = 0`` where ``Sigma_t ~ 2 t I``). With ``process``, the grid is checked
+    for that process's sampler: its size against memory before it is built
+    (:func:`check_grid_size`), its steps for underflow (:func:`check_gaps`)."""
     T, t_min, steps = check_times(T, t_min, steps)
+    if process is not None:
+        check_grid_size(steps + 1, process.dim)
     if spacing not in SPACINGS:
         raise ValueError(f"spacing must be one of {', '.join(SPACINGS)}; got {spacing!r}")
     if spacing == "log":
         if t_min <= 0:
             raise ValueError("t_min must be > 0 for a log-spaced grid")
-        return np.geomspace(t_min, T, steps + 1)
-    return np.linspace(t_min, T, steps + 1)
+        grid = np.geomspace(t_min, T, steps + 1)
+    else:
+        grid = np.linspace(t_min, T, steps + 1)
+    if process is not None:
+        check_gaps(grid, process)
+    return grid
 
 
 def check_times(T, t_min, steps):
@@ -44,10 +94,11 @@ def check_times(T, t_min, steps):
     return T, t_min, int(steps)
 
 
-def as_grid(times, name: str = "times") -> np.ndarray:
+def as_grid(times, name: str = "times", *, process=None) -> np.ndarray:
     """A caller's grid as a float64 array: 1-D, at least two finite times, ``>= 0``,
     strictly increasing (a decreasing grid, the sampling order, is accepted and
-    reversed). ValueError naming ``name`` otherwise."""
+    reversed). ValueError naming ``name`` otherwise, also, with ``process``, when
+    that process's sampler on it would not fit in memory or a step underflows."""
     try:
         g = np.array(times, dtype=np.float64)
     except (TypeError, ValueError):
@@ -62,4 +113,7 @@ def as_grid(times, name: str = "times") -> np.ndarray:
         raise ValueError(f"{name} must be strictly increasing (or strictly decreasing)")
     if g[0] < 0:
         raise ValueError(f"{name} must be >= 0, got a smallest time of {g[0]!r}")
+    if process is not None:
+        check_grid_size(g.size, process.dim, name)
+        check_gaps(g, process, name)
     return g
