@@ -108,9 +108,46 @@ def psd_spectrum(name: str, X, *, dim: int | None = None,
     return arr, np.clip(lam, 0.0, None)
 
 
+#: Largest Frobenius norm of a current ``Q`` (``A = (I + Q) U``). Beyond it the real
+#: parts of A's eigenvalues (the relaxation rate, of the order of ``Tr(U) / d``)
+#: drown in the rounding of the imaginary ones (about ``||Q|| ||U|| 1e-16``): every
+#: rate and time computed from such a ``Q`` is noise (``gamma:1e300`` printed a rate
+#: of -4.6e284), and its squares overflow.
+MAX_CURRENT_NORM = 1e12
+
+
+def check_current(name: str, Q) -> None:
+    """ValueError naming ``name`` when the current ``Q`` is not finite or its
+    Frobenius norm exceeds :data:`MAX_CURRENT_NORM`."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        norm = float(np.linalg.norm(np.asarray(Q, dtype=np.float64)))
+    if not math.isfinite(norm) or norm > MAX_CURRENT_NORM:
+        raise ValueError(
+            f"{name}: the current is too strong for float64 (||Q||_F = {norm:.3g} > "
+            f"{MAX_CURRENT_NORM:g}; the relaxation rate of A = (I + Q) U would be lost in "
+            "rounding); use a smaller scale")
+
+
+#: Largest eigenvalue of a data covariance that the exact Gaussian error accepts:
+#: its products (``C M^T``, ``C^2`` in the W2 distance) must stay finite.
+MAX_COV_SCALE = 1e100
+
+
+def check_scale(name: str, X, limit: float = MAX_COV_SCALE):
+    """``X`` unchanged; ValueError naming ``name`` when an entry exceeds ``limit`` in
+    size (where float64 products of it overflow)."""
+    top = float(np.abs(X).max(initial=0.0))
+    if top > limit:
+        raise ValueError(f"{name}: entries up to {top:.3g} exceed {limit:g}, where products "
+                         "of them overflow float64; rescale the data")
+    return X
+
+
 def as_antisymmetric(name: str, X, *, dim: int | None = None, tol: float = SYM_TOL) -> np.ndarray:
-    """Finite square antisymmetric matrix (within ``tol`` relative), returned exactly antisymmetric."""
+    """Finite square antisymmetric matrix (within ``tol`` relative), returned exactly
+    antisymmetric; its norm at most :data:`MAX_CURRENT_NORM` (a current ``Q``)."""
     arr = as_matrix(name, X, dim=dim)
+    check_current(name, arr)
     scale = np.linalg.norm(arr)
     if scale > 0 and np.linalg.norm(arr + arr.T) > tol * scale:
         raise ValueError(

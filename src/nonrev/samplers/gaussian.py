@@ -30,7 +30,7 @@ import math
 import numpy as np
 import torch
 
-from nonrev.linalg import as_psd, as_vector, psd_factor, sym
+from nonrev.linalg import as_count, as_psd, as_vector, check_scale, psd_factor, sym
 from nonrev.process.ou import OUProcess
 from nonrev.samplers.grids import as_grid, time_grid
 from nonrev.samplers.steps import EXPLICIT, METHODS, coefficients, step
@@ -39,10 +39,10 @@ from nonrev.threads import single_threaded
 
 def _grid(process, times, steps, T, t_min, spacing):
     if times is not None:
-        return as_grid(times)
+        return as_grid(times, process=process)
     if T is None:
         T = 6.0 / process.relaxation_rate()
-    return time_grid(T, steps, t_min, spacing)
+    return time_grid(T, steps, t_min, spacing, process=process)
 
 
 @single_threaded
@@ -75,7 +75,7 @@ def gaussian_error(process: OUProcess, mean, cov, method: str = "gddim", times=N
         raise ValueError(f"target must be 't_min' or 'data', got {target!r}")
     d = process.dim
     m = as_vector("mean", mean, d)
-    C = as_psd("cov", cov, dim=d)
+    C = check_scale("cov", as_psd("cov", cov, dim=d))
     grid = _grid(process, times, steps, T, t_min, spacing)
     def stiffness(t):  # Gamma_t^{-1}, the exact score's Jacobian
         Mt, St = process.mean_and_cov(t)
@@ -237,13 +237,32 @@ def optimise_grid(process: OUProcess, mean, cov, method: str = "dpmpp_2m", steps
     """
     import scipy.optimize  # only here: keeps ``import nonrev`` light
 
+    # Every input checked before the search: a candidate's ValueError other than an
+    # explicit method's stability refusal is a bad input, never "infinitely bad".
     if objective not in ("w2", "kl"):
         raise ValueError(f"objective must be 'w2' or 'kl', got {objective!r}")
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    if not isinstance(process, OUProcess):
+        raise ValueError(f"process must be an OUProcess, got {type(process).__name__}")
+    if start not in ("exact", "stationary"):
+        raise ValueError(f"start must be 'exact' or 'stationary', got {start!r}")
+    maxiter = as_count("maxiter", maxiter)
+    mean = as_vector("mean", mean, process.dim)
+    cov = check_scale("cov", as_psd("cov", cov, dim=process.dim))
     if T is None:
         T = 6.0 / process.relaxation_rate()
-    base = time_grid(T, steps, t_min, "log")
+    base = time_grid(T, steps, t_min, "log", process=process)  # steps, T, t_min, memory
+
+    def refused(exc):  # a candidate's step too long, or an explicit method's refusal
+        from nonrev.samplers.grids import StepTooLong
+        return isinstance(exc, StepTooLong) or (method in EXPLICIT and "is unstable" in str(exc))
+
+    try:
+        gaussian_error(process, mean, cov, method, times=base, start=start)
+    except ValueError as exc:
+        if not refused(exc) or steps == 1:
+            raise
     if steps == 1:
         return base
 
@@ -252,7 +271,9 @@ def optimise_grid(process: OUProcess, mean, cov, method: str = "dpmpp_2m", steps
             return math.inf
         try:
             v = gaussian_error(process, mean, cov, method, times=g, start=start)[objective]
-        except ValueError:
+        except ValueError as exc:
+            if not refused(exc):
+                raise
             return math.inf
         return math.log(v) if v > 0 and np.isfinite(v) else (math.inf if v != 0 else -1e9)
 
@@ -281,4 +302,8 @@ def optimise_grid(process: OUProcess, mean, cov, method: str = "dpmpp_2m", steps
 
     r = scipy.optimize.minimize(lambda th: err(grid_of(th)), np.zeros(steps), method="Nelder-Mead",
                                 options={"maxiter": maxiter, "xatol": 1e-3, "fatol": 1e-4})
+    if not min(r.fun, best_val) < math.inf:
+        raise ValueError(f"steps: every grid of {steps} steps that optimise_grid tried is "
+                         f"unstable for {method} on [t_min, T] = [{t_min:.4g}, {T:.4g}]; use "
+                         "more steps or an exact-kernel method ('gddim', 'dpmpp_2m')")
     return grid_of(r.x) if r.fun < best_val else best
