@@ -90,8 +90,11 @@ def announce_cost(X, data: str, units: float = ANALYZE_EIGH_UNITS) -> None:
     here (``units`` eigendecompositions of d x d matrices, timed on this machine) and
     then, until the command ends, the elapsed time every :data:`HEARTBEAT_S` seconds
     (the long steps are single LAPACK calls that show no progress of their own)."""
-    warn_shape(X, data)
+    from nonrev.data.files import check_dense_memory
+
     d = X.shape[1]
+    check_dense_memory(d, data)  # refused before the estimate: it could not run at all
+    warn_shape(X, data)
     if d < LARGE_D:
         return
     expected = units * eigh_seconds(d)
