@@ -108,6 +108,13 @@ def psd_spectrum(name: str, X, *, dim: int | None = None,
     return arr, np.clip(lam, 0.0, None)
 
 
+def _show(x) -> str:
+    """A bounded text for a user's value in a message (:func:`nonrev.config.show`)."""
+    from nonrev.config import show
+
+    return show(x)
+
+
 #: Largest Frobenius norm of a current ``Q`` (``A = (I + Q) U``). Beyond it the real
 #: parts of A's eigenvalues (the relaxation rate, of the order of ``Tr(U) / d``)
 #: drown in the rounding of the imaginary ones (about ``||Q|| ||U|| 1e-16``): every
@@ -185,9 +192,9 @@ def as_positive_float(name: str, x) -> float:
     try:
         val = float(x)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {x!r}") from None
+        raise ValueError(f"{name} must be a number, got {_show(x)}") from None
     if not math.isfinite(val) or val <= 0:
-        raise ValueError(f"{name} must be a finite positive number, got {x!r}")
+        raise ValueError(f"{name} must be a finite positive number, got {_show(x)}")
     return val
 
 
@@ -406,13 +413,13 @@ def as_count(name: str, x, *, minimum: int = 1, maximum: int = COUNT_LIMIT) -> i
     """An integer in ``[minimum, maximum]`` (an integral float such as ``2e4`` is
     accepted)."""
     if isinstance(x, (bool, np.bool_)):
-        raise ValueError(f"{name} must be an integer, got {x!r}")
+        raise ValueError(f"{name} must be an integer, got {_show(x)}")
     try:
         val = float(x)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be an integer, got {x!r}") from None
+        raise ValueError(f"{name} must be an integer, got {_show(x)}") from None
     if not math.isfinite(val) or val != int(val):
-        raise ValueError(f"{name} must be an integer, got {x!r}")
+        raise ValueError(f"{name} must be an integer, got {_show(x)}")
     if int(val) < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {int(val)}")
     if int(val) > maximum:

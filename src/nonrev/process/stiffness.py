@@ -36,15 +36,49 @@ class StiffCurrentWarning(UserWarning):
     """The current makes the gDDIM factor's integration take minutes."""
 
 
-def estimated_steps(process, t0: float, t_end: float) -> int:
+#: Largest condition number of a frame's starting covariance (a Gaussian prior's
+#: ``M C M^T + Sigma_t`` at the grid's smallest time): past it its Cholesky factor,
+#: and every rotation rate built on it, is lost in float64 rounding.
+MAX_FRAME_CONDITION = 1e12
+
+
+def estimated_steps(process, t0: float, t_end: float, S0=None) -> int:
     """Accepted Magnus steps to integrate the gDDIM rotation from ``t0`` to ``t_end``:
     ``2 omega span + 60`` with ``span`` the part of ``[t0, t_end]`` before ``6 / rate``
-    (after it the steps grow geometrically)."""
+    (after it the steps grow geometrically). ``S0``: the frame's covariance at its
+    start (a Gaussian prior's frame), whose own rotation rates are probed; default
+    ``Sigma_0 = 0``, the gDDIM factor (:meth:`OUProcess.rotation_rate_bound`)."""
     rate = max(process.relaxation_rate(), 1e-300)
     span = max(0.0, min(t_end, 6.0 / rate) - t0)
     if span == 0.0:
         return 60
-    return int(min(2.0 * process.rotation_rate_bound() * span + 60.0, 1e18))
+    omega = process.rotation_rate_bound() if S0 is None or not np.any(S0) \
+        else _frame_rate_bound(process, S0)
+    return int(min(2.0 * omega * span + 60.0, 1e18))
+
+
+def _frame_rate_bound(process, S0) -> float:
+    """``max ||Omega||`` of the frame that starts at covariance ``S0`` (48 probes, as
+    :meth:`OUProcess.rotation_rate_bound`)."""
+    from nonrev.process.ou import _exact_pairs, _rotation_rates
+
+    probe = np.geomspace(1e-6, 30.0 / max(process.relaxation_rate(), 1e-12), 48)
+    M, S = _exact_pairs(process.A, probe)
+    G = M @ S0 @ np.swapaxes(M, 1, 2) + S
+    W = _rotation_rates(process.A, 0.5 * (G + np.swapaxes(G, 1, 2)))
+    return float(np.linalg.norm(W, 2, axis=(1, 2)).max())
+
+
+def check_frame_start(S0, t0: float) -> None:
+    """ValueError naming ``prior`` when a frame's starting covariance ``S0`` (not the
+    gDDIM factor's zero) is not positive definite to :data:`MAX_FRAME_CONDITION`."""
+    lam = np.linalg.eigvalsh(0.5 * (S0 + S0.T))
+    if not np.all(np.isfinite(lam)) or lam[0] <= 0 or lam[-1] > MAX_FRAME_CONDITION * lam[0]:
+        cond = lam[-1] / lam[0] if lam[0] > 0 else np.inf
+        raise ValueError(
+            f"prior: the prior's covariance C makes M C M^T + Sigma_t at t = {t0:.4g} "
+            f"(the grid's smallest time) ill-conditioned (condition number {cond:.3g} > "
+            f"{MAX_FRAME_CONDITION:g}) for float64; rescale C or use a larger t_min")
 
 
 def _describe(process) -> str:
@@ -79,7 +113,10 @@ class MagnusProgress:
         if not self.active:
             return
         d = process.dim
-        n = estimated_steps(process, self.t_start, self.t_end)
+        S0 = rot["S"][0]
+        if np.any(S0):  # a prior's frame
+            check_frame_start(S0, float(rot["t"][0]))
+        n = estimated_steps(process, self.t_start, self.t_end, S0)
         self.estimate = n
         if n > MAX_STEPS:
             raise ValueError(

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from nonrev.config import show
+
 SPACINGS = ("uniform", "log")
 #: Bytes a sampler holds per grid point and per entry of a (d, d) matrix while it
 #: builds a method's coefficients: the kernel, the gDDIM factor, the per-step matrices
@@ -66,7 +68,7 @@ def time_grid(T: float, steps: int, t_min: float = 1e-3, spacing: str = "uniform
     if process is not None:
         check_grid_size(steps + 1, process.dim)
     if spacing not in SPACINGS:
-        raise ValueError(f"spacing must be one of {', '.join(SPACINGS)}; got {spacing!r}")
+        raise ValueError(f"spacing must be one of {', '.join(SPACINGS)}; got {show(spacing)}")
     if spacing == "log":
         if t_min <= 0:
             raise ValueError("t_min must be > 0 for a log-spaced grid")
@@ -84,13 +86,13 @@ def check_times(T, t_min, steps):
         T = float(T)
         t_min = float(t_min)
     except (TypeError, ValueError):
-        raise ValueError(f"T and t_min must be numbers, got T={T!r}, t_min={t_min!r}") from None
+        raise ValueError(f"T and t_min must be numbers, got T={show(T)}, t_min={show(t_min)}") from None
     if not np.isfinite(T) or T <= 0:
-        raise ValueError(f"T must be a finite positive time, got {T!r}")
+        raise ValueError(f"T must be a finite positive time, got {show(T)}")
     if not np.isfinite(t_min) or t_min < 0 or t_min >= T:
-        raise ValueError(f"t_min must lie in [0, T) = [0, {T}), got {t_min!r}")
+        raise ValueError(f"t_min must lie in [0, T) = [0, {T}), got {show(t_min)}")
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        raise ValueError(f"steps must be an integer >= 1, got {show(steps)}")
     return T, t_min, int(steps)
 
 
@@ -102,7 +104,7 @@ def as_grid(times, name: str = "times", *, process=None) -> np.ndarray:
     try:
         g = np.array(times, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a 1-D array of times, got {times!r}") from None
+        raise ValueError(f"{name} must be a 1-D array of times, got {show(times)}") from None
     if g.ndim != 1 or g.size < 2:
         raise ValueError(f"{name} must be a 1-D array of at least two times, got shape {g.shape}")
     if not np.all(np.isfinite(g)):
