@@ -119,3 +119,12 @@ def test_an_archive_of_many_arrays_gives_a_short_error(tmp_path):
             load_array(path, key)
         msg = str(info.value)
         assert "\n" not in msg and len(msg) < 800 and "20000" in msg and str(path) in msg, msg
+
+
+def test_sample_steps_beyond_memory_name_the_option(tmp_path, checkpoint):
+    res = invoke("sample", checkpoint, "--n", 2, "--steps", 10**9, "--out", tmp_path / "s.npy")
+    error_line(res, "--steps", "GiB")
+    res = invoke("sample", checkpoint, "--n", 2, "--steps", 2, "--T", 1e6, "--out",
+                 tmp_path / "s.npy")
+    error_line(res, "--T")
+    assert not (tmp_path / "s.npy").exists()

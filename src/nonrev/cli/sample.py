@@ -69,7 +69,8 @@ def sample(checkpoint, n, steps, method, out_file, grid_file, seed, T, spacing, 
             x, nfe = model.sample(n, steps, method, T=T, spacing=spacing, seed=seed,
                                   batch_size=batch_size, denoise=not no_denoise)
     except ValueError as exc:
-        raise fail(exc) from None
+        msg = str(exc)  # the library names steps / T; here they are options
+        raise fail("--" + msg if msg.startswith(("steps:", "T:")) else msg) from None
     from nonrev.data.datasets import to_source_layout
     from nonrev.outputs import atomic_file, save_npy
     from nonrev.reports.learned import write_sample_picture
