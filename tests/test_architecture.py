@@ -6,7 +6,7 @@ from pathlib import Path
 
 import nonrev
 
-ORDER = ["linalg", "errors", "config", "outputs", "metrics", "data", "process", "models",
+ORDER = ["linalg", "errors", "threads", "config", "outputs", "metrics", "data", "process", "models",
          "scores", "samplers", "regimes", "training", "experiments", "reports", "sweep",
          "integrations", "cli"]
 IMPORT = re.compile(r"^\s*(?:from|import)\s+nonrev\.([a-z_]+)", re.M)

@@ -109,10 +109,18 @@ def psd_spectrum(name: str, X, *, dim: int | None = None,
 
 
 def _show(x) -> str:
-    """A bounded text for a user's value in a message (:func:`nonrev.config.show`)."""
-    from nonrev.config import show
+    """A bounded text (at most 80 characters) for a user's value in a message; the
+    foundation's own, as it imports no other room (config.show is the same)."""
+    import reprlib
 
-    return show(x)
+    r = reprlib.Repr()
+    r.maxlevel, r.maxstring, r.maxother = 2, 40, 40
+    r.maxlist = r.maxtuple = r.maxdict = r.maxset = 4
+    try:
+        text = r.repr(x)
+    except Exception:  # noqa: BLE001 - e.g. an int beyond the str conversion limit
+        text = f"<{type(x).__name__}>"
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 #: Largest Frobenius norm of a current ``Q`` (``A = (I + Q) U``). Beyond it the real
