@@ -56,7 +56,8 @@ def sample(checkpoint, n, steps, method, out_file, grid_file, seed, T, spacing, 
         import torch
 
         kind = torch.device(device).type
-        if kind not in ("cpu", "cuda", "mps") or (kind == "mps" and not torch.backends.mps.is_available()):
+        if kind not in ("cpu", "cuda", "mps") or (
+                kind == "mps" and not torch.backends.mps.is_available()):
             raise fail(f"--device {device}: not a device this build can sample on (cpu, cuda "
                        "when available, mps when available)")
     try:

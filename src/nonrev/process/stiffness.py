@@ -84,7 +84,8 @@ def check_frame_start(S0, t0: float) -> None:
 def _describe(process) -> str:
     q = float(np.linalg.norm(process.Q, 2))
     return (f"Q (||Q||_2 = {q:.3g}, rotation rate max ||Omega_t|| = "
-            f"{process.rotation_rate_bound():.3g}, relaxation rate {process.relaxation_rate():.3g})")
+            f"{process.rotation_rate_bound():.3g}, relaxation rate "
+            f"{process.relaxation_rate():.3g})")
 
 
 class MagnusProgress:

@@ -53,8 +53,8 @@ def check_gaps(grid: np.ndarray, process, name: str = "T") -> None:
         raise StepTooLong(
             f"{name}: the step from t = {grid[k]:.4g} to {grid[k + 1]:.4g} is too long: "
             f"exp(-h A) underflows in float64 over it (h * max Re eig(A) = "
-            f"{gaps[k] * fastest:.3g} > {MAX_STEP_DECAY:g}); use more steps (or times) or a smaller T "
-            f"(default T = 6 / rate = {6.0 / process.relaxation_rate():.4g})")
+            f"{gaps[k] * fastest:.3g} > {MAX_STEP_DECAY:g}); use more steps (or times) or a "
+            f"smaller T (default T = 6 / rate = {6.0 / process.relaxation_rate():.4g})")
 
 
 def time_grid(T: float, steps: int, t_min: float = 1e-3, spacing: str = "uniform", *,
@@ -86,7 +86,8 @@ def check_times(T, t_min, steps):
         T = float(T)
         t_min = float(t_min)
     except (TypeError, ValueError):
-        raise ValueError(f"T and t_min must be numbers, got T={show(T)}, t_min={show(t_min)}") from None
+        raise ValueError(f"T and t_min must be numbers, got T={show(T)}, "
+                         f"t_min={show(t_min)}") from None
     if not np.isfinite(T) or T <= 0:
         raise ValueError(f"T must be a finite positive time, got {show(T)}")
     if not np.isfinite(t_min) or t_min < 0 or t_min >= T:

@@ -515,7 +515,8 @@ def explicit_growth(process: OUProcess, desc, method: str, Sinv=None,
             rho_exact = float(np.abs(np.linalg.eigvals(exact)).max())
             # only expansion counts: a step that contracts less than the exact flow is
             # inaccurate, not unstable
-            log_growth += max(0.0, math.log(max(rho, 1e-300)) - max(0.0, math.log(max(rho_exact, 1e-300))))
+            log_growth += max(0.0, math.log(max(rho, 1e-300))
+                              - max(0.0, math.log(max(rho_exact, 1e-300))))
         worst = max(worst, math.exp(log_growth))
     return worst
 
