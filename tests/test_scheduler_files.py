@@ -130,3 +130,11 @@ def test_tables_in_chunks_equal_the_whole_kernel(monkeypatch):
     monkeypatch.setattr(integ, "_TABLE_CHUNK_BYTES", 8 * 30 * 16 * 7)  # chunks of 7 times
     t = _scheduler()
     assert torch.allclose(t.add_noise(x, z, ts), whole, rtol=1e-12, atol=1e-12)
+
+
+def test_a_current_too_strong_is_refused_by_set_timesteps_at_once():
+    U = np.diag([0.5, 1.0, 1.5, 2.0])
+    s = NonReversibleScheduler(U=U, Q=1e6 * nonrev.optimal_q(U), method="dpmpp_2m")
+    with pytest.raises(ValueError) as info:
+        s.set_timesteps(10)
+    _one_line(info, "Q")
