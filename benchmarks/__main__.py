@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 NAMES = ("kernel", "empirical_score", "samplers", "horizon", "reference", "lambdas",
-         "finite_size", "steering")
+         "finite_size", "steering", "threads")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -88,6 +88,15 @@ def headline_rows(name: str, res: dict) -> list[tuple[str, str, str]]:
     elif name == "steering":
         for r in res.get("cases", []):
             rows.append((name, f"steer_q d={r['d']}: seconds", f"{r['wall_s']:.1f}"))
+    elif name == "threads":
+        e = res["example"]
+        rows.append((name, "README worked example: default pools / one thread, wall time "
+                     "(goal <= 1.5)", f(e["ratio"])))
+        for key, label in (("piece_with_nonrev_limits", "with"),
+                           ("piece_without_nonrev_limits", "without")):
+            if key in res:
+                rows.append((name, f"sample() piece {label} nonrev's limits: default / one "
+                             "thread", f(res[key]["ratio"], 1)))
     elif name == "lambdas":
         for r in res["rows"]:
             rows.append((name, f"d={r['d']} {r['lambdas']}: ||Q||, horizon speedup",

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import nonrev
 
-ORDER = ["version", "linalg", "operators", "errors", "config", "outputs", "metrics", "data", "process", "models",
+ORDER = ["version", "linalg", "operators", "errors", "threads", "config", "outputs", "metrics",
+         "data", "process", "models",
          "scores", "samplers", "regimes", "training", "experiments", "reports", "sweep",
          "integrations", "cli"]
 IMPORT = re.compile(r"^\s*(?:from|import)\s+nonrev\.([a-z_]+)", re.M)

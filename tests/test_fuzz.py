@@ -330,6 +330,146 @@ def test_checkpoints(tmp_path, checkpoint, data):
         assert model.step >= 0
 
 
+# ----------------------------------------------------------------------------- samplers (issue 23)
+numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**6, 10**6),
+                    st.sampled_from([0.0, 1e-300, 1e300, -1.0, 2.0**62]))
+matrices = st.one_of(st.lists(st.lists(numbers, min_size=2, max_size=2), min_size=2, max_size=2),
+                     values, st.sampled_from([np.eye(2), -np.eye(2), 1e300 * np.eye(2),
+                                              np.zeros((2, 2)), np.eye(3)]))
+vectors = st.one_of(st.lists(numbers, min_size=2, max_size=2), values,
+                    st.sampled_from([np.zeros(2), np.ones(3)]))
+grids = st.one_of(st.lists(numbers, max_size=6), values,
+                  st.sampled_from([np.linspace(1e-3, 2.0, 4), [0.0, 1.0], [1.0, 0.5, 0.1]]))
+#: The sampler and scheduler cases each build coefficients: fewer of them.
+FUZZ_FEW = settings(FUZZ, max_examples=max(5, FUZZ.max_examples // 3))
+SAMPLER_NAMES = ("times", "prior", "method", "t_min", "steps", "T", "mean", "cov", "start",
+                 "maxiter", "objective")
+
+
+@pytest.fixture(scope="module")
+def small_problem():
+    from nonrev import OUProcess, optimal_q
+    from nonrev.scores import GaussianMixtureScore
+
+    U = np.diag([0.5, 1.5])
+    proc = OUProcess(U, optimal_q(U))
+    return proc, GaussianMixtureScore(proc, np.array([[2.0, 0.0], [-2.0, 0.0]]),
+                                      np.stack([0.1 * np.eye(2)] * 2))
+
+
+@given(times=grids, prior=st.one_of(st.none(), values, st.tuples(vectors, matrices)),
+       method=st.sampled_from(["ancestral", "ddim", "gddim", "dpmpp_2m", "heun",
+                               "euler_maruyama", "dpm"]))
+@FUZZ_FEW
+def test_sampler_times_and_prior(small_problem, times, prior, method):
+    import torch
+
+    from nonrev import sample
+
+    proc, score = small_problem
+    out = check_outcome(lambda: sample(score, proc, n=3, times=times, prior=prior,
+                                       method=method, generator=torch.Generator().manual_seed(0)),
+                        *SAMPLER_NAMES)
+    if out is not None:
+        assert out[0].shape == (3, 2)
+
+
+@given(mean=vectors, cov=matrices, method=st.sampled_from(["gddim", "dpmpp_2m", "heun", "x"]),
+       steps=st.one_of(st.integers(-2, 4), st.just(10**12), st.booleans(), numbers),
+       T=st.one_of(st.none(), numbers), t_min=st.one_of(st.just(1e-3), numbers),
+       optimise=st.booleans())
+@FUZZ_FEW
+def test_gaussian_error_and_optimise_grid(small_problem, mean, cov, method, steps, T, t_min,
+                                          optimise):
+    from nonrev.samplers import gaussian_error, optimise_grid
+
+    proc, _ = small_problem
+    if optimise:
+        out = check_outcome(lambda: optimise_grid(proc, mean, cov, method, steps, T=T,
+                                                  t_min=t_min, maxiter=2), *SAMPLER_NAMES)
+        if out is not None:
+            assert np.all(np.diff(out) > 0)
+            gaussian_error(proc, mean, cov, method, times=out)  # the result is usable
+    else:
+        out = check_outcome(lambda: gaussian_error(proc, mean, cov, method, steps=steps, T=T,
+                                                   t_min=t_min), *SAMPLER_NAMES)
+        if out is not None:
+            assert out["w2"] >= 0
+
+
+# ----------------------------------------------------------------------------- diffusers scheduler
+SCHEDULER_FIELDS = ("U", "Q", "num_train_timesteps", "beta_start", "beta_end", "beta_schedule",
+                    "trained_betas", "prediction_type", "method", "timestep_spacing",
+                    "steps_offset", "alphas_cumprod", "beta schedule")
+scheduler_kwargs = st.fixed_dictionaries({}, optional={
+    "U": st.one_of(matrices, st.just(np.eye(4))), "Q": st.one_of(st.none(), matrices),
+    "num_train_timesteps": st.one_of(st.integers(-2, 60), st.just(10**9), st.booleans(), numbers),
+    "beta_start": numbers, "beta_end": numbers,
+    "beta_schedule": st.one_of(st.sampled_from(["linear", "scaled_linear", "squaredcos_cap_v2"]),
+                               st.text(max_size=8)),
+    "trained_betas": st.one_of(st.none(), values, st.lists(numbers, max_size=4)),
+    "prediction_type": st.sampled_from(["epsilon", "sample", "v_prediction"]),
+    "method": st.sampled_from(["ancestral", "gddim", "dpmpp_2m", "ddim", "heun"]),
+    "timestep_spacing": st.sampled_from(["leading", "linspace", "trailing", "random"]),
+    "steps_offset": st.one_of(st.integers(-3, 100), numbers)})
+
+
+@given(kwargs=scheduler_kwargs, n_steps=st.one_of(st.integers(-1, 70), numbers),
+       dtype=st.sampled_from(["float32", "float64", "int64", "uint8", "bool"]),
+       shape=st.sampled_from([(2, 1, 2, 2), (2, 4), (2, 5), (0, 4), (4,)]),
+       timesteps=st.one_of(st.integers(-5, 70), st.lists(st.integers(-5, 70), max_size=3),
+                           numbers))
+@FUZZ_FEW
+def test_scheduler_surfaces(kwargs, n_steps, dtype, shape, timesteps):
+    import torch
+
+    pytest.importorskip("diffusers")
+    from nonrev.integrations.diffusers import NonReversibleScheduler
+
+    kwargs = {"U": np.eye(4), "num_train_timesteps": 30, **kwargs}
+    s = check_outcome(lambda: NonReversibleScheduler(**kwargs), *SCHEDULER_FIELDS)
+    if s is None:
+        return
+    x = torch.ones(shape).to(getattr(torch, dtype))
+    check_outcome(lambda: s.add_noise(x, x, timesteps), "original_samples", "noise",
+                  "timesteps")
+    if check_outcome(lambda: s.set_timesteps(n_steps), "num_inference_steps", "timesteps",
+                     "Q", "spacing") is None and s.num_inference_steps is None:
+        return
+    check_outcome(lambda: s.step(x, s.timesteps[0], x), "sample", "model_output", "timestep")
+    check_outcome(lambda: s.step(x, timesteps, x), "sample", "model_output", "timestep",
+                  "dpmpp_2m")
+
+
+@pytest.fixture(scope="module")
+def saved_scheduler(tmp_path_factory):
+    pytest.importorskip("diffusers")
+    from nonrev import optimal_q
+    from nonrev.integrations.diffusers import NonReversibleScheduler
+
+    folder = tmp_path_factory.mktemp("sched")
+    U = np.diag([0.5, 1.0, 1.5])
+    NonReversibleScheduler(U=U, Q=optimal_q(U), num_train_timesteps=20).save_pretrained(folder)
+    return folder
+
+
+@given(st.data())
+@FUZZ
+def test_scheduler_files(tmp_path, saved_scheduler, data):
+    from nonrev.integrations.diffusers import NonReversibleScheduler
+
+    folder = tmp_path / "s"
+    if folder.exists():
+        shutil.rmtree(folder)
+    shutil.copytree(saved_scheduler, folder)
+    name = data.draw(st.sampled_from(["nonrev_process.safetensors", "scheduler_config.json"]))
+    blob = (folder / name).read_bytes()
+    new = data.draw(mutated(blob))
+    (folder / name).write_bytes(new)
+    out = check_outcome(lambda: NonReversibleScheduler.from_pretrained(folder), str(folder))
+    assert (out is None) == (new != blob)
+
+
 # ----------------------------------------------------------------------------- under a limit
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs /proc (Linux)")

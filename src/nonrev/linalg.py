@@ -108,9 +108,61 @@ def psd_spectrum(name: str, X, *, dim: int | None = None,
     return arr, np.clip(lam, 0.0, None)
 
 
+def _show(x) -> str:
+    """A bounded text (at most 80 characters) for a user's value in a message; the
+    foundation's own, as it imports no other room (config.show is the same)."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxstring, r.maxother = 2, 40, 40
+    r.maxlist = r.maxtuple = r.maxdict = r.maxset = 4
+    try:
+        text = r.repr(x)
+    except Exception:  # noqa: BLE001 - e.g. an int beyond the str conversion limit
+        text = f"<{type(x).__name__}>"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+#: Largest Frobenius norm of a current ``Q`` (``A = (I + Q) U``). Beyond it the real
+#: parts of A's eigenvalues (the relaxation rate, of the order of ``Tr(U) / d``)
+#: drown in the rounding of the imaginary ones (about ``||Q|| ||U|| 1e-16``): every
+#: rate and time computed from such a ``Q`` is noise (``gamma:1e300`` printed a rate
+#: of -4.6e284), and its squares overflow.
+MAX_CURRENT_NORM = 1e12
+
+
+def check_current(name: str, Q) -> None:
+    """ValueError naming ``name`` when the current ``Q`` is not finite or its
+    Frobenius norm exceeds :data:`MAX_CURRENT_NORM`."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        norm = float(np.linalg.norm(np.asarray(Q, dtype=np.float64)))
+    if not math.isfinite(norm) or norm > MAX_CURRENT_NORM:
+        raise ValueError(
+            f"{name}: the current is too strong for float64 (||Q||_F = {norm:.3g} > "
+            f"{MAX_CURRENT_NORM:g}; the relaxation rate of A = (I + Q) U would be lost in "
+            "rounding); use a smaller scale")
+
+
+#: Largest eigenvalue of a data covariance that the exact Gaussian error accepts:
+#: its products (``C M^T``, ``C^2`` in the W2 distance) must stay finite.
+MAX_COV_SCALE = 1e100
+
+
+def check_scale(name: str, X, limit: float = MAX_COV_SCALE):
+    """``X`` unchanged; ValueError naming ``name`` when an entry exceeds ``limit`` in
+    size (where float64 products of it overflow)."""
+    top = float(np.abs(X).max(initial=0.0))
+    if top > limit:
+        raise ValueError(f"{name}: entries up to {top:.3g} exceed {limit:g}, where products "
+                         "of them overflow float64; rescale the data")
+    return X
+
+
 def as_antisymmetric(name: str, X, *, dim: int | None = None, tol: float = SYM_TOL) -> np.ndarray:
-    """Finite square antisymmetric matrix (within ``tol`` relative), returned exactly antisymmetric."""
+    """Finite square antisymmetric matrix (within ``tol`` relative), returned exactly
+    antisymmetric; its norm at most :data:`MAX_CURRENT_NORM` (a current ``Q``)."""
     arr = as_matrix(name, X, dim=dim)
+    check_current(name, arr)
     scale = np.linalg.norm(arr)
     if scale > 0 and np.linalg.norm(arr + arr.T) > tol * scale:
         raise ValueError(
@@ -148,9 +200,9 @@ def as_positive_float(name: str, x) -> float:
     try:
         val = float(x)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {x!r}") from None
+        raise ValueError(f"{name} must be a number, got {_show(x)}") from None
     if not math.isfinite(val) or val <= 0:
-        raise ValueError(f"{name} must be a finite positive number, got {x!r}")
+        raise ValueError(f"{name} must be a finite positive number, got {_show(x)}")
     return val
 
 
@@ -369,13 +421,13 @@ def as_count(name: str, x, *, minimum: int = 1, maximum: int = COUNT_LIMIT) -> i
     """An integer in ``[minimum, maximum]`` (an integral float such as ``2e4`` is
     accepted)."""
     if isinstance(x, (bool, np.bool_)):
-        raise ValueError(f"{name} must be an integer, got {x!r}")
+        raise ValueError(f"{name} must be an integer, got {_show(x)}")
     try:
         val = float(x)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be an integer, got {x!r}") from None
+        raise ValueError(f"{name} must be an integer, got {_show(x)}") from None
     if not math.isfinite(val) or val != int(val):
-        raise ValueError(f"{name} must be an integer, got {x!r}")
+        raise ValueError(f"{name} must be an integer, got {_show(x)}")
     if int(val) < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {int(val)}")
     if int(val) > maximum:

@@ -6,8 +6,9 @@
   file beside the target and move it into place only on success;
 * temporary names carry the writer's pid and host (``.<name>.partial-p<pid>h<host>-…``),
   so that what a killed writer (SIGKILL) left behind is recognised and removed by the
-  next writer into the same folder (:func:`remove_stale`, :func:`remove_partials`),
-  never the files of a writer that is still running;
+  next writer into the same folder: every writer here (:func:`atomic_file` and all
+  that use it, :func:`atomic_dir`) first calls :func:`clean_folder` on its folder,
+  never removing the files of a writer that is still running;
 * everything is created with the permissions of the process's umask (like ``open``
   and ``mkdir``), not the 0600 / 0700 of :mod:`tempfile`.
 """
@@ -172,6 +173,26 @@ def remove_stale(folder, name: str | None = None) -> int:
     return n
 
 
+_CLEANED: set = set()
+
+
+def clean_folder(folder) -> int:
+    """Remove the temporary files and folders that killed writers left in ``folder``
+    (:func:`remove_stale`: tagged by a process of this host that is gone, or older
+    than :data:`STALE_AFTER_S`); returns how many. Called by every writer before it
+    writes, once per folder and process (a later writer of the same process finds
+    nothing new of its own: its temporary files are removed by the writer itself)."""
+    try:
+        key = str(Path(folder).resolve())
+    except OSError:
+        return 0
+    if key in _CLEANED:
+        return 0
+    n = remove_stale(folder)
+    _CLEANED.add(key)
+    return n
+
+
 @contextmanager
 def atomic_dir(out, *, overwrite: bool = False, option: str = "--out"):
     """Yield a temporary folder beside ``out``; on success move it to ``out``.
@@ -187,6 +208,7 @@ def atomic_dir(out, *, overwrite: bool = False, option: str = "--out"):
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         remove_stale(out.parent, out.name)
+        clean_folder(out.parent)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{_owner_tag()}-",
                                     dir=out.parent))
         _usual_mode(tmp, folder=True)
@@ -231,6 +253,7 @@ def atomic_file(path):
     permissions (0666 less the umask)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_folder(path.parent)
     fd, name = tempfile.mkstemp(prefix=f".{path.stem}.{_owner_tag()}-",
                                 suffix=f".partial{path.suffix}", dir=path.parent)
     os.close(fd)

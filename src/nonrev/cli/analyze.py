@@ -24,7 +24,9 @@ def _print_table(report: dict, data_name: str, u_spec: str) -> None:
     for key, val in rows:
         click.echo(f"{key:<16}{val}")
     click.echo("")
-    click.echo(f"{'':<16}" + "".join(f"{'Q = ' + n:>14}" for n in names))
+    # columns as wide as the longest header or value, two spaces apart, so that long
+    # current names (gamma=1e+10, rate=0.5) never run together
+    header = [f"Q = {n}" for n in names]
     table = [
         ("rate", [f"{report['rates'][n]:.4g}" for n in names]),
         ("t_S speciation", [format_time(report["speciation"][n]) for n in names]),
@@ -32,8 +34,11 @@ def _print_table(report: dict, data_name: str, u_spec: str) -> None:
     ]
     if "collapse_finite" in report:
         table.append(("t_C finite N", [format_time(report["collapse_finite"][n]) for n in names]))
+    width = [max(12, len(h), *(len(vals[j]) for _, vals in table)) + 2
+             for j, h in enumerate(header)]
+    click.echo(f"{'':<16}" + "".join(f"{h:>{w}}" for h, w in zip(header, width)))
     for key, vals in table:
-        click.echo(f"{key:<16}" + "".join(f"{v:>14}" for v in vals))
+        click.echo(f"{key:<16}" + "".join(f"{v:>{w}}" for v, w in zip(vals, width)))
 
 
 @click.command()

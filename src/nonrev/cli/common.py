@@ -76,13 +76,18 @@ ANALYZE_EIGH_UNITS = 16.0
 
 def eigh_seconds(d: int, *, probe: int = 384) -> float:
     """Seconds one ``eigh`` of a d x d symmetric matrix takes here, extrapolated as
-    d^3 from one timed at ``probe`` (a fraction of a second)."""
+    d^3 from the fastest of three timed at ``probe`` (a fraction of a second each; the
+    fastest, as one timing on a loaded machine moved the estimate by 40%)."""
     import numpy as np
 
     a = np.random.default_rng(0).standard_normal((probe, probe))
-    t0 = time.perf_counter()
-    np.linalg.eigh(a + a.T)
-    return (time.perf_counter() - t0) * (d / probe) ** 3
+    a = a + a.T
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        np.linalg.eigh(a)
+        best = min(best, time.perf_counter() - t0)
+    return best * (d / probe) ** 3
 
 
 def announce_cost(X, data: str, units: float = ANALYZE_EIGH_UNITS) -> None:
@@ -90,8 +95,11 @@ def announce_cost(X, data: str, units: float = ANALYZE_EIGH_UNITS) -> None:
     here (``units`` eigendecompositions of d x d matrices, timed on this machine) and
     then, until the command ends, the elapsed time every :data:`HEARTBEAT_S` seconds
     (the long steps are single LAPACK calls that show no progress of their own)."""
-    warn_shape(X, data)
+    from nonrev.data.files import check_dense_memory
+
     d = X.shape[1]
+    check_dense_memory(d, data)  # refused before the estimate: it could not run at all
+    warn_shape(X, data)
     if d < LARGE_D:
         return
     expected = units * eigh_seconds(d)

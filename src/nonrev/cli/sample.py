@@ -46,6 +46,20 @@ def sample(checkpoint, n, steps, method, out_file, grid_file, seed, T, spacing, 
                   ("--grid", grid_file, {"suffixes": (".png",)}))
     if grid_file is not None and Path(grid_file).resolve() == out.resolve():
         raise fail(f"--grid {grid_file}: the same file as --out")
+    if device is not None:
+        from nonrev.config import ConfigError, check_device
+
+        try:
+            check_device("--", device)
+        except ConfigError as exc:
+            raise fail(exc) from None
+        import torch
+
+        kind = torch.device(device).type
+        if kind not in ("cpu", "cuda", "mps") or (
+                kind == "mps" and not torch.backends.mps.is_available()):
+            raise fail(f"--device {device}: not a device this build can sample on (cpu, cuda "
+                       "when available, mps when available)")
     try:
         with limit_threads(threads):
             model = load_checkpoint(checkpoint, ema=not no_ema, device=device)
@@ -56,7 +70,8 @@ def sample(checkpoint, n, steps, method, out_file, grid_file, seed, T, spacing, 
             x, nfe = model.sample(n, steps, method, T=T, spacing=spacing, seed=seed,
                                   batch_size=batch_size, denoise=not no_denoise)
     except ValueError as exc:
-        raise fail(exc) from None
+        msg = str(exc)  # the library names steps / T; here they are options
+        raise fail("--" + msg if msg.startswith(("steps:", "T:")) else msg) from None
     from nonrev.data.datasets import to_source_layout
     from nonrev.outputs import atomic_file, save_npy
     from nonrev.reports.learned import write_sample_picture

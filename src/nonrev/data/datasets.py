@@ -162,8 +162,10 @@ def _load_folder(folder: Path, image_size: int, color: str):
                 if color == "auto" and im.mode not in ("1", "L", "LA", "I", "I;16", "F"):
                     with_color = True
                 images.append(im.copy())
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
-            raise ValueError(f"{p}: cannot read the image ({type(exc).__name__}: {exc})") from None
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+            # DecompressionBombError: more pixels than PIL's limit (Image.MAX_IMAGE_PIXELS)
+            raise ValueError(f"{p}: cannot read the image ({type(exc).__name__}: "
+                             f"{' '.join(str(exc).split())[:200]})") from None
         h.update(str(p.relative_to(folder)).encode() + b"\0" + _sha256_file(p).encode())
     mode = "RGB" if with_color else "L"
     arrs = []

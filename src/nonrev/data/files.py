@@ -83,6 +83,13 @@ def _read_npy(path: Path) -> np.ndarray:
         return npy_format.read_array(fh, allow_pickle=False)
 
 
+def _names(keys, shown: int = 8) -> str:
+    """The first ``shown`` names (each cut to 40 characters) and how many more."""
+    cut = [k if len(k) <= 40 else k[:37] + "..." for k in keys[:shown]]
+    more = f", ... ({len(keys)} in all)" if len(keys) > shown else ""
+    return ", ".join(repr(k) if k == "" else k for k in cut) + more
+
+
 def _read_npz(path: Path, key: str | None) -> np.ndarray:
     """One array of an .npz archive, read member by member with zipfile (never through
     numpy's format sniffing, which takes a damaged archive for a pickle)."""
@@ -100,11 +107,11 @@ def _read_npz(path: Path, key: str | None) -> np.ndarray:
         keys = list(members)
         if key is None:
             if len(keys) != 1:
-                raise ValueError(f"{path}: holds {len(keys)} arrays ({', '.join(keys) or 'none'}); "
+                raise ValueError(f"{path}: holds {len(keys)} arrays ({_names(keys) or 'none'}); "
                                  f"name one with key (--key on the command line)")
             key = keys[0]
-        elif key not in keys:
-            raise ValueError(f"{path}: no array named {key!r} (arrays: {', '.join(keys)})")
+        elif key not in members:
+            raise ValueError(f"{path}: no array named {key[:60]!r} (arrays: {_names(keys)})")
         info = members[key]
         with zf.open(info) as fh:
             _check_npy_header(fh, info.file_size, f"{path}[{key}]")
@@ -176,6 +183,20 @@ def _read(path, key: str | None, *, labels_for: int | None = None) -> np.ndarray
     except Exception as exc:  # OSError, zipfile.BadZipFile, EOFError, UnicodeDecodeError...
         raise ValueError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from None
 
+
+
+#: Dense d x d float64 matrices that analyze, steer and train hold at once for data
+#: of dimension d (U, Q, A, the covariances, eigenvectors and their temporaries).
+DENSE_MATRICES = 12
+
+
+def check_dense_memory(d: int, name: str, count: int = DENSE_MATRICES) -> None:
+    """ConfigError (a ValueError) naming ``name`` when ``count`` dense d x d float64
+    matrices would not fit in this machine's memory; checked before any is made."""
+    from nonrev.config import check_memory
+
+    check_memory(name, 8.0 * count * d * d, f"{count} dense {d} x {d} float64 matrices "
+                 "(U, Q, the covariances and their eigenvectors)")
 
 
 def load_array(path, key: str | None = None) -> np.ndarray:

@@ -40,6 +40,8 @@ output ``(x / 2 + 0.5)`` clipped to [0, 1]).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -53,10 +55,12 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from nonrev.config import ConfigError, check_memory
 from nonrev.linalg import psd_factor
 from nonrev.process.ou import OUProcess
 from nonrev.samplers import get_method, method_names
 from nonrev.samplers.steps import coefficients, step as nonrev_step
+from nonrev.threads import single_threaded
 
 __all__ = ["PROCESS_FILE", "NonReversiblePipeline", "NonReversibleScheduler",
            "NonReversibleSchedulerOutput"]
@@ -66,6 +70,17 @@ PROCESS_FILE = "nonrev_process.safetensors"
 PREDICTION_TYPES = ("epsilon", "sample")
 SPACINGS = ("leading", "linspace", "trailing")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+#: Key of ``scheduler_config.json`` that holds the sha256 of the process file's bytes
+#: followed by the config file's bytes (with this value blanked to :data:`_BLANK`):
+#: a change to either file, one bit anywhere, is refused by ``from_pretrained``.
+CHECKSUM_KEY = "nonrev_sha256"
+_BLANK = "0" * 64
+#: Training timesteps whose tables (``M_t``, ``R_t``) are computed at once.
+_TABLE_CHUNK_BYTES = 64 * 2**20
+
+
+class SchedulerFileError(ValueError):
+    """A saved scheduler folder that cannot be loaded (one line naming the file)."""
 
 
 @dataclasses.dataclass
@@ -80,7 +95,15 @@ class NonReversibleSchedulerOutput(BaseOutput):
 def _betas(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas):
     """The betas of diffusers' DDPMScheduler for the same arguments (float32)."""
     if trained_betas is not None:
-        return torch.tensor(trained_betas, dtype=torch.float32)
+        try:
+            betas = torch.tensor(np.asarray(trained_betas, dtype=np.float64), dtype=torch.float32)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"trained_betas must be a 1-D list of numbers in (0, 1), got "
+                             f"{_short(trained_betas)}") from None
+        if betas.ndim != 1 or betas.numel() != num_train_timesteps:
+            raise ValueError(f"trained_betas must be a 1-D list of num_train_timesteps = "
+                             f"{num_train_timesteps} numbers, got shape {tuple(betas.shape)}")
+        return betas
     if beta_schedule == "linear":
         return torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float32)
     if beta_schedule == "scaled_linear":
@@ -90,6 +113,23 @@ def _betas(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_bet
         return betas_for_alpha_bar(num_train_timesteps)
     raise ValueError(f"beta_schedule must be one of {', '.join(BETA_SCHEDULES)}; "
                      f"got {beta_schedule!r}")
+
+
+def _short(x) -> str:
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxstring, r.maxother, r.maxlist = 60, 60, 6
+    return r.repr(x)
+
+
+def _floating(x: torch.Tensor, name: str) -> None:
+    """The rule for dtypes: samples and model outputs must be floating point (integer
+    images are refused rather than silently truncated; cast them, e.g. ``x.float() /
+    127.5 - 1``)."""
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}; cast it "
+                         "first (e.g. images: x.float() / 127.5 - 1)")
 
 
 def _inference_timesteps(n_train: int, n: int, spacing: str, offset: int) -> np.ndarray:
@@ -130,9 +170,14 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
         a slow rate ``lambda_min(U)``).
 
     Invalid ``U``/``Q`` raise ValueError naming the field. Memory: :meth:`add_noise`
-    keeps ``M_t`` and ``R_t`` at every training timestep (``2 N d^2`` float64), built
-    on first use (the gDDIM factor costs a Magnus integration, longer with a strong
-    current).
+    keeps ``M_t`` and ``R_t`` at every training timestep (``2 N d^2`` float64, plus a
+    copy in the samples' dtype), built on first use in chunks of the timesteps (the
+    gDDIM factor costs a Magnus integration, longer with a strong current: a current
+    too strong to integrate is refused naming ``Q``, one that takes minutes is
+    warned about, see :mod:`nonrev.process.stiffness`); a ``num_train_timesteps``
+    whose tables would not fit in memory is refused when the scheduler is made.
+    Dtypes: samples and model outputs must be floating point; ``noise`` and the
+    model output are cast to the sample's dtype, and the result has that dtype.
     """
 
     config_name = "scheduler_config.json"
@@ -169,6 +214,12 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
                 or num_train_timesteps < 1:
             raise ValueError(f"num_train_timesteps must be a positive integer, got "
                              f"{num_train_timesteps!r}")
+        d = self.dim
+        try:  # the tables of add_noise: 2 N d^2 float64, a float32 copy, one chunk's work
+            check_memory("num_train_timesteps", 24.0 * int(num_train_timesteps) * d * d
+                         + 2 * _TABLE_CHUNK_BYTES, f"the forward tables M_t, R_t at d = {d}")
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
         self.betas = _betas(int(num_train_timesteps), beta_start, beta_end, beta_schedule,
                             trained_betas)
         self.alphas = 1.0 - self.betas
@@ -226,11 +277,20 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
         return x.reshape(x.shape[0], self.dim)
 
     # ------------------------------------------------------------------ forward process
+    @single_threaded
     def _train_tables(self, dtype, device):
-        """``(M, R)`` at every training timestep, (N, d, d), in ``dtype`` on ``device``."""
+        """``(M, R)`` at every training timestep, (N, d, d), in ``dtype`` on ``device``,
+        computed in chunks of timesteps (the kernel and the gDDIM factor hold about
+        30 (d, d) temporaries per time)."""
         if self._tables is None:
-            ker = self.process.kernel(self.train_times, dtype=torch.float64)
-            self._tables = (ker.M, ker.R)
+            n, d = self.train_times.size, self.dim
+            M, R = np.empty((n, d, d)), np.empty((n, d, d))
+            chunk = max(1, _TABLE_CHUNK_BYTES // (8 * 30 * d * d))
+            for i in range(0, n, chunk):
+                ts = self.train_times[i:i + chunk]
+                M[i:i + chunk] = self.process.kernel(ts, dtype=torch.float64).M.numpy()
+                R[i:i + chunk] = self.process.gddim_factor(ts)
+            self._tables = (torch.from_numpy(M), torch.from_numpy(R))
         key = (dtype, str(device))
         if key not in self._table_cache:
             self._table_cache[key] = tuple(a.to(dtype=dtype, device=device) for a in self._tables)
@@ -241,9 +301,11 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
         """``x_t = M_t x_0 + R_t noise`` with one timestep per sample (or one for all):
         the exact forward kernel, in the factor ``R_t`` that the samplers use."""
         x0 = self._flat(original_samples, "original_samples")
+        _floating(x0, "original_samples")
         if not torch.is_tensor(noise) or noise.shape != original_samples.shape:
             raise ValueError(f"noise must have the shape of original_samples "
                              f"{tuple(original_samples.shape)}")
+        _floating(noise, "noise")
         ks = self._check_timesteps(timesteps, "timesteps").reshape(-1)
         B = x0.shape[0]
         if ks.size == 1:
@@ -253,7 +315,7 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
                              f"got {ks.size}")
         M, R = self._train_tables(x0.dtype, x0.device)
         idx = torch.as_tensor(ks, device=x0.device)
-        z = noise.reshape(B, self.dim)
+        z = noise.reshape(B, self.dim).to(dtype=x0.dtype, device=x0.device)
         out = torch.bmm(M[idx], x0.unsqueeze(-1)) + torch.bmm(R[idx], z.unsqueeze(-1))
         return out.reshape(original_samples.shape)
 
@@ -274,6 +336,7 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
         return sample
 
     # ------------------------------------------------------------------ reverse process
+    @single_threaded
     def set_timesteps(self, num_inference_steps: int, device=None):
         """Choose ``num_inference_steps`` decreasing training timesteps (spacing as in
         DDPMScheduler) and precompute the method's coefficients on their intrinsic
@@ -321,9 +384,11 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
         if self._coef64 is None:
             raise ValueError("call set_timesteps before step")
         x = self._flat(sample, "sample")
+        _floating(x, "sample")
         if not torch.is_tensor(model_output) or model_output.shape != sample.shape:
             raise ValueError(f"model_output must have the shape of sample {tuple(sample.shape)}, "
                              f"got {tuple(getattr(model_output, 'shape', ()))}")
+        _floating(model_output, "model_output")
         t_arr = self._check_timesteps(timestep, "timestep")
         if t_arr.size != 1:
             raise ValueError(f"timestep must be a single integer, got {t_arr.size} of them")
@@ -367,15 +432,28 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
     # ------------------------------------------------------------------ files
     def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs) -> None:
         """``scheduler_config.json`` plus ``nonrev_process.safetensors`` (``U`` and ``Q``,
-        float64) in ``save_directory``."""
-        from safetensors.numpy import save_file
+        float64) in ``save_directory``; the config carries the sha256 of both files
+        (:data:`CHECKSUM_KEY`), which :meth:`from_pretrained` verifies. Each file is
+        written atomically."""
+        from safetensors.numpy import save as st_save
+
+        from nonrev.outputs import write_bytes
 
         if os.path.isfile(save_directory):
             raise ValueError(f"save_directory {save_directory} is a file, not a directory")
         os.makedirs(save_directory, exist_ok=True)
-        save_file({"U": np.ascontiguousarray(self.U), "Q": np.ascontiguousarray(self.Q)},
-                  os.path.join(save_directory, PROCESS_FILE))
+        blob = st_save({"U": np.ascontiguousarray(self.U), "Q": np.ascontiguousarray(self.Q)})
+        write_bytes(os.path.join(save_directory, PROCESS_FILE), blob)
         super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+        cfg_path = os.path.join(save_directory, self.config_name)
+        with open(cfg_path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+        doc[CHECKSUM_KEY] = _BLANK
+        text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
+        if text.count(_BLANK) != 1:  # pragma: no cover - a config value of 64 zeros
+            raise ValueError(f"{cfg_path}: cannot place the checksum")
+        digest = hashlib.sha256(blob + text.encode()).hexdigest()
+        write_bytes(cfg_path, text.replace(_BLANK, digest, 1).encode())
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path=None, subfolder=None,
@@ -383,24 +461,24 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
         """Load a scheduler saved by :meth:`save_pretrained` from a local directory
         (``U`` and ``Q`` from ``nonrev_process.safetensors``; ``U=``/``Q=`` given here
         take precedence)."""
-        from safetensors.numpy import load_file
-
         folder = Path(pretrained_model_name_or_path)
         if subfolder:
             folder = folder / subfolder
-        path = folder / PROCESS_FILE
+        cfg_path = folder / cls.config_name
         if "U" not in kwargs:
-            if not path.is_file():
-                raise ValueError(f"{path}: no such file; a NonReversibleScheduler folder holds "
-                                 f"{cls.config_name} and {PROCESS_FILE} (download a Hub "
-                                 "repository first)")
-            arrays = load_file(str(path))
-            if "U" not in arrays:
-                raise ValueError(f"{path}: has no tensor 'U'")
-            kwargs["U"] = arrays["U"]
-            kwargs.setdefault("Q", arrays.get("Q"))
-        config, kwargs = cls.load_config(str(folder), return_unused_kwargs=True, **kwargs)
-        return cls.from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
+            for key, value in _read_process(folder / PROCESS_FILE, cfg_path, cls).items():
+                kwargs.setdefault(key, value)
+        try:
+            config, kwargs = cls.load_config(str(folder), return_unused_kwargs=True, **kwargs)
+        except (OSError, ValueError, TypeError, AttributeError) as exc:  # diffusers' own errors
+            raise SchedulerFileError(f"{cfg_path}: cannot be read as a scheduler config "
+                                     f"({' '.join(str(exc).split())[:200]})") from None
+        config = dict(config)
+        config.pop(CHECKSUM_KEY, None)
+        try:
+            return cls.from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise SchedulerFileError(f"{cfg_path}: {' '.join(str(exc).split())[:300]}") from None
 
     @classmethod
     def from_config(cls, config=None, return_unused_kwargs: bool = False, **kwargs):
@@ -416,6 +494,46 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
         model.register_to_config(**hidden)
         unused = {**unused, **hidden}
         return (model, unused) if return_unused_kwargs else model
+
+
+def _read_process(path: Path, cfg_path: Path, cls) -> dict:
+    """``{"U": ..., "Q": ...}`` from a saved scheduler's process file, after checking
+    the sha256 that the config records over both files. SchedulerFileError (one line
+    naming the file) for anything missing, truncated, modified or unreadable."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load as st_load
+
+    for p in (cfg_path, path):
+        if not p.is_file():
+            raise SchedulerFileError(f"{p}: no such file; a NonReversibleScheduler folder "
+                                     f"holds {cls.config_name} and {PROCESS_FILE} (download "
+                                     "a Hub repository first)")
+    try:
+        blob, raw = path.read_bytes(), cfg_path.read_bytes()
+    except OSError as exc:
+        raise SchedulerFileError(f"{exc.filename}: cannot be read ({exc.strerror})") from None
+    try:
+        doc = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise SchedulerFileError(f"{cfg_path}: not valid JSON (truncated or edited?): "
+                                 f"{' '.join(str(exc).split())[:120]}") from None
+    digest = doc.get(CHECKSUM_KEY) if isinstance(doc, dict) else None
+    if not isinstance(digest, str) or len(digest) != 64 or raw.count(digest.encode()) != 1:
+        raise SchedulerFileError(f"{cfg_path}: no {CHECKSUM_KEY!r} checksum of the scheduler's "
+                                 "files (edited, or saved by an older nonrev: load it with U= "
+                                 "and Q= given, and save it again)")
+    if hashlib.sha256(blob + raw.replace(digest.encode(), _BLANK.encode(), 1)).hexdigest() \
+            != digest:
+        raise SchedulerFileError(f"{path} / {cfg_path}: contents do not match the saved "
+                                 "checksum (sha256 differs): a file is truncated or was modified")
+    try:
+        arrays = st_load(blob)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise SchedulerFileError(f"{path}: not a readable safetensors file "
+                                 f"({' '.join(str(exc).split())[:120]})") from None
+    if "U" not in arrays:
+        raise SchedulerFileError(f"{path}: has no tensor 'U'")
+    return {"U": arrays["U"], "Q": arrays.get("Q")}
 
 
 class NonReversiblePipeline(DiffusionPipeline):

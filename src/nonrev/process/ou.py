@@ -29,6 +29,7 @@ exact pair per distinct gap ``g`` (a single one on a uniform grid); see
 from __future__ import annotations
 
 import math
+import time
 from collections import OrderedDict
 import functools
 from dataclasses import dataclass, field
@@ -50,6 +51,8 @@ from nonrev.linalg import (
     spd_sqrt,
     sym,
 )
+from nonrev.process.stiffness import MagnusProgress
+from nonrev.threads import single_threaded
 
 _TAYLOR_THETA = 0.25  # ||h A||_1 bound at the base of the scaling and squaring
 
@@ -214,8 +217,9 @@ class Frame:
     call takes one Magnus step from the nearest checkpoint below each time.
     """
 
-    def __init__(self, A: np.ndarray, t0: float = 0.0, S0=None):
+    def __init__(self, A: np.ndarray, t0: float = 0.0, S0=None, process=None):
         self.A = A
+        self.process = process  # for the cost check and progress (MagnusProgress)
         eye = np.broadcast_to(np.eye(A.shape[-1]), A.shape).copy()
         S0 = np.zeros_like(eye) if S0 is None else np.asarray(S0, dtype=np.float64)
         norm = np.linalg.norm(A, 1) if A.ndim == 2 else float(np.abs(A).sum(axis=-2).max())
@@ -236,6 +240,22 @@ class Frame:
         return _nearest_orthogonal(
             _magnus6_batch(self.A, S0, O0, rest, (rest > 0).astype(int))[0])
 
+    def rate_bound(self) -> float:
+        """``max_t ||Omega_t||`` of this frame (48 probes from 1e-6 to ``30 / rate``),
+        for covariances ``M_t S0 M_t^T + Sigma_t`` from its start ``S0``."""
+        rate = float(np.linalg.eigvals(self.A).real.min())
+        probe = np.geomspace(1e-6, 30.0 / max(rate, 1e-12), 48)
+        M, S = _exact_pairs(self.A, probe)
+        G = M @ self.S[0] @ np.swapaxes(M, -1, -2) + S
+        W = _rotation_rates(self.A, 0.5 * (G + np.swapaxes(G, -1, -2)))
+        return float(np.linalg.norm(W, 2, axis=(-2, -1)).max())
+
+    def step_seconds(self) -> float:
+        """Seconds of one Magnus step evaluation from the last checkpoint (timed)."""
+        t0 = time.perf_counter()
+        _magnus6_batch(self.A, self.S[-1][None], self.O[-1][None], [self.h], [1])
+        return time.perf_counter() - t0
+
     def factor(self, ts: np.ndarray, S: np.ndarray) -> np.ndarray:
         """``R = chol(S) O_t`` at the times ``ts`` with their covariances ``S``."""
         return np.linalg.cholesky(S) @ self.rotations(ts)
@@ -248,7 +268,11 @@ class Frame:
         next checkpoint, so one step from a checkpoint to any time before the next is
         within the same tolerance."""
         A = self.A
+        progress = None if self.process is None else \
+            MagnusProgress(self.process, self, t_end)  # refuses/warns before a long run
         while self.t[-1] <= t_end:
+            if progress is not None:
+                progress.step(self)
             t0, O0, S0, h = self.t[-1], self.O[-1][None], self.S[-1][None], self.h
             big = _magnus6_batch(A, S0, O0, [h], [1])[0][0]
             half, S1 = (a[0] for a in _magnus6_batch(A, S0, O0, [0.5 * h], [2]))
@@ -468,6 +492,7 @@ class OUProcess:
             M = gM @ M
             yield M, S, gM, gS
 
+    @single_threaded
     def prefetch(self, times) -> None:
         """Precompute ``(M_t, Sigma_t)`` on an increasing grid (three matrix products a
         point) and keep them for :meth:`mean_and_cov`, so that scores evaluated along a
@@ -488,6 +513,7 @@ class OUProcess:
         while len(cache) > capacity:
             cache.popitem(last=False)
 
+    @single_threaded
     def kernel(self, times, *, device=None, dtype=torch.float32) -> Kernel:
         """Precompute the exact kernel on a strictly increasing grid of times.
 
@@ -539,6 +565,7 @@ class OUProcess:
         return M_all, S_all, L_all, step_M, step_S
 
     # ------------------------------------------------------------------ gDDIM factor
+    @single_threaded
     def gddim_factor(self, times) -> np.ndarray:
         """The gDDIM square root ``R_t`` of ``Sigma_t`` at each time (float64 numpy,
         (d, d) for a scalar, (n, d, d) for a 1-D array).
@@ -589,13 +616,13 @@ class OUProcess:
         See :class:`Frame`; the gDDIM factor is the frame started at ``Sigma_0 = 0``."""
         if S0 is not None:
             S0 = np.asarray(S0, dtype=np.float64).reshape(self.drift_blocks.shape)
-        return Frame(self.drift_blocks, t0, S0)
+        return Frame(self.drift_blocks, t0, S0, process=self)
 
     def _rotations(self, ts: np.ndarray) -> np.ndarray:
         """``O_t`` of the gDDIM factor (``R_t = L_t O_t``), (n, d, d)."""
         rot = getattr(self, "_rot", None)
         if rot is None:  # O_0 = I at Sigma_0 = 0; the first step is grown by the control
-            rot = self._rot = Frame(self.A)
+            rot = self._rot = Frame(self.A, process=self)
         return rot.rotations(ts)
 
     def sample(self, x0, t, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -18,6 +18,7 @@ import math
 import numpy as np
 
 from nonrev.data.files import load_square_matrix, u_from_data
+from nonrev.linalg import check_current
 from nonrev.process.currents import fastest_q, optimal_q, scaled_q
 from nonrev.process.ou import OUProcess
 
@@ -83,10 +84,20 @@ def q_from_spec(spec: str, U: np.ndarray, *, option: str = "--q") -> tuple[str, 
     except ValueError as exc:
         raise ValueError(f"{option}: {exc}") from None
     if gamma is not None:
-        return f"gamma={gamma:g}", scaled_q(optimal_q(U), gamma)
-    if budget is not None:
-        return f"rate={budget:g}", fastest_q(U, budget * float(np.linalg.norm(optimal_q(U), 2)))
-    return "file", load_square_matrix(spec, option, U.shape[0], kind="antisymmetric")
+        name, Q = f"gamma={gamma:g}", _scaled(optimal_q(U), gamma)
+    elif budget is not None:
+        Q0 = optimal_q(U)
+        check_current(f"{option} {spec}", budget * Q0)
+        name, Q = f"rate={budget:g}", fastest_q(U, budget * float(np.linalg.norm(Q0, 2)))
+    else:
+        name, Q = "file", load_square_matrix(spec, option, U.shape[0], kind="antisymmetric")
+    check_current(f"{option} {spec}", Q)  # an overflowing scale, named before any work
+    return name, Q
+
+
+def _scaled(Q, gamma):
+    with np.errstate(over="ignore", invalid="ignore"):
+        return scaled_q(Q, gamma)
 
 
 def process_from_spec(X, u: str, q: str) -> OUProcess:

@@ -34,10 +34,12 @@ from nonrev.samplers.grids import SPACINGS, resolve_grid, time_grid
 from nonrev.samplers.registry import METHODS, get_method
 from nonrev.samplers.steps import coefficients, step
 from nonrev.scores.base import evaluators, supports
+from nonrev.threads import single_threaded
 
 __all__ = ["METHODS", "SPACINGS", "sample", "time_grid"]
 
 
+@single_threaded
 def sample(
     score,
     process,

@@ -32,14 +32,16 @@ import torch
 
 import dataclasses
 
-from nonrev.linalg import as_psd, as_vector, sym
+from nonrev.linalg import as_count, as_psd, as_vector, check_scale, sym
 from nonrev.samplers.gridkernel import T as _T, block_psd_factor
 from nonrev.samplers.grids import default_horizon, resolve_grid, time_grid
 from nonrev.samplers.quadrature import log_snr
 from nonrev.samplers.registry import get_method
 from nonrev.samplers.steps import coefficients, step
+from nonrev.threads import single_threaded
 
 
+@single_threaded
 def gaussian_error(process, mean, cov, method: str = "gddim", times=None, *,
                    steps: int = 10, T: float | None = None, t_min: float = 1e-3,
                    spacing: str = "log", start: str = "exact", target: str = "t_min",
@@ -68,7 +70,7 @@ def gaussian_error(process, mean, cov, method: str = "gddim", times=None, *,
         raise ValueError(f"target must be 't_min' or 'data', got {target!r}")
     d = process.dim
     m = as_vector("mean", mean, d)
-    C = as_psd("cov", cov, dim=d)
+    C = check_scale("cov", as_psd("cov", cov, dim=d))
     grid = resolve_grid(process, times, steps, T, t_min, spacing)
     mb, Cb = process.vector_to_blocks(m), process.to_blocks("cov", C)
 
@@ -227,6 +229,7 @@ def _family_grid(ts, maps, weights, steps):
     return g
 
 
+@single_threaded
 def optimise_grid(process, mean, cov, method: str = "dpmpp_2m", steps: int = 10,
                   *, T: float | None = None, t_min: float = 1e-3, objective: str = "w2",
                   start: str = "exact", maxiter: int = 200) -> np.ndarray:
@@ -248,13 +251,29 @@ def optimise_grid(process, mean, cov, method: str = "dpmpp_2m", steps: int = 10,
     """
     import scipy.optimize  # only here: keeps ``import nonrev`` light
 
+    # Every input checked before the search: a candidate's ValueError other than an
+    # explicit method's stability refusal is a bad input, never "infinitely bad".
     if objective not in ("w2", "kl"):
         raise ValueError(f"objective must be 'w2' or 'kl', got {objective!r}")
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    record = get_method(method)  # ValueError naming the registered methods
+    if start not in ("exact", "stationary"):
+        raise ValueError(f"start must be 'exact' or 'stationary', got {start!r}")
+    maxiter = as_count("maxiter", maxiter)
+    mean = as_vector("mean", mean, process.dim)
+    cov = check_scale("cov", as_psd("cov", cov, dim=process.dim))
     if T is None:
         T = default_horizon(process)
-    base = time_grid(T, steps, t_min, "log")
+    base = time_grid(T, steps, t_min, "log", process=process)  # steps, T, t_min, memory
+
+    def refused(exc):  # a candidate's step too long, or an explicit method's refusal
+        from nonrev.samplers.grids import StepTooLong
+        return isinstance(exc, StepTooLong) or (record.explicit and "is unstable" in str(exc))
+
+    try:
+        gaussian_error(process, mean, cov, method, times=base, start=start)
+    except ValueError as exc:
+        if not refused(exc) or steps == 1:
+            raise
     if steps == 1:
         return base
 
@@ -263,7 +282,9 @@ def optimise_grid(process, mean, cov, method: str = "dpmpp_2m", steps: int = 10,
             return math.inf
         try:
             v = gaussian_error(process, mean, cov, method, times=g, start=start)[objective]
-        except ValueError:
+        except ValueError as exc:
+            if not refused(exc):
+                raise
             return math.inf
         return math.log(v) if v > 0 and np.isfinite(v) else (math.inf if v != 0 else -1e9)
 
@@ -292,4 +313,8 @@ def optimise_grid(process, mean, cov, method: str = "dpmpp_2m", steps: int = 10,
 
     r = scipy.optimize.minimize(lambda th: err(grid_of(th)), np.zeros(steps), method="Nelder-Mead",
                                 options={"maxiter": maxiter, "xatol": 1e-3, "fatol": 1e-4})
+    if not min(r.fun, best_val) < math.inf:
+        raise ValueError(f"steps: every grid of {steps} steps that optimise_grid tried is "
+                         f"unstable for {method} on [t_min, T] = [{t_min:.4g}, {T:.4g}]; use "
+                         "more steps or an exact-kernel method ('gddim', 'dpmpp_2m')")
     return grid_of(r.x) if r.fun < best_val else best

@@ -46,10 +46,12 @@ from nonrev.samplers.gridkernel import GridKernel
 from nonrev.samplers.prior import as_prior
 from nonrev.samplers.quadrature import VARIABLES
 from nonrev.samplers.registry import METHODS, Coefficients, KernelTerms, get_method
+from nonrev.threads import single_threaded
 
 __all__ = ["METHODS", "Coefficients", "as_prior", "coefficients", "step"]
 
 
+@single_threaded
 def coefficients(process, times, method, *, dtype=torch.float64,
                  device=None, lower_order_final: bool = True,
                  check_stability: bool = True, stiffness=None,

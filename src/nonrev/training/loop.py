@@ -55,6 +55,7 @@ import torch
 
 from nonrev.version import __version__
 from nonrev.data.datasets import Dataset, Normaliser, load_dataset
+from nonrev.data.files import check_dense_memory
 from nonrev.config import COUNT_MAX, ConfigError, check_memory, field, from_dict, show, to_dict
 from nonrev.linalg import sample_covariance
 from nonrev.outputs import remove_partials, write_bytes
@@ -372,6 +373,22 @@ def _check_schema(obj: dict, schema: dict, where: str) -> None:
             raise CheckpointError(f"{where}: {key!r} has the wrong type ({type(val).__name__})")
 
 
+def _check_shapes(data: dict, where: str) -> None:
+    """``dim`` positive; ``shape`` (None or the network's (C, H, W)) and
+    ``sample_shape`` lists of positive integers whose product is ``dim``."""
+    dim = data["dim"]
+    if dim < 1:
+        raise CheckpointError(f"{where}: 'dim' must be a positive integer, got {dim}")
+    for key in ("shape", "sample_shape"):
+        val = data[key]
+        if val is None:
+            continue
+        if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in val) \
+                or math.prod(val) != dim:
+            raise CheckpointError(f"{where}: {key!r} must list positive integers whose product "
+                                  f"is dim = {dim}, got {str(val)[:80]}")
+
+
 def _read_doc(folder: Path) -> dict:
     path = folder / CHECKPOINT_JSON
     if not folder.is_dir():
@@ -392,6 +409,7 @@ def _read_doc(folder: Path) -> dict:
         raise CheckpointError(f"{path}: checkpoint format version {doc['format_version']} "
                               f"is not supported (this nonrev reads {FORMAT_VERSION})")
     _check_schema(doc["data"], _DATA_SCHEMA, f"{path}: data")
+    _check_shapes(doc["data"], f"{path}: data")
     _check_schema(doc["weights"], {"file": str, "sha256": str, "tensors": dict}, f"{path}: weights")
     _check_schema(doc["ema"], {"decay": (int, float), "updates": int}, f"{path}: ema")
     if doc["step"] < 0:
@@ -590,6 +608,7 @@ def prepare_data(cfg: TrainConfig) -> tuple[Dataset, np.ndarray]:
             raise ValueError(f"n_train = {cfg.n_train} exceeds the {X.shape[0]} training rows "
                              f"of {cfg.data}")
         X = X[:cfg.n_train]
+    check_dense_memory(X.shape[1], cfg.data)  # U, Q and the kernel's d x d matrices
     return ds, X
 
 
