@@ -103,6 +103,11 @@ class OperatorStack:
         """``P_k`` as a (d, d) tensor, or every ``P_k`` (n, d, d) for ``k = None``."""
         raise NotImplementedError
 
+    def apply_rows(self, idx: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Row ``b`` of ``x`` (B, d) mapped by ``P_{idx[b]}`` (a different map per row,
+        e.g. a per-sample time)."""
+        raise NotImplementedError
+
     def take(self, idx) -> "OperatorStack":
         """The maps at the indices ``idx`` (a 1-D index array or slice), as a stack."""
         raise NotImplementedError
@@ -135,6 +140,9 @@ class DenseStack(OperatorStack):
     def dense(self, k=None):
         return self.P if k is None else self.P[k]
 
+    def apply_rows(self, idx, x):
+        return torch.bmm(self.P[idx], x.unsqueeze(-1)).squeeze(-1)
+
     def take(self, idx):
         return DenseStack(self.P[idx])
 
@@ -165,6 +173,10 @@ class BlockStack(OperatorStack):
     def apply_t(self, k, x):
         y = self.basis.forward(x)
         return self.basis.inverse(torch.einsum("mji,bmj->bmi", self.blocks[k], y))
+
+    def apply_rows(self, idx, x):
+        y = self.basis.forward(x)
+        return self.basis.inverse(torch.einsum("bmij,bmj->bmi", self.blocks[idx], y))
 
     def dense(self, k=None):
         b = self.blocks.detach().cpu().double().numpy()

@@ -27,9 +27,10 @@ data prediction ``M_t^{-1}(x - R_t eps)`` would multiply by up to
 ``exp(t max Re spec A)``); ``"sample"`` (the network predicts ``x_0``): the data
 prediction directly. Methods ``ancestral``, ``gddim``, ``dpmpp_2m`` and ``ddim``.
 
-**Files.** ``U`` and ``Q`` are not config entries: ``save_pretrained`` writes them
-(float64) to ``nonrev_process.safetensors`` beside ``scheduler_config.json`` and
-``from_pretrained`` reads them back, bit for bit; no pickle anywhere.
+**Files.** ``U`` and ``Q`` (or a structured process's arrays) are not config entries:
+``save_pretrained`` writes them (float64) to ``nonrev_process.safetensors`` beside
+``scheduler_config.json`` and ``from_pretrained`` reads them back, bit for bit; no
+pickle anywhere.
 
 :class:`NonReversiblePipeline` draws the prior ``N(0, U^{-1})`` (which the scalar
 ``init_noise_sigma`` of the stock pipelines cannot express), runs the scheduler
@@ -56,7 +57,6 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from nonrev.config import ConfigError, check_memory
-from nonrev.linalg import psd_factor
 from nonrev.process.ou import OUProcess
 from nonrev.samplers import get_method, method_names
 from nonrev.samplers.steps import coefficients, step as nonrev_step
@@ -153,6 +153,11 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
     U : (d, d) array, symmetric positive definite (the prior is ``N(0, U^{-1})``);
         ``d`` is the flattened size of one sample (``C H W`` for images).
     Q : (d, d) array, antisymmetric, or None (``Q = 0``, reversible).
+    process : instead of ``U`` and ``Q``, a process object: an
+        :class:`~nonrev.process.OUProcess` or a structured
+        :class:`~nonrev.process.SpectralProcess` (``U``, ``Q`` block-diagonal in a DCT
+        basis), whose tables and steps then cost ``O(d g)`` memory per timestep and
+        ``O(d log d)`` work per sample instead of ``O(d^2)``; saved with the scheduler.
     num_train_timesteps, beta_start, beta_end, beta_schedule (``linear``,
         ``scaled_linear``, ``squaredcos_cap_v2``), trained_betas : the noise schedule,
         as in DDPMScheduler; it fixes the intrinsic times ``t_k = -log(alphas_cumprod[k]) / 2``.
@@ -170,8 +175,8 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
         a slow rate ``lambda_min(U)``).
 
     Invalid ``U``/``Q`` raise ValueError naming the field. Memory: :meth:`add_noise`
-    keeps ``M_t`` and ``R_t`` at every training timestep (``2 N d^2`` float64, plus a
-    copy in the samples' dtype), built on first use in chunks of the timesteps (the
+    keeps ``M_t`` and ``R_t`` at every training timestep (``2 N d^2`` float64 for a
+    dense kernel, ``2 N d g`` for a spectral one, plus a copy in the samples' dtype), built on first use in chunks of the timesteps (the
     gDDIM factor costs a Magnus integration, longer with a strong current: a current
     too strong to integrate is refused naming ``Q``, one that takes minutes is
     warned about, see :mod:`nonrev.process.stiffness`); a ``num_train_timesteps``
@@ -181,7 +186,7 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
     """
 
     config_name = "scheduler_config.json"
-    ignore_for_config = ["U", "Q"]
+    ignore_for_config = ["U", "Q", "process"]
     _compatibles: list = []
     order = 1
 
@@ -190,15 +195,27 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
                  beta_start: float = 0.0001, beta_end: float = 0.02,
                  beta_schedule: str = "linear", trained_betas=None,
                  prediction_type: str = "epsilon", method: str = "ancestral",
-                 timestep_spacing: str = "leading", steps_offset: int = 0):
-        if U is None:
-            raise ValueError("U is required: the (d, d) precision of the prior N(0, U^{-1})")
-        if torch.is_tensor(U):
-            U = U.detach().cpu().double().numpy()
-        if torch.is_tensor(Q):
-            Q = Q.detach().cpu().double().numpy()
-        self.process = OUProcess(U, Q)  # ValueError naming U or Q
-        self.U, self.Q, self.dim = self.process.U, self.process.Q, self.process.dim
+                 timestep_spacing: str = "leading", steps_offset: int = 0, process=None):
+        if process is not None:
+            if U is not None or Q is not None:
+                raise ValueError("give either process= or U= (and Q=), not both")
+            if not all(hasattr(process, a) for a in ("kernel_blocks", "gddim_blocks",
+                                                     "operators", "drift_blocks")):
+                raise ValueError(f"process must be an OUProcess or a SpectralProcess, got "
+                                 f"{type(process).__name__}")
+            self.process = process
+        else:
+            if U is None:
+                raise ValueError("U is required: the (d, d) precision of the prior "
+                                 "N(0, U^{-1}) (or give process=, e.g. a SpectralProcess)")
+            if torch.is_tensor(U):
+                U = U.detach().cpu().double().numpy()
+            if torch.is_tensor(Q):
+                Q = Q.detach().cpu().double().numpy()
+            self.process = OUProcess(U, Q)  # ValueError naming U or Q
+        self.dim = self.process.dim
+        #: the dense kernel's U and Q (None for a structured process: see ``process``)
+        self.U, self.Q = getattr(self.process, "U", None), getattr(self.process, "Q", None)
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {', '.join(PREDICTION_TYPES)} "
                              f"('sample' = the network predicts x_0); got {prediction_type!r}")
@@ -214,9 +231,9 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
                 or num_train_timesteps < 1:
             raise ValueError(f"num_train_timesteps must be a positive integer, got "
                              f"{num_train_timesteps!r}")
-        d = self.dim
-        try:  # the tables of add_noise: 2 N d^2 float64, a float32 copy, one chunk's work
-            check_memory("num_train_timesteps", 24.0 * int(num_train_timesteps) * d * d
+        d, entries = self.dim, int(self.process.drift_blocks.size)  # d^2 dense, d g in blocks
+        try:  # the tables of add_noise: 2 N entries float64, a float32 copy, one chunk's work
+            check_memory("num_train_timesteps", 24.0 * int(num_train_timesteps) * entries
                          + 2 * _TABLE_CHUNK_BYTES, f"the forward tables M_t, R_t at d = {d}")
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
@@ -273,27 +290,30 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
         size = int(np.prod(x.shape[1:])) if x.ndim > 1 else 1
         if size != self.dim:
             raise ValueError(f"{name}: each sample has {size} values (shape "
-                             f"{tuple(x.shape[1:])}), but U is {self.dim} x {self.dim}")
+                             f"{tuple(x.shape[1:])}), but the process has d = {self.dim} "
+                             f"(U is {self.dim} x {self.dim})")
         return x.reshape(x.shape[0], self.dim)
 
     # ------------------------------------------------------------------ forward process
     @single_threaded
     def _train_tables(self, dtype, device):
-        """``(M, R)`` at every training timestep, (N, d, d), in ``dtype`` on ``device``,
+        """``(M, R)`` at every training timestep as operator stacks (the process's
+        blocks: (N, d, d) dense, (N, m, g, g) structured) in ``dtype`` on ``device``,
         computed in chunks of timesteps (the kernel and the gDDIM factor hold about
-        30 (d, d) temporaries per time)."""
+        30 temporaries of the blocks' size per time)."""
         if self._tables is None:
-            n, d = self.train_times.size, self.dim
-            M, R = np.empty((n, d, d)), np.empty((n, d, d))
-            chunk = max(1, _TABLE_CHUNK_BYTES // (8 * 30 * d * d))
+            n, blk = self.train_times.size, self.process.drift_blocks.shape
+            M, R = np.empty((n, *blk)), np.empty((n, *blk))
+            chunk = max(1, _TABLE_CHUNK_BYTES // (8 * 30 * int(np.prod(blk))))
             for i in range(0, n, chunk):
                 ts = self.train_times[i:i + chunk]
-                M[i:i + chunk] = self.process.kernel(ts, dtype=torch.float64).M.numpy()
-                R[i:i + chunk] = self.process.gddim_factor(ts)
-            self._tables = (torch.from_numpy(M), torch.from_numpy(R))
+                M[i:i + chunk] = self.process.kernel_blocks(ts)[0]
+                R[i:i + chunk] = self.process.gddim_blocks(ts)
+            self._tables = (M, R)
         key = (dtype, str(device))
         if key not in self._table_cache:
-            self._table_cache[key] = tuple(a.to(dtype=dtype, device=device) for a in self._tables)
+            self._table_cache[key] = tuple(self.process.operators(a, dtype=dtype, device=device)
+                                           for a in self._tables)
         return self._table_cache[key]
 
     def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor,
@@ -316,7 +336,7 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
         M, R = self._train_tables(x0.dtype, x0.device)
         idx = torch.as_tensor(ks, device=x0.device)
         z = noise.reshape(B, self.dim).to(dtype=x0.dtype, device=x0.device)
-        out = torch.bmm(M[idx], x0.unsqueeze(-1)) + torch.bmm(R[idx], z.unsqueeze(-1))
+        out = M.apply_rows(idx, x0) + R.apply_rows(idx, z)
         return out.reshape(original_samples.shape)
 
     def sample_prior(self, shape, generator=None, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -327,9 +347,9 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
         if len(shape) < 1 or int(np.prod(shape[1:])) != self.dim:
             raise ValueError(f"shape {shape}: each sample must have {self.dim} values")
         z = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-        chol = torch.as_tensor(psd_factor(self.process.stationary_cov), dtype=dtype,
-                               device=z.device)
-        return (z.reshape(shape[0], self.dim) @ chol.T).reshape(shape)
+        chol = self.process.operators(np.linalg.cholesky(self.process.stationary_cov_blocks)[None],
+                                      dtype=dtype, device=z.device)
+        return chol.apply(0, z.reshape(shape[0], self.dim)).reshape(shape)
 
     def scale_model_input(self, sample: torch.Tensor, timestep=None) -> torch.Tensor:
         """The identity (the network sees ``x_t`` as :meth:`add_noise` made it)."""
@@ -442,7 +462,7 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
         if os.path.isfile(save_directory):
             raise ValueError(f"save_directory {save_directory} is a file, not a directory")
         os.makedirs(save_directory, exist_ok=True)
-        blob = st_save({"U": np.ascontiguousarray(self.U), "Q": np.ascontiguousarray(self.Q)})
+        blob = st_save(_process_arrays(self.process))
         write_bytes(os.path.join(save_directory, PROCESS_FILE), blob)
         super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
         cfg_path = os.path.join(save_directory, self.config_name)
@@ -465,7 +485,7 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
         if subfolder:
             folder = folder / subfolder
         cfg_path = folder / cls.config_name
-        if "U" not in kwargs:
+        if "U" not in kwargs and "process" not in kwargs:
             for key, value in _read_process(folder / PROCESS_FILE, cfg_path, cls).items():
                 kwargs.setdefault(key, value)
         try:
@@ -486,9 +506,9 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
         are not part of the config."""
         if config is None:
             raise ValueError("config is required")
-        U, Q = kwargs.pop("U", None), kwargs.pop("Q", None)
+        U, Q, process = kwargs.pop("U", None), kwargs.pop("Q", None), kwargs.pop("process", None)
         init_dict, unused, hidden = cls.extract_init_dict(dict(config), **kwargs)
-        model = cls(U=U, Q=Q, **init_dict)
+        model = cls(U=U, Q=Q, process=process, **init_dict)
         if "_class_name" in hidden:
             hidden["_class_name"] = cls.__name__
         model.register_to_config(**hidden)
@@ -531,9 +551,29 @@ def _read_process(path: Path, cfg_path: Path, cls) -> dict:
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise SchedulerFileError(f"{path}: not a readable safetensors file "
                                  f"({' '.join(str(exc).split())[:120]})") from None
+    if any(k.startswith(_SPECTRAL) for k in arrays):
+        from nonrev.process.spectral import SpectralProcess
+
+        parts = {k[len(_SPECTRAL):]: v for k, v in arrays.items() if k.startswith(_SPECTRAL)}
+        try:
+            return {"process": SpectralProcess.from_arrays(parts, source=str(path))}
+        except ValueError as exc:
+            raise SchedulerFileError(str(exc)) from None
     if "U" not in arrays:
         raise SchedulerFileError(f"{path}: has no tensor 'U'")
     return {"U": arrays["U"], "Q": arrays.get("Q")}
+
+
+#: Prefix of a structured (spectral) process's arrays in the process file.
+_SPECTRAL = "spectral."
+
+
+def _process_arrays(process) -> dict:
+    """What the process file holds: ``U`` and ``Q`` (float64) of a dense kernel, the
+    arrays of :meth:`SpectralProcess.to_arrays` (prefixed ``spectral.``) otherwise."""
+    if hasattr(process, "to_arrays"):
+        return {_SPECTRAL + k: np.ascontiguousarray(v) for k, v in process.to_arrays().items()}
+    return {"U": np.ascontiguousarray(process.U), "Q": np.ascontiguousarray(process.Q)}
 
 
 class NonReversiblePipeline(DiffusionPipeline):
@@ -572,6 +612,10 @@ class NonReversiblePipeline(DiffusionPipeline):
             raise ValueError(f"the unet makes samples of shape {shape[1:]} "
                              f"({int(np.prod(shape[1:]))} values) but the scheduler's U is "
                              f"{self.scheduler.dim} x {self.scheduler.dim}")
+        image_shape = getattr(self.scheduler.process, "shape", None)
+        if image_shape is not None and tuple(shape[1:]) != tuple(image_shape):
+            raise ValueError(f"the unet makes samples of shape {shape[1:]} but the scheduler's "
+                             f"process was built for images of shape {tuple(image_shape)}")
         device = self._execution_device
         image = self.scheduler.sample_prior(shape, generator=generator, device=device,
                                             dtype=self.unet.dtype)
