@@ -226,7 +226,7 @@ def block_frame(process, exploit_symmetry: bool = True) -> BlockFrame:
     U = np.asarray(process.precision_blocks, dtype=np.float64)
     A = np.asarray(process.drift_blocks, dtype=np.float64)
     Q = np.swapaxes(np.linalg.solve(U, np.swapaxes(A - U, -1, -2)), -1, -2)
-    m, g = U.shape[0], U.shape[-1]
+    g = U.shape[-1]
     diag = np.diagonal(U, axis1=-2, axis2=-1)
     if np.linalg.norm(U - diag[..., None] * np.eye(g)) <= COMMUTE_TOL * np.linalg.norm(U):
         lam = diag.reshape(-1).copy()

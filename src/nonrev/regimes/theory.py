@@ -354,11 +354,12 @@ def collapse_time(process, data_cov, n_train: int) -> float:
 
     ``g`` is :func:`collapse_entropy_gap`, ``C = data_cov`` (d, d) PSD (for a kernel
     with blocks, e.g. a SpectralProcess: block-diagonal in its basis, or its blocks
-    (m, g, g); then each evaluation is O(d g^2)) and ``N = n_train >= 2``. ``g`` decreases from infinity (``t -> 0``, any ``C != 0``)
-    to 0, so the crossing exists and is unique: it is found to ``ROOT_TOL`` (1e-8
-    relative) by :func:`nonrev.regimes.criteria.solve_decreasing`, started at the
-    envelope bound and expanding until it brackets the root (correct for any SPD
-    ``U``). Each evaluation costs one O(d^3) step (a matrix exponential pair in
+    (m, g, g); then each evaluation is O(d g^2)) and ``N = n_train >= 2``. ``g``
+    decreases from infinity (``t -> 0``, any ``C != 0``) to 0, so the crossing exists
+    and is unique: it is found to ``ROOT_TOL`` (1e-8 relative) by
+    :func:`nonrev.regimes.criteria.solve_decreasing`, started at the envelope bound and
+    expanding until it brackets the root (correct for any SPD ``U``). For an
+    OUProcess each evaluation costs one O(d^3) step (a matrix exponential pair in
     general; only a Cholesky factorisation when ``Q`` commutes with ``U``; nothing for
     ``U = c I``, see :func:`isotropic_collapse_time`). Raises ValueError when
     ``C = 0`` (data without variance).
