@@ -21,6 +21,19 @@ Routes. The general route whitens by the Cholesky factor of ``Sigma_t`` computed
 (``Q = 0``, or ``U = c I``) the rotation ``exp(-t Q U)`` drops out of every spectrum
 and, in the eigenbasis ``U = V diag(lam) V^T``, the whitened covariance is
 ``D_a V^T C V D_a`` with ``a_i(t)^2 = lam_i / (e^{2 t lam_i} - 1)``: O(d^2) per time.
+
+Block route (:class:`BlockFrame`). A kernel with the block interface of
+:class:`OUProcess` whose blocks are smaller than ``d`` (e.g.
+:class:`nonrev.process.SpectralProcess`: ``M_t``, ``Sigma_t`` and ``U`` block-diagonal
+in an orthonormal basis ``V``, ``m`` blocks of ``g``) is whitened block by block, every
+covariance a stack ``(m, g, g)`` of its blocks in that basis (it must be block-diagonal
+there: the spectra below are those of the dense matrices only then). ``V`` is
+orthogonal and every whitening factor is block-diagonal, so the spectrum of
+``Sigma_t^{-1/2} M_t C M_t^T Sigma_t^{-1/2}`` is the union of the blocks' spectra: the
+speciation ratio is the largest block ratio, the collapse gap the sum of the block
+gaps. The same two routes per block (general: ``pair_blocks`` and a Cholesky
+factorisation of each ``Sigma_t`` block; commuting: ``Q_j U_j = U_j Q_j`` in every
+block), O(d g^2) per time; nothing of size d x d is formed.
 """
 
 from __future__ import annotations
@@ -149,6 +162,38 @@ class Frame:
         return float(scipy.linalg.eigh(self.process.U, eigvals_only=True,
                                        subset_by_index=[0, 0])[0])
 
+    @property
+    def precision(self) -> np.ndarray:
+        """``U`` in the frame's coordinates: (d, d) here, (m, g, g) blocks in
+        :class:`BlockFrame`."""
+        return self.process.U
+
+
+@dataclass(frozen=True)
+class BlockFrame(Frame):
+    """:class:`Frame` of a kernel with blocks (``process.basis.blocks = (m, g)``): every
+    covariance is a stack (m, g, g) in the kernel's basis.
+
+    ``eigvals`` (the commuting route) holds the eigenvalues of the precision blocks
+    flattened to (d,) in block order, ``eigvecs`` their eigenvectors (m, g, g) (``None``
+    when every block is diagonal); ``None`` for the general route (``pair_blocks`` at
+    each t).
+    """
+
+    @property
+    def lambda_min(self) -> float:
+        if self.eigvals is not None:
+            return float(self.eigvals.min())
+        return float(np.linalg.eigvalsh(self.precision).min())
+
+    @property
+    def precision(self) -> np.ndarray:
+        return np.asarray(self.process.precision_blocks, dtype=np.float64)
+
+    @property
+    def blocks(self) -> tuple[int, int]:
+        return tuple(self.process.basis.blocks)  # type: ignore[return-value]
+
 
 def commutes(Q: np.ndarray, U: np.ndarray) -> bool:
     q = np.linalg.norm(Q)
@@ -172,6 +217,64 @@ def frame(process: OUProcess, exploit_symmetry: bool = True) -> Frame:
     return Frame(process)
 
 
+def block_frame(process, exploit_symmetry: bool = True) -> BlockFrame:
+    """:func:`frame` for a kernel with blocks: the same tests on the stacks of blocks
+    (the Frobenius norms of the stacks are those of the block-diagonal matrices).
+    ``Q_j`` is recovered from the drift blocks, ``Q_j = (A_j - U_j) U_j^{-1}``."""
+    if not exploit_symmetry:
+        return BlockFrame(process)
+    U = np.asarray(process.precision_blocks, dtype=np.float64)
+    A = np.asarray(process.drift_blocks, dtype=np.float64)
+    Q = np.swapaxes(np.linalg.solve(U, np.swapaxes(A - U, -1, -2)), -1, -2)
+    g = U.shape[-1]
+    diag = np.diagonal(U, axis1=-2, axis2=-1)
+    if np.linalg.norm(U - diag[..., None] * np.eye(g)) <= COMMUTE_TOL * np.linalg.norm(U):
+        lam = diag.reshape(-1).copy()
+        if np.ptp(lam) <= COMMUTE_TOL * np.abs(lam).max():
+            lam = np.full_like(lam, lam.mean())  # exactly isotropic
+        return BlockFrame(process, lam, None) if commutes(Q, U) else BlockFrame(process)
+    if commutes(Q, U):
+        lam, V = np.linalg.eigh(U)
+        return BlockFrame(process, lam.reshape(-1), V)
+    return BlockFrame(process)
+
+
+def _stack_factor(C: np.ndarray) -> np.ndarray:
+    """``F`` with ``F F^T = C`` for a stack (m, g, g) of PSD blocks: one batched
+    Cholesky, :func:`nonrev.linalg.psd_factor` per block where it fails."""
+    try:
+        return np.linalg.cholesky(C)
+    except np.linalg.LinAlgError:
+        return np.stack([psd_factor(c) for c in C])
+
+
+def _whitened_blocks(fr: BlockFrame, covs: list[np.ndarray]) -> Callable[[float], list[np.ndarray]]:
+    """:func:`whitened` on stacks (m, g, g): the same two routes, block by block."""
+    m, g = fr.blocks
+    if fr.eigvals is not None:
+        lam = fr.eigvals.reshape(m, g)
+        V = fr.eigvecs
+        rotated = [C if V is None else sym(np.swapaxes(V, -1, -2) @ C @ V) for C in covs]
+
+        def at(t: float) -> list[np.ndarray]:
+            with np.errstate(over="ignore"):
+                a = np.sqrt(lam / np.expm1(2.0 * t * lam))
+            return [a[:, :, None] * Cr * a[:, None, :] for Cr in rotated]
+        return at
+
+    factors = [_stack_factor(C) for C in covs]
+
+    def at(t: float) -> list[np.ndarray]:
+        M, S = fr.process.pair_blocks(np.array([float(t)]))
+        L = np.linalg.cholesky(sym(S[0]))
+        out = []
+        for F in factors:
+            W = np.linalg.solve(L, M[0] @ F)
+            out.append(sym(W @ np.swapaxes(W, -1, -2)))
+        return out
+    return at
+
+
 def whitened(fr: Frame, covs: list[np.ndarray]) -> Callable[[float], list[np.ndarray]]:
     """``t -> [K_t(C) for C in covs]``, the covariances whitened by the kernel.
 
@@ -182,7 +285,11 @@ def whitened(fr: Frame, covs: list[np.ndarray]) -> Callable[[float], list[np.nda
     * General route: ``T_t = L_t^{-1} M_t``, ``L_t`` the Cholesky factor of
       ``Sigma_t``; ``K = W W^T`` with ``W = L^{-1} M F`` and ``F F^T = C``.
     * Commuting route: ``T_t = D_a V^T`` with ``a_i^2 = lam_i / (e^{2 t lam_i} - 1)``.
+
+    With a :class:`BlockFrame` the ``covs`` and the ``K_t`` are stacks (m, g, g).
     """
+    if isinstance(fr, BlockFrame):
+        return _whitened_blocks(fr, covs)
     if fr.eigvals is not None:
         lam = fr.eigvals
         V = fr.eigvecs
@@ -214,16 +321,27 @@ def envelope_time(fr: Frame, C: np.ndarray, level: float) -> float:
     <= Tr(U C)`` and ``u = lambda_min(U)`` (module docstring of
     :mod:`nonrev.regimes.theory`); 25% margin. Only a start for the root search.
     """
-    c = float(np.sum(fr.process.U * C))
+    c = float(np.sum(fr.precision * C))  # blocks: the sum of the blocks' traces
     return 1.25 * np.log1p(c / level) / (2.0 * fr.lambda_min)
 
 
 # ----------------------------------------------------------------------------- speciation
 def speciation_ratio(fr: Frame, Cb: np.ndarray, Cw: np.ndarray | None) -> Callable[[float], float]:
     """``t -> r(t)``: the largest generalised eigenvalue of the whitened pair
-    ``(K_t(C_b), I + K_t(C_w))``, i.e. of ``(M_t C_b M_t^T, Gamma_t)``."""
-    d = Cb.shape[0]
+    ``(K_t(C_b), I + K_t(C_w))``, i.e. of ``(M_t C_b M_t^T, Gamma_t)``. With a
+    :class:`BlockFrame` (``C_b``, ``C_w`` stacks (m, g, g)): the largest over the
+    blocks of each block's generalised eigenvalue."""
+    d = Cb.shape[-1]
     whiten = whitened(fr, [Cb] if Cw is None else [Cb, Cw])
+    if isinstance(fr, BlockFrame):
+        def block_ratio(t: float) -> float:
+            K = whiten(t)
+            if Cw is None:
+                return float(np.linalg.eigvalsh(K[0]).max())
+            L = np.linalg.cholesky(np.eye(d) + K[1])  # Gamma = L L^T, per block
+            X = np.linalg.solve(L, np.swapaxes(np.linalg.solve(L, K[0]), -1, -2))
+            return float(np.linalg.eigvalsh(sym(X)).max())
+        return block_ratio
 
     def ratio(t: float) -> float:
         K = whiten(t)
@@ -247,7 +365,12 @@ def speciation_point(M: np.ndarray, S: np.ndarray, Cb: np.ndarray, Cw: np.ndarra
 
 def speciation_zero_limit(Cb: np.ndarray, Cw: np.ndarray | None) -> float:
     """``r(0+) = lambda_max(C_b, C_w)`` (``inf`` when ``C_w`` is singular on the range
-    of ``C_b``, e.g. ``C_w = 0``): the supremum of ``r`` over ``t > 0``."""
+    of ``C_b``, e.g. ``C_w = 0``): the supremum of ``r`` over ``t > 0``. Stacks
+    (m, g, g): the largest over the blocks with ``C_b`` non-zero."""
+    if Cb.ndim == 3:
+        return max((speciation_zero_limit(b, None if Cw is None else w)
+                    for b, w in zip(Cb, Cb if Cw is None else Cw) if np.any(b)),
+                   default=0.0)
     if Cw is None or not np.any(Cw):
         return math.inf
     d = Cb.shape[0]
@@ -274,14 +397,20 @@ def isotropic_snr(c: float, gammas: np.ndarray, t: float) -> np.ndarray:
 def collapse_gap(fr: Frame, C: np.ndarray,
                  gammas: np.ndarray | None = None) -> Callable[[float], float]:
     """``t -> g(t) = (1/2) log det(I + K_t(C))``, by one Cholesky factorisation
-    (``gammas``: the eigenvalues of ``C``, used on the isotropic route)."""
+    (``gammas``: the eigenvalues of ``C``, used on the isotropic route). With a
+    :class:`BlockFrame` (``C`` a stack (m, g, g)): the sum of the blocks' gaps."""
     if fr.isotropic:
         c = float(fr.eigvals[0])
         gam = np.linalg.eigvalsh(C) if gammas is None else gammas
         gam = np.clip(gam, 0.0, None)
         return lambda t: 0.5 * float(np.log1p(isotropic_snr(c, gam, t)).sum())
     whiten = whitened(fr, [C])
-    d = C.shape[0]
+    d = C.shape[-1]
+    if isinstance(fr, BlockFrame):  # the sum of the blocks' gaps
+        def block_gap(t: float) -> float:
+            L = np.linalg.cholesky(np.eye(d) + whiten(t)[0])
+            return float(np.log(np.diagonal(L, axis1=-2, axis2=-1)).sum())
+        return block_gap
 
     def gap(t: float) -> float:
         L = np.linalg.cholesky(np.eye(d) + whiten(t)[0])

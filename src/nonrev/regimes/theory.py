@@ -59,6 +59,22 @@ the eigenbasis ``U = V diag(lam) V^T``
 one eigendecomposition of ``U`` up front and no matrix exponential at all. For
 ``U = c I`` this reduces to scalars: ``s_i(t) = c gamma_i / (e^{2ct} - 1)`` with
 ``gamma_i`` the eigenvalues of ``C`` (see :func:`isotropic_collapse_time`).
+
+**Kernels with blocks.** Every function here also takes a kernel with the block
+interface of :class:`OUProcess` (:class:`nonrev.process.SpectralProcess`: ``U``,
+``M_t`` and ``Sigma_t`` block-diagonal in an orthonormal basis, ``m`` blocks of
+``g``), with no change of interface. A covariance is then given either dense (d, d),
+mapped by ``process.to_blocks`` (a ValueError naming the argument when it is not
+block-diagonal in the process's basis), or already as its blocks (m, g, g) in that
+basis. Whitening is block-diagonal, so ``r(t)`` is the largest block ratio and
+``g(t)`` the sum of the block gaps (:class:`nonrev.regimes.criteria.BlockFrame`):
+O(d g^2) per evaluation, no d x d matrix. The ``*_from_data`` functions then use
+the block-diagonal part of the data's covariance in the process's basis
+(:func:`covariance_blocks`, from the data's coefficients in O(n d g)). For data
+whose covariance is not block-diagonal there, that part gives a collapse time no
+smaller and a speciation time no larger than the full covariance would (Fischer's
+inequality ``det G <= prod_j det G_jj``; restricting the Rayleigh quotient of
+``(M C_b M^T, Gamma)`` to one block can only lower its maximum).
 """
 
 from __future__ import annotations
@@ -66,10 +82,12 @@ from __future__ import annotations
 import numpy as np
 
 from nonrev.linalg import (
+    SYM_TOL,
     as_count,
     as_labels,
     as_psd,
     as_samples,
+    as_symmetric,
     as_times,
     as_positive_float,
     psd_spectrum,
@@ -85,6 +103,8 @@ __all__ = [
     "collapse_snr_spectrum",
     "collapse_time",
     "collapse_time_from_data",
+    "class_covariance_blocks",
+    "covariance_blocks",
     "isotropic_collapse_time",
     "speciation_snr",
     "speciation_time",
@@ -95,23 +115,86 @@ _NO_VARIANCE = ("{name} is zero: the data have no variance, so there is no colla
                 "(or speciation) time to predict")
 
 
-def _check_process(process) -> OUProcess:
-    if not isinstance(process, OUProcess):
-        raise ValueError(f"process must be an OUProcess, got {type(process).__name__}")
+#: What the block route uses of a kernel that is not an OUProcess.
+_BLOCK_INTERFACE = ("dim", "basis", "precision_blocks", "drift_blocks", "pair_blocks",
+                    "to_blocks", "relaxation_rate")
+
+
+def _has_blocks(process) -> bool:
+    """A kernel with the block interface (not a dense OUProcess)."""
+    return not isinstance(process, OUProcess) and all(
+        hasattr(process, a) for a in _BLOCK_INTERFACE)
+
+
+def _check_process(process):
+    if not isinstance(process, OUProcess) and not _has_blocks(process):
+        raise ValueError(f"process must be an OUProcess or a kernel with its block interface "
+                         f"(e.g. a SpectralProcess), got {type(process).__name__}")
     return process
 
 
-def _frame(process: OUProcess, exploit_symmetry: bool = True) -> criteria.Frame:
-    """The cheapest exact route for ``process`` (:func:`nonrev.regimes.criteria.frame`)."""
-    return criteria.frame(_check_process(process), exploit_symmetry)
+def _frame(process, exploit_symmetry: bool = True) -> criteria.Frame:
+    """The cheapest exact route for ``process`` (:func:`nonrev.regimes.criteria.frame`,
+    :func:`nonrev.regimes.criteria.block_frame` for a kernel with blocks)."""
+    if _has_blocks(_check_process(process)):
+        return criteria.block_frame(process, exploit_symmetry)
+    return criteria.frame(process, exploit_symmetry)
+
+
+def _as_psd_blocks(process, name: str, C) -> np.ndarray:
+    """A covariance for a kernel with blocks: dense (d, d), mapped by
+    ``process.to_blocks`` (ValueError naming ``name`` when it is not block-diagonal in
+    the kernel's basis), or its blocks (m, g, g); returned as symmetric PSD blocks."""
+    d = process.dim
+    m, g = process.basis.blocks
+    try:
+        arr = np.array(C, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a numeric ({d}, {d}) matrix or its ({m}, {g}, {g}) "
+                         f"blocks ({exc})") from None
+    if arr.ndim == 2:
+        arr = np.asarray(process.to_blocks(name, as_symmetric(name, arr, dim=d)),
+                         dtype=np.float64)
+    elif arr.shape != (m, g, g):
+        raise ValueError(f"{name} must be a ({d}, {d}) matrix or its ({m}, {g}, {g}) blocks "
+                         f"in the process's basis, got shape {arr.shape}")
+    elif not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or inf")
+    else:
+        scale = np.linalg.norm(arr)
+        asym = np.linalg.norm(arr - np.swapaxes(arr, -1, -2))
+        if asym > SYM_TOL * max(scale, np.finfo(float).tiny):
+            raise ValueError(f"{name} must be symmetric: ||{name} - {name}^T|| / ||{name}|| = "
+                             f"{asym / scale:.3g} exceeds {SYM_TOL:g}")
+    arr = sym(arr)
+    lam = np.linalg.eigvalsh(arr)
+    if lam.min() < -SYM_TOL * max(abs(float(lam.max())), 1.0):
+        raise ValueError(f"{name} must be positive semi-definite: its smallest eigenvalue "
+                         f"is {lam.min():.3g}")
+    return arr
+
+
+def _as_cov(process, name: str, C) -> np.ndarray:
+    """``C`` validated as a covariance for ``process``: (d, d) for an OUProcess, its
+    blocks (m, g, g) for a kernel with blocks."""
+    if _has_blocks(process):
+        return _as_psd_blocks(process, name, C)
+    return as_psd(name, C, dim=process.dim)
+
+
+def _spectrum(name: str, C: np.ndarray) -> np.ndarray:
+    """The eigenvalues of a validated covariance, ascending, clipped at 0 (of the
+    block-diagonal matrix for a stack of blocks)."""
+    if C.ndim == 2:
+        return psd_spectrum(name, C)[1]
+    return np.clip(np.sort(np.linalg.eigvalsh(C).reshape(-1)), 0.0, None)
 
 
 # ----------------------------------------------------------------------------- speciation
 def _speciation_inputs(process, between_cov, within_cov):
     frame = _frame(process)
-    d = process.dim
-    Cb = as_psd("between_cov", between_cov, dim=d)
-    Cw = None if within_cov is None else as_psd("within_cov", within_cov, dim=d)
+    Cb = _as_cov(process, "between_cov", between_cov)
+    Cw = None if within_cov is None else _as_cov(process, "within_cov", within_cov)
     if Cw is not None and not np.any(Cw):
         Cw = None
     return frame, Cb, Cw
@@ -122,7 +205,7 @@ def _speciation_ratio(frame: criteria.Frame, Cb: np.ndarray, Cw: np.ndarray | No
     return criteria.speciation_ratio(frame, Cb, Cw)
 
 
-def speciation_snr(process: OUProcess, between_cov, within_cov, times):
+def speciation_snr(process, between_cov, within_cov, times):
     """The speciation signal-to-noise ratio ``r(t)`` at each of ``times`` (> 0).
 
     ``r(t) = lambda_max(Gamma_t^{-1/2} M_t C_b M_t^T Gamma_t^{-1/2})`` with
@@ -138,7 +221,7 @@ def speciation_snr(process: OUProcess, between_cov, within_cov, times):
     return float(out[0]) if scalar else out
 
 
-def speciation_time(process: OUProcess, between_cov, within_cov=None) -> float:
+def speciation_time(process, between_cov, within_cov=None) -> float:
     """Predicted speciation time ``t_S``: the largest ``t`` with ``r(t) >= 1``.
 
     ``r`` is :func:`speciation_snr`. For two symmetric classes ``+-mu`` this is
@@ -147,10 +230,12 @@ def speciation_time(process: OUProcess, between_cov, within_cov=None) -> float:
 
     Parameters
     ----------
-    process : OUProcess
-    between_cov : (d, d) PSD, ``C_b = sum_k w_k (mu_k - mu)(mu_k - mu)^T``.
+    process : OUProcess, or a kernel with blocks (SpectralProcess; module docstring)
+    between_cov : (d, d) PSD, ``C_b = sum_k w_k (mu_k - mu)(mu_k - mu)^T`` (for a
+        kernel with blocks: block-diagonal in its basis, or its blocks (m, g, g)).
     within_cov : (d, d) PSD or None, ``C_w = sum_k w_k Cov_k``; None means 0 (use the
-        total covariance as ``between_cov`` when there are no labels).
+        total covariance as ``between_cov`` when there are no labels). Blocks as
+        ``between_cov``.
 
     Returns 0.0 when the criterion provably never holds: ``C_b = 0``, or
     ``r(0+) = lambda_max(C_b, C_w) <= 1`` (``r`` decreases in ``t``, so then
@@ -175,17 +260,17 @@ def speciation_time(process: OUProcess, between_cov, within_cov=None) -> float:
 # ----------------------------------------------------------------------------- collapse
 def _collapse_inputs(process, data_cov):
     frame = _frame(process)
-    C = as_psd("data_cov", data_cov, dim=process.dim)
+    C = _as_cov(process, "data_cov", data_cov)
     return frame, C
 
 
 def _collapse_gap(frame: criteria.Frame, C: np.ndarray):
     """``t -> g(t)`` (:func:`nonrev.regimes.criteria.collapse_gap`)."""
-    gammas = psd_spectrum("data_cov", C)[1] if frame.isotropic else None
+    gammas = _spectrum("data_cov", C) if frame.isotropic else None
     return criteria.collapse_gap(frame, C, gammas)
 
 
-def collapse_snr_spectrum(process: OUProcess, data_cov, times) -> np.ndarray:
+def collapse_snr_spectrum(process, data_cov, times) -> np.ndarray:
     """The Mahalanobis SNR spectrum ``s_1(t) >= ... >= s_d(t) >= 0`` at each time (> 0).
 
     ``s_i(t)`` are the eigenvalues of ``Sigma_t^{-1} M_t C M_t^T``, computed as those
@@ -198,8 +283,12 @@ def collapse_snr_spectrum(process: OUProcess, data_cov, times) -> np.ndarray:
     grid, scalar = as_times("times", times, allow_zero=False)
     if frame.isotropic:
         c = float(frame.eigvals[0])
-        gammas = psd_spectrum("data_cov", C)[1]
+        gammas = _spectrum("data_cov", C)
         out = np.stack([criteria.isotropic_snr(c, gammas, t)[::-1] for t in grid])
+    elif C.ndim == 3:  # blocks: the union of the blocks' spectra
+        whiten = criteria.whitened(frame, [C])
+        out = np.stack([np.clip(np.sort(np.linalg.eigvalsh(whiten(t)[0]).reshape(-1))[::-1],
+                                0.0, None) for t in grid])
     else:
         whiten = criteria.whitened(frame, [C])
         out = np.stack([np.clip(np.linalg.eigvalsh(whiten(t)[0])[::-1], 0.0, None)
@@ -207,7 +296,7 @@ def collapse_snr_spectrum(process: OUProcess, data_cov, times) -> np.ndarray:
     return out[0] if scalar else out
 
 
-def collapse_entropy_gap(process: OUProcess, data_cov, times):
+def collapse_entropy_gap(process, data_cov, times):
     """``g(t) = (1/2) log det(I + Sigma_t^{-1} M_t C M_t^T) = (1/2) sum_i log(1 + s_i(t))``.
 
     The entropy of the Gaussian approximation of ``P_t`` minus that of one kernel;
@@ -260,15 +349,17 @@ def isotropic_collapse_time(c: float, data_eigvals, n_train: int) -> float:
     return float(np.log1p(y) / (2.0 * c))
 
 
-def collapse_time(process: OUProcess, data_cov, n_train: int) -> float:
+def collapse_time(process, data_cov, n_train: int) -> float:
     """Predicted collapse time ``t_C``: the largest ``t`` with ``g(t) >= log N``.
 
-    ``g`` is :func:`collapse_entropy_gap`, ``C = data_cov`` (d, d) PSD and
-    ``N = n_train >= 2``. ``g`` decreases from infinity (``t -> 0``, any ``C != 0``)
-    to 0, so the crossing exists and is unique: it is found to ``ROOT_TOL`` (1e-8
-    relative) by :func:`nonrev.regimes.criteria.solve_decreasing`, started at the
-    envelope bound and expanding until it brackets the root (correct for any SPD
-    ``U``). Each evaluation costs one O(d^3) step (a matrix exponential pair in
+    ``g`` is :func:`collapse_entropy_gap`, ``C = data_cov`` (d, d) PSD (for a kernel
+    with blocks, e.g. a SpectralProcess: block-diagonal in its basis, or its blocks
+    (m, g, g); then each evaluation is O(d g^2)) and ``N = n_train >= 2``. ``g``
+    decreases from infinity (``t -> 0``, any ``C != 0``) to 0, so the crossing exists
+    and is unique: it is found to ``ROOT_TOL`` (1e-8 relative) by
+    :func:`nonrev.regimes.criteria.solve_decreasing`, started at the envelope bound and
+    expanding until it brackets the root (correct for any SPD ``U``). For an
+    OUProcess each evaluation costs one O(d^3) step (a matrix exponential pair in
     general; only a Cholesky factorisation when ``Q`` commutes with ``U``; nothing for
     ``U = c I``, see :func:`isotropic_collapse_time`). Raises ValueError when
     ``C = 0`` (data without variance).
@@ -278,7 +369,7 @@ def collapse_time(process: OUProcess, data_cov, n_train: int) -> float:
     if not np.any(C):
         raise ValueError(_NO_VARIANCE.format(name="data_cov"))
     if frame.isotropic:
-        return isotropic_collapse_time(float(frame.eigvals[0]), psd_spectrum("data_cov", C)[1], n)
+        return isotropic_collapse_time(float(frame.eigvals[0]), _spectrum("data_cov", C), n)
     # g(t) <= (d/2) log(1 + s_max(t)) < log N once s_max(t) < N^{2/d} - 1.
     t_max = criteria.envelope_time(frame, C, np.expm1(2.0 * np.log(n) / process.dim))
     gap = _collapse_gap(frame, C)
@@ -321,23 +412,80 @@ def class_covariances(X, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return between, within, w
 
 
-def speciation_time_from_data(process: OUProcess, X, labels=None) -> float:
+def _block_coefficients(process, X: np.ndarray) -> np.ndarray:
+    """The centred coefficients of the rows of ``X`` (n, d) in the kernel's basis,
+    (m, g, n): one fast transform per row."""
+    Y = np.asarray(process.basis.forward_np(X), dtype=np.float64)  # (n, m, g)
+    Y = Y - Y.mean(axis=0)
+    return np.ascontiguousarray(np.moveaxis(Y, 0, -1))
+
+
+def covariance_blocks(process, X) -> np.ndarray:
+    """The block-diagonal part of the covariance of ``X`` (n, d) in the basis of a
+    kernel with blocks: (m, g, g), block ``j`` the covariance (1/n) of the
+    coefficients ``(V x)_j`` of group ``j``.
+
+    Computed from the coefficients (``process.basis.forward_np``: for a
+    SpectralProcess the DCT of each row, O(d log d)) in O(n d g); no d x d matrix is
+    formed. Equal to ``process.to_blocks`` of :func:`nonrev.linalg.sample_covariance`
+    when that covariance is block-diagonal in the basis; otherwise the blocks it
+    keeps are exactly those blocks of ``V C V^T`` (the rest is dropped). For an
+    OUProcess (one block) it is the sample covariance as (1, d, d).
+    """
+    X = as_samples("X", X, dim=_check_process(process).dim)
+    Y = _block_coefficients(process, X)
+    return sym(Y @ np.swapaxes(Y, -1, -2)) / X.shape[0]
+
+
+def class_covariance_blocks(process, X, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`class_covariances` in the basis of a kernel with blocks, block-diagonal
+    parts only: ``(C_b, C_w, w)`` with ``C_b``, ``C_w`` (m, g, g), from the data's
+    coefficients in O(n d g) (as :func:`covariance_blocks`)."""
+    X = as_samples("X", X, dim=_check_process(process).dim)
+    y = as_labels("labels", labels, X.shape[0])
+    _, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    n = X.shape[0]
+    w = counts / n
+    Y = _block_coefficients(process, X)  # (m, g, n), centred
+    means = np.zeros((counts.size, *Y.shape[:2]))
+    np.add.at(means, inverse, np.moveaxis(Y, -1, 0))
+    means /= counts[:, None, None]  # (K, m, g): class means minus the overall mean
+    D = np.moveaxis(means, 0, -1)  # (m, g, K)
+    between = sym((D * w) @ np.swapaxes(D, -1, -2))
+    R = Y - D[:, :, inverse]
+    within = sym(R @ np.swapaxes(R, -1, -2)) / n
+    return between, within, w
+
+
+def speciation_time_from_data(process, X, labels=None) -> float:
     """:func:`speciation_time` with covariances estimated from samples ``X`` (n, d).
 
     With labels: ``C_b, C_w`` from :func:`class_covariances` (at least 2 classes).
-    Without: ``C_b`` = the total covariance and ``C_w = 0``.
+    Without: ``C_b`` = the total covariance and ``C_w = 0``. For a kernel with blocks
+    (SpectralProcess): their block-diagonal parts in its basis
+    (:func:`covariance_blocks`, :func:`class_covariance_blocks`), never a d x d
+    matrix; that gives a ``t_S`` no larger than the full covariances would (module
+    docstring), equal when they are block-diagonal there.
     """
     X = as_samples("X", X, dim=_check_process(process).dim)
+    blocks = _has_blocks(process)
     if labels is None:
-        return speciation_time(process, _sample_covariance(X))
-    between, within, w = class_covariances(X, labels)
+        return speciation_time(process, covariance_blocks(process, X) if blocks
+                               else _sample_covariance(X))
+    between, within, w = (class_covariance_blocks(process, X, labels) if blocks
+                          else class_covariances(X, labels))
     if w.size < 2:
         raise ValueError(f"labels must name at least 2 classes, got {w.size}")
     return speciation_time(process, between, within)
 
 
-def collapse_time_from_data(process: OUProcess, X) -> float:
+def collapse_time_from_data(process, X) -> float:
     """:func:`collapse_time` for training set ``X`` (n, d): ``C`` its covariance
-    (1/n normalisation), ``N = n``."""
+    (1/n normalisation), ``N = n``. For a kernel with blocks (SpectralProcess): the
+    block-diagonal part of ``C`` in its basis (:func:`covariance_blocks`, O(n d g)),
+    which gives a ``t_C`` no smaller than the full ``C`` would (module docstring),
+    equal when ``C`` is block-diagonal there."""
     X = as_samples("X", X, dim=_check_process(process).dim)
-    return collapse_time(process, _sample_covariance(X), X.shape[0])
+    C = covariance_blocks(process, X) if _has_blocks(process) else _sample_covariance(X)
+    return collapse_time(process, C, X.shape[0])
