@@ -43,6 +43,8 @@ import dataclasses
 import hashlib
 import json
 import os
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -290,10 +292,16 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
             n, d = self.train_times.size, self.dim
             M, R = np.empty((n, d, d)), np.empty((n, d, d))
             chunk = max(1, _TABLE_CHUNK_BYTES // (8 * 30 * d * d))
+            start = report = time.perf_counter()
             for i in range(0, n, chunk):
                 ts = self.train_times[i:i + chunk]
                 M[i:i + chunk] = self.process.kernel(ts, dtype=torch.float64).M.numpy()
                 R[i:i + chunk] = self.process.gddim_factor(ts)
+                now = time.perf_counter()
+                if now - report > 10.0:  # a long build says how far it is
+                    report = now
+                    print(f"nonrev: scheduler tables M_t, R_t: {min(i + chunk, n)} of {n} "
+                          f"training timesteps, {now - start:.0f} s", file=sys.stderr, flush=True)
             self._tables = (torch.from_numpy(M), torch.from_numpy(R))
         key = (dtype, str(device))
         if key not in self._table_cache:
