@@ -128,3 +128,13 @@ def test_sample_steps_beyond_memory_name_the_option(tmp_path, checkpoint):
                  tmp_path / "s.npy")
     error_line(res, "--T")
     assert not (tmp_path / "s.npy").exists()
+
+
+def test_train_refuses_an_overflowing_current_and_wide_data_in_one_line(tmp_path):
+    res = invoke("train", "--data", "moons", "--q", "gamma:1e300", "--steps", 1,
+                 "--out", tmp_path / "a")
+    error_line(res, "--q gamma:1e300", "too strong")
+    np.save(tmp_path / "wide.npy", np.random.default_rng(0).standard_normal((10, 200_000)))
+    res = invoke("train", "--data", tmp_path / "wide.npy", "--steps", 1, "--out", tmp_path / "b")
+    error_line(res, "wide.npy", "GiB")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

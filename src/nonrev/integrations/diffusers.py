@@ -44,6 +44,8 @@ import dataclasses
 import hashlib
 import json
 import os
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -305,10 +307,16 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
             n, blk = self.train_times.size, self.process.drift_blocks.shape
             M, R = np.empty((n, *blk)), np.empty((n, *blk))
             chunk = max(1, _TABLE_CHUNK_BYTES // (8 * 30 * int(np.prod(blk))))
+            start = report = time.perf_counter()
             for i in range(0, n, chunk):
                 ts = self.train_times[i:i + chunk]
                 M[i:i + chunk] = self.process.kernel_blocks(ts)[0]
                 R[i:i + chunk] = self.process.gddim_blocks(ts)
+                now = time.perf_counter()
+                if now - report > 10.0:  # a long build says how far it is
+                    report = now
+                    print(f"nonrev: scheduler tables M_t, R_t: {min(i + chunk, n)} of {n} "
+                          f"training timesteps, {now - start:.0f} s", file=sys.stderr, flush=True)
             self._tables = (M, R)
         key = (dtype, str(device))
         if key not in self._table_cache:

@@ -36,8 +36,8 @@ def _number_after(prefix: str, spec: str, minimum: float, strict: bool = False) 
     except ValueError:
         x = math.nan
     if not (math.isfinite(x) and (x > minimum if strict else x >= minimum)):
-        raise ValueError(f"{prefix}:<x> needs a finite number x {'>' if strict else '>='} "
-                         f"{minimum:g}, got {spec!r}")
+        bound = "" if minimum == -math.inf else f" {'>' if strict else '>='} {minimum:g}"
+        raise ValueError(f"{prefix}:<x> needs a finite number x{bound}, got {spec[:60]!r}")
     return x
 
 
