@@ -108,3 +108,64 @@ def process_from_spec(X, u: str, q: str) -> OUProcess:
         return OUProcess(U, Q)
     except ValueError as exc:
         raise ValueError(f"--u {u} / --q {q}: {exc}") from None
+
+
+#: ``--image`` metavar: the shape of one data row as an image (the spectral process).
+IMAGE_METAVAR = "CxHxW"
+
+
+def image_shape_of(spec: str, d: int, *, option: str = "--image") -> tuple[int, int, int]:
+    """``(C, H, W)`` from ``"CxHxW"`` (or ``"HxW"``, one channel); ValueError naming
+    ``option`` unless the three sizes are positive integers whose product is ``d``."""
+    parts = str(spec).lower().replace(",", "x").split("x")
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        sizes = []
+    if len(sizes) == 2:
+        sizes = [1, *sizes]
+    if len(sizes) != 3 or min(sizes) < 1:
+        raise ValueError(f"{option}: an image shape CxHxW (or HxW) of positive integers, "
+                         f"got {spec!r}")
+    if sizes[0] * sizes[1] * sizes[2] != d:
+        raise ValueError(f"{option}: {spec} holds {sizes[0] * sizes[1] * sizes[2]} values but "
+                         f"each data row has d = {d}")
+    return sizes[0], sizes[1], sizes[2]
+
+
+def spectral_from_spec(shape, u_spec: str, q_spec: str, X: np.ndarray, *,
+                       option_u: str = "--u", option_q: str = "--q") -> dict:
+    """``{name: SpectralProcess}`` for rows of ``X`` seen as images of ``shape``: the
+    reversible process (``"none"``) and, unless ``q_spec`` is ``none``, the one with
+    the per-group current (``optimal`` or ``gamma:<x>``). ``u_spec``: ``identity``
+    (u = 1), ``data`` or ``data:<k>`` (the data's per-frequency DCT precisions, the
+    condition capped at ``k``). Dense-only specs (a FILE, ``rate:<x>``) are refused
+    naming the option."""
+    from nonrev.process.spectral import SpectralProcess
+
+    images = np.asarray(X, dtype=np.float64).reshape(X.shape[0], *shape)
+    try:
+        cap = condition_cap_of(u_spec)
+    except ValueError as exc:
+        raise ValueError(f"{option_u}: {exc}") from None
+    if u_spec == "identity":
+        def make(current):
+            return SpectralProcess(shape, np.ones(shape), current=current)
+    elif u_spec == "data" or cap is not None:
+        def make(current):
+            return SpectralProcess.from_data(images, k=cap, current=current)
+    else:
+        raise ValueError(f"{option_u}: with an image shape, U is identity, data or "
+                         f"data:<k> (diagonal in the DCT basis), got {u_spec!r}")
+    try:
+        gamma = gamma_of(q_spec)
+    except ValueError as exc:
+        raise ValueError(f"{option_q}: {exc}") from None
+    if q_spec == "none":
+        return {"none": make("none")}
+    if q_spec == "optimal":
+        return {"none": make("none"), "optimal": make("optimal")}
+    if gamma is not None:
+        return {"none": make("none"), f"gamma={gamma:g}": make(f"gamma:{gamma!r}")}
+    raise ValueError(f"{option_q}: with an image shape, Q is none, optimal or gamma:<x> "
+                     f"(per group of frequencies), got {q_spec!r}")
