@@ -71,7 +71,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--groups", type=int, default=2, help="frequencies per current group")
     ap.add_argument("--train-timesteps", type=int, default=1000)
     ap.add_argument("--prediction-type", default="sample", choices=["sample", "epsilon"])
-    ap.add_argument("--width", type=int, default=32,
+    ap.add_argument("--width", type=int, default=16,
                     help="UNet channels: (width, 2 width, 2 width), no attention")
     ap.add_argument("--iters", type=int, default=300, help="optimiser updates")
     ap.add_argument("--batch", type=int, default=32, help="batch per process")
