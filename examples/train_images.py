@@ -204,7 +204,7 @@ def make_process(images: np.ndarray, u: str, current: str, groups: int):
         raise ValueError(f"--u {u}: {exc}") from None
 
 
-def make_unet(size: int, channels: int, width: int = 32):
+def make_unet(size: int, channels: int, width: int = 16):
     """A small UNet2DModel: block channels (width, 2 width, 2 width), one ResNet layer per
     block, no attention (a few hundred updates at 32x32 fit in minutes on a CPU)."""
     from diffusers import UNet2DModel
@@ -299,6 +299,7 @@ def sample_grid(out: Path, method: str, nfe: int, n: int, seed: int) -> Path:
     if sch.config.method != method:
         pipe.scheduler = NonReversibleScheduler.from_config(sch.config, process=sch.process,
                                                             method=method)
+    pipe.to("cuda" if torch.cuda.is_available() else "cpu")
     pipe.set_progress_bar_config(disable=True)
     images = pipe(batch_size=n, num_inference_steps=nfe, output_type="np",
                   generator=torch.Generator().manual_seed(seed)).images  # (n, H, W, C)
