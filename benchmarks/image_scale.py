@@ -19,9 +19,10 @@ For each shape (quick: 3x32x32; full: 3x32x32 and 3x64x64):
   Magnus integration per group; it dominates).
 * (b) time: everything in one sampler step except the network, i.e. ``scheduler.step``
   with a given model output (batch 64, float32, 20 steps, ``dpmpp_2m`` and ``ancestral``;
-  per-step time = median over repeats of a full pass, divided by the steps) against one
-  forward evaluation of the example's UNet (``make_unet(size, 3)``, default width) on
-  the same batch of 64 (median over repeats), in the same run. Goal: step / UNet <= 0.1.
+  per-step time = a full pass divided by the steps) against one forward evaluation of the
+  example's UNet (``make_unet(size, 3)``, default width) on the same batch of 64, in the
+  same run, interleaved (each repeat times one UNet evaluation and one pass of each
+  method, each after a warm-up call), medians over the repeats. Goal: step / UNet <= 0.1.
   ``set_timesteps`` (the coefficients, once per sampling run) is reported beside.
 """
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -94,16 +96,14 @@ def bench_shape(size: int, device: str = "cpu", repeats: int = 5) -> dict:
     gen = torch.Generator(device="cpu").manual_seed(0)
     x = torch.randn(BATCH, 3, size, size, generator=gen).to(device)
     t_unet = torch.full((BATCH,), N_TRAIN - 1, device=device)
-    with torch.no_grad():
-        row["unet_s"] = median_time(lambda: unet(x, t_unet).sample, repeats=repeats,
-                                    device=device)
     out = torch.tanh(x)  # a fixed "network output" (an x_0 prediction)
+    passes = {}
     row["methods"] = {}
     for method in METHODS:
         s = ex.make_scheduler(proc, N_TRAIN, "sample", method)
         t0 = time.perf_counter()
         s.set_timesteps(STEPS, device=device)
-        set_s = time.perf_counter() - t0
+        row["methods"][method] = {"set_timesteps_s": time.perf_counter() - t0}
 
         def run_steps(s=s):
             y = x
@@ -112,10 +112,20 @@ def bench_shape(size: int, device: str = "cpu", repeats: int = 5) -> dict:
                 y = s.step(out, k, y, generator=g).prev_sample
             return y
 
-        with torch.no_grad():
-            per_step = median_time(run_steps, repeats=repeats, device=device) / STEPS
-        row["methods"][method] = {"set_timesteps_s": set_s, "step_s": per_step,
-                                  "step_over_unet": per_step / row["unet_s"]}
+        passes[method] = run_steps
+    # interleaved: one UNet evaluation, then one pass of each method, per repeat, so that
+    # a change in the machine's load falls on both sides of the ratio
+    times: dict = {"unet": [], **{m: [] for m in METHODS}}
+    with torch.no_grad():
+        for _ in range(repeats):
+            times["unet"].append(median_time(lambda: unet(x, t_unet).sample, repeats=1,
+                                             device=device))
+            for method, fn in passes.items():
+                times[method].append(median_time(fn, repeats=1, device=device) / STEPS)
+    row["unet_s"] = statistics.median(times["unet"])
+    for method in METHODS:
+        per_step = statistics.median(times[method])
+        row["methods"][method].update(step_s=per_step, step_over_unet=per_step / row["unet_s"])
     row["goals_met"] = {
         "tables_over_dense": bool(row["tables_over_dense"] < GOALS["tables_over_dense"]),
         "tables_mb": bool(row["tables_mb"] < GOALS["tables_mb"]),
@@ -129,7 +139,7 @@ def run(quick: bool = True, device: str = "cpu") -> dict:
     """Quick: 3x32x32; full: 3x32x32 and 3x64x64 (the tables at 3x64x64 take about
     four times as long to build as at 3x32x32)."""
     sizes = (32,) if quick else (32, 64)
-    cases = [bench_shape(s, device=device, repeats=3 if quick else 5) for s in sizes]
+    cases = [bench_shape(s, device=device, repeats=5 if quick else 7) for s in sizes]
     first = cases[0]  # the goals are stated at 3x32x32
     return {"machine": machine_info(device), "n_train": N_TRAIN, "batch": BATCH,
             "steps": STEPS, "goals": GOALS, "cases": cases, "goals_met": first["goals_met"]}

@@ -301,8 +301,11 @@ def sample_grid(out: Path, method: str, nfe: int, n: int, seed: int) -> Path:
                                                             method=method)
     pipe.to("cuda" if torch.cuda.is_available() else "cpu")
     pipe.set_progress_bar_config(disable=True)
-    images = pipe(batch_size=n, num_inference_steps=nfe, output_type="np",
-                  generator=torch.Generator().manual_seed(seed)).images  # (n, H, W, C)
+    try:  # e.g. a unet whose image shape is not the scheduler's process's
+        images = pipe(batch_size=n, num_inference_steps=nfe, output_type="np",
+                      generator=torch.Generator().manual_seed(seed)).images  # (n, H, W, C)
+    except ValueError as exc:
+        raise ValueError(f"--out {out}: {' '.join(str(exc).split())}") from None
     if not np.all(np.isfinite(images)):
         raise RuntimeError(f"{out}: the samples contain NaN or inf")
     C = images.shape[-1]

@@ -57,6 +57,12 @@ def test_trains_saves_and_samples(tmp_path, capsys):
         with pytest.raises(ValueError, match=words) as info:
             NonReversiblePipeline(unet=unet, scheduler=sch)(batch_size=1, num_inference_steps=2)
         assert "\n" not in str(info.value)
+    # a saved folder whose unet makes 4x8x8 images, its scheduler's process 1x16x16
+    bad = tmp_path / "mismatch"
+    NonReversiblePipeline(unet=ex.make_unet(8, 4, 8), scheduler=sch).save_pretrained(bad)
+    with pytest.raises(ValueError, match="--out .*built for images of shape") as info:
+        ex.main(["--out", str(bad), "--sample-only", "--nfe", "2", "--n-samples", "1"])
+    assert "\n" not in str(info.value)
     # sampling again from the saved folder with another method
     again = ex.main(["--out", str(out), "--sample-only", "--method", "ancestral", "--nfe", "3",
                      "--n-samples", "4"])
