@@ -30,7 +30,9 @@ and a small UNet did not learn it in the 8x8 digits example
 (``examples/diffusers_digits.py``), while ``x_0`` does not turn. AdamW with a linear
 warm-up and cosine decay, an EMA of the weights (decay ``min(--ema, (1 + i)/(10 + i))``),
 run under ``accelerate`` (``Accelerator``: a plain ``python`` run is one process on the
-CPU or the one GPU; ``accelerate launch`` shards the batches over several). The EMA
+CPU or the one GPU; ``accelerate launch`` shards the batches over several; two CPU
+processes: ``ACCELERATE_USE_CPU=1 torchrun --nproc_per_node 2 examples/train_images.py``,
+``--batch`` is then per process and the logged loss the mean over processes). The EMA
 network and the scheduler are saved with ``NonReversiblePipeline.save_pretrained`` in
 ``--out``; the grid ``--out/samples_<method><nfe>.png`` is then drawn by
 ``NonReversiblePipeline.from_pretrained(--out)``; ``--out/train_log.json`` holds the
@@ -236,6 +238,10 @@ def train(args, images: np.ndarray, scheduler, say) -> tuple[torch.nn.Module, li
     from accelerate.utils import set_seed
 
     accelerator = Accelerator()
+    say(f"accelerate: process {accelerator.process_index} of {accelerator.num_processes} "
+        f"on {accelerator.device}")
+    if not accelerator.is_main_process:  # progress from the main process only
+        say = lambda msg: None  # noqa: E731
     set_seed(args.seed)  # the same initial weights in every process
     unet = make_unet(args.size, args.channels, args.width)
     ema = make_unet(args.size, args.channels, args.width).requires_grad_(False)
