@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 NAMES = ("kernel", "empirical_score", "samplers", "horizon", "reference", "lambdas",
-         "finite_size", "steering", "threads")
+         "finite_size", "steering", "threads", "image_scale")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -97,6 +97,16 @@ def headline_rows(name: str, res: dict) -> list[tuple[str, str, str]]:
             if key in res:
                 rows.append((name, f"sample() piece {label} nonrev's limits: default / one "
                              "thread", f(res[key]["ratio"], 1)))
+    elif name == "image_scale":
+        for c in res["cases"]:
+            shape = "x".join(str(s) for s in c["shape"])
+            rows.append((name, f"{shape}: add_noise tables / dense tables (goal < 1%), MB "
+                         f"(goal < 256), build seconds",
+                         f"{100 * c['tables_over_dense']:.3f}%, {c['tables_mb']:.0f} MB, "
+                         f"{c['tables_build_s']:.0f} s"))
+            rows.append((name, f"{shape}: scheduler step / one UNet evaluation, batch "
+                         f"{res['batch']}: " + " / ".join(c["methods"]) + " (goal <= 0.1)",
+                         " / ".join(f(m["step_over_unet"], 3) for m in c["methods"].values())))
     elif name == "lambdas":
         for r in res["rows"]:
             rows.append((name, f"d={r['d']} {r['lambdas']}: ||Q||, horizon speedup",

@@ -42,3 +42,18 @@ def test_runner_table_rows():
     assert rows[0][2] == "3.00"
     rows = runner.headline_rows("empirical_score", {"gemm_ratio": 0.7, "naive_speedup": 9.0})
     assert [r[2] for r in rows] == ["0.70", "9.0"]
+
+
+def test_image_scale_core_tiny():
+    from benchmarks import image_scale
+
+    res = {"batch": 64, "cases": [image_scale.bench_shape(4, repeats=1)]}
+    c = res["cases"][0]
+    d = 3 * 4 * 4
+    # float64 blocks of M_t and R_t (d g values each per timestep) and their float32 copy
+    assert c["d"] == d and c["tables_bytes"] == image_scale.N_TRAIN * 2 * d * 2 * (8 + 4)
+    assert c["dense_bytes"] == 2 * image_scale.N_TRAIN * d * d * 8
+    assert set(c["methods"]) == {"dpmpp_2m", "ancestral"}
+    assert all(m["step_over_unet"] > 0 for m in c["methods"].values())
+    rows = runner.headline_rows("image_scale", res)
+    assert len(rows) == 2 and rows[0][2].startswith(f"{100 * 3 / d:.3f}%")  # 48 d / (16 d^2)
