@@ -203,3 +203,24 @@ def stack(blocks: np.ndarray, basis: Basis, *, dtype=torch.float64, device=None)
     if isinstance(basis, IdentityBasis):
         return DenseStack(t[:, 0])
     return BlockStack(t, basis)
+
+
+def apply_sum(k: int, terms) -> torch.Tensor:
+    """``sum_i x_i P_i[k]^T`` for ``terms = [(stack_i, x_i), ...]`` (rows ``x_i``
+    (B, d)). Block stacks in one basis are combined in block coordinates and
+    transformed back once (one inverse transform instead of one per term, the bulk of
+    a structured step's cost); dense stacks are summed in order."""
+    first = terms[0][0]
+    if isinstance(first, BlockStack) and all(isinstance(s, BlockStack) and s.basis is first.basis
+                                             for s, _ in terms):
+        acc = None
+        for s, x in terms:
+            y = torch.einsum("mij,bmj->bmi", s.blocks[k], s.basis.forward(x))
+            acc = y if acc is None else acc + y
+        return first.basis.inverse(acc)
+    out = None
+    for s, x in terms:
+        y = s.apply(k, x)
+        out = y if out is None else out + y
+    return out
+

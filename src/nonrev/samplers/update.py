@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from nonrev.operators import apply_sum
 from nonrev.samplers.gridkernel import GridKernel, T, right_solve
 from nonrev.samplers.registry import AffineTerms, Previous
 
@@ -56,18 +57,19 @@ def affine_step(coef, k: int, x: torch.Tensor, out: torch.Tensor, kind: str, noi
     ``noise`` through ``coef.noise``). Returns ``(x_s, Previous(kind, out, x))`` for
     multistep methods (``x`` only where the update uses it), else ``(x_s, None)``."""
     terms = coef.terms(kind)
-    y = terms.state.apply(k, x) + terms.model.apply(k, out)
+    parts = [(terms.state, x), (terms.model, out)]
     if state is not None and k > 0 and terms.prev_model is not None:
         if state.kind != kind:
             raise ValueError(f"{coef.method}: use one kind of model output (x0_hat or score) "
                              "for a whole run")
-        y = y + terms.prev_model.apply(k, state.out)
+        parts.append((terms.prev_model, state.out))
         if terms.prev_state is not None:
-            y = y + terms.prev_state.apply(k, state.x)
+            parts.append((terms.prev_state, state.x))
+    if coef.noise is not None:
+        parts.append((coef.noise, noise))
+    y = apply_sum(k, parts)  # one transform back for a structured kernel
     if terms.const is not None and affine:
         y = y + terms.const[k]
-    if coef.noise is not None:
-        y = y + coef.noise.apply(k, noise)
     if not coef.record.multistep:
         return y, None
     keep_x = terms.prev_state is not None
