@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import time
+import weakref
 from collections import OrderedDict
 import functools
 from dataclasses import dataclass, field
@@ -219,7 +220,9 @@ class Frame:
 
     def __init__(self, A: np.ndarray, t0: float = 0.0, S0=None, process=None):
         self.A = A
-        self.process = process  # for the cost check and progress (MagnusProgress)
+        # for the cost check and progress (MagnusProgress); a weak reference, since the
+        # process keeps its gDDIM frame: a cycle would hold its arrays until a full gc
+        self._process = None if process is None else weakref.ref(process)
         eye = np.broadcast_to(np.eye(A.shape[-1]), A.shape).copy()
         S0 = np.zeros_like(eye) if S0 is None else np.asarray(S0, dtype=np.float64)
         norm = np.linalg.norm(A, 1) if A.ndim == 2 else float(np.abs(A).sum(axis=-2).max())
@@ -268,8 +271,9 @@ class Frame:
         next checkpoint, so one step from a checkpoint to any time before the next is
         within the same tolerance."""
         A = self.A
-        progress = None if self.process is None else \
-            MagnusProgress(self.process, self, t_end)  # refuses/warns before a long run
+        process = None if self._process is None else self._process()
+        progress = None if process is None else \
+            MagnusProgress(process, self, t_end)  # refuses/warns before a long run
         while self.t[-1] <= t_end:
             if progress is not None:
                 progress.step(self)
