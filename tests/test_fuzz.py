@@ -361,10 +361,15 @@ def small_problem():
        method=st.sampled_from(["ancestral", "ddim", "gddim", "dpmpp_2m", "heun",
                                "euler_maruyama", "dpm"]))
 @FUZZ_FEW
-def test_sampler_times_and_prior(small_problem, times, prior, method):
+def test_sampler_times_and_prior(small_problem, monkeypatch, times, prior, method):
     import torch
 
     from nonrev import sample
+    from nonrev.process import stiffness
+
+    # a prior's frame may legitimately need 1e5 Magnus steps (minutes, with progress);
+    # here the integrations past 3000 steps are refused, naming Q / prior
+    monkeypatch.setattr(stiffness, "MAX_STEPS", 3000)
 
     proc, score = small_problem
     out = check_outcome(lambda: sample(score, proc, n=3, times=times, prior=prior,

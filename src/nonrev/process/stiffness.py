@@ -112,11 +112,13 @@ class MagnusProgress:
                             rot.rate_bound() if np.any(S0) else None)
         self.estimate = n
         if n > MAX_STEPS:
+            what = ("Q / prior: the current with this prior's frame" if np.any(S0) else
+                    "Q: the current is too strong for the gDDIM factor (gddim, dpmpp_2m and "
+                    "the diffusers scheduler need it):")
             raise ValueError(
-                f"Q: the current is too strong for the gDDIM factor (gddim, dpmpp_2m and "
-                f"the diffusers scheduler need it): {_describe(process)} needs about "
-                f"{n:.3g} Magnus steps up to t = {self.t_end:.4g} (more than {MAX_STEPS:g}); "
-                "scale Q down, or use method 'ancestral' or 'ddim'")
+                f"{what} {_describe(process)} needs about {n:.3g} Magnus steps up to t = "
+                f"{self.t_end:.4g} (more than {MAX_STEPS:g}); scale Q down, or use method "
+                "'ancestral' or 'ddim'")
         try:
             check_memory("Q", 16.0 * entries * n, f"about {n} checkpoints of the gDDIM "
                          f"factor's Magnus integration under {_describe(process)}")
