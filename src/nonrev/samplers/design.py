@@ -23,7 +23,7 @@ from nonrev.samplers.gaussian import gaussian_error, optimise_grid
 from nonrev.samplers.grids import time_grid
 from nonrev.samplers.steps import METHODS
 
-__all__ = ["design_current", "FULL_MAX_DIM"]
+__all__ = ["FULL_MAX_DIM", "design_current"]
 
 #: Largest dimension whose ``Q`` is searched entry by entry (``d (d-1) / 2`` numbers);
 #: above it the search runs in random-and-structured subspaces (see ``n_directions``).
@@ -70,7 +70,8 @@ def design_current(U, mean, cov, method: str = "dpmpp_2m", nfe: int = 10, *,
                    q_norm_max: float | None = None, prior=None, start: str = "stationary",
                    seed=0, t_min: float = 1e-3, maxiter: int = 150, grid_maxiter: int = 60,
                    restarts: int = 2, n_random: int = 2, n_directions: int = 8,
-                   T_range: tuple[float, float] = (0.5, 40.0), T_scan: int = 9) -> dict:
+                   T_range: tuple[float, float] = (0.5, 40.0), T_scan: int = 9,
+                   refine_grid: bool = True) -> dict:
     """The antisymmetric ``Q``, horizon ``T`` and grid that minimise the exact W2 of
     ``method`` at ``nfe`` model evaluations for data ``N(mean, cov)`` under the noise
     precision ``U`` (process ``A = (I + Q) U``), with the sampler started as ``start``
@@ -95,8 +96,13 @@ def design_current(U, mean, cov, method: str = "dpmpp_2m", nfe: int = 10, *,
        start (the optimal current, the commutators ``[U, C]``, ``[U^{-1}, C]``,
        ``[U, C U]`` with ``C = cov``, and random ones drawn from ``seed``), a
        second round in fresh random directions around the best ``Q`` found;
-    3. the grid of the best ``Q`` at its ``T`` refined by :func:`optimise_grid`
-       (``grid_maxiter`` iterations), kept only when it improves.
+    3. the grid and ``T`` of the best ``Q`` refined by :func:`optimise_grid` with
+       ``T`` free (``grid_maxiter`` iterations), kept only when it beats the log grid
+       at the ``T`` of step 2. ``refine_grid=False`` skips this step (each
+       :func:`optimise_grid` call costs about 100 exact errors at least, minutes
+       for d = 64): both settings then use the log grid, the reversible ``T`` found
+       by a bounded search in ``log T`` with as many exact errors as the ``Q``
+       search used.
 
     Stiffness budget: ``||Q||_2 <= q_norm_max`` (default ``4 ||U||_2``). A candidate
     outside is projected onto the ball (singular values clipped) and pays a penalty
@@ -104,12 +110,11 @@ def design_current(U, mean, cov, method: str = "dpmpp_2m", nfe: int = 10, *,
     coefficient time (the gDDIM frame's Magnus steps follow its rotation rate; see
     the README's few-step notes), which the budget bounds.
 
-    The reversible baseline gets the same budget with ``Q = 0`` fixed: its horizon
-    from the same scan, refined by a bounded search in ``log T`` on the log grid,
-    then :func:`optimise_grid` at that horizon with ``grid_maxiter`` plus the
-    evaluations the ``Q`` search used beyond its own ``T`` search as iteration limit
-    (each iteration at least one exact error), so it spends at least as many exact
-    errors as the designed current.
+    The reversible baseline gets the same refinement with ``Q = 0`` fixed and more
+    iterations: :func:`optimise_grid` with ``T`` free and ``grid_maxiter`` plus the
+    number of exact errors the ``Q`` search used (steps 1 and 2) as its iteration
+    limit (each iteration costs at least one exact error), so it spends at least as
+    many exact errors as the designed current, all on ``T`` and the grid.
 
     Returns a dict: ``Q``, ``T``, ``times`` (increasing grid), ``w2`` (equal to
     ``gaussian_error(OUProcess(U, Q), mean, cov, method, times=times, start=start,
@@ -225,14 +230,11 @@ def design_current(U, mean, cov, method: str = "dpmpp_2m", nfe: int = 10, *,
         rounds = [_directions(U, C_dir, Q_opt, max(n_directions - 4, 0), rng)[:n_directions],
                   [_unit(random_q(d, 1.0, seed=rng)) for _ in range(n_directions)]]
     for name in order[:restarts]:
-        val, log_T0, Q0 = scored[name]
-        for r_i, basis in enumerate(rounds):
-            if r_i > 0:  # later rounds start from the best Q of this start
-                Q0, log_T0 = cur[1], cur[2]
-            f, Qs, lT = search(Q0, log_T0, basis)
-            cur = (f, Qs, lT)
+        _, log_T0, Q0 = scored[name]
+        for basis in rounds:  # later rounds start from the previous round's Q and T
+            f, Q0, log_T0 = search(Q0, log_T0, basis)
             if f < best[0]:
-                best = (f, Qs, lT, name)
+                best = (f, Q0, log_T0, name)
     evaluations = count[0]
     if not math.isfinite(best[0]):
         raise ValueError(f"{method} at nfe {nfe}: every candidate (Q, T) was refused as "
@@ -242,23 +244,14 @@ def design_current(U, mean, cov, method: str = "dpmpp_2m", nfe: int = 10, *,
     w2_log = gaussian_error(proc, m, C, method, times=time_grid(T_best, steps, t_min, "log"),
                             start=start, prior=prior)["w2"]
 
-    # the reversible setting's horizon: its scanned best, refined in log T on the log grid
-    n_before = count[0]
-    k_T = scored["zero"][1]
-    step_T = (math.log(hi_T / lam_min) - max(math.log(lo_T / lam_min), log_T_lo)) / (T_scan - 1)
-    r = scipy.optimize.minimize_scalar(lambda s: log_w2(np.zeros((d, d)), s),
-                                       bounds=(max(k_T - step_T, log_T_lo),
-                                               min(k_T + step_T, log_T_hi)),
-                                       method="bounded", options={"xatol": 1e-3, "maxiter": 20})
-    T_rev = math.exp(float(r.x)) if r.fun < scored["zero"][0] else math.exp(k_T)
-    evaluations_rev_T = count[0] - n_before
-
-    # 3. the grid at each horizon (optimise_grid), kept only when it improves
+    # 3. the grid and T of each setting by optimise_grid with T free (its own scan of
+    # T, then the grid, then both jointly), kept only when it beats the log grid at
+    # the horizon the search found
     def refine(process, T, it):
         log_grid = time_grid(T, steps, t_min, "log")
         try:
-            g = optimise_grid(process, m, C, method, steps, T=T, t_min=t_min, start=start,
-                              maxiter=it, prior=prior)
+            g = optimise_grid(process, m, C, method, steps, t_min=t_min, start=start,
+                              maxiter=it, prior=prior, T_range=T_range, T_scan=T_scan)
         except ValueError:
             return log_grid
         cands = [log_grid, g]
@@ -266,10 +259,21 @@ def design_current(U, mean, cov, method: str = "dpmpp_2m", nfe: int = 10, *,
                                prior=prior)["w2"] for x in cands]
         return cands[int(np.argmin(vals))]
 
-    times = refine(proc, T_best, grid_maxiter)
-    res = gaussian_error(proc, m, C, method, times=times, start=start, prior=prior)
     rev = OUProcess(U)
-    times_rev = refine(rev, T_rev, grid_maxiter + max(evaluations - evaluations_rev_T, 0))
+    if refine_grid:
+        times = refine(proc, T_best, grid_maxiter)
+        times_rev = refine(rev, math.exp(scored["zero"][1]), grid_maxiter + evaluations)
+    else:  # log grids; the reversible T by a bounded search with the same budget
+        times = time_grid(T_best, steps, t_min, "log")
+        k_T = scored["zero"][1]
+        width = (log_T_hi - log_T_lo) / max(T_scan - 1, 1)
+        r = scipy.optimize.minimize_scalar(
+            lambda s: log_w2(np.zeros((d, d)), s), method="bounded",
+            bounds=(max(k_T - width, log_T_lo), min(k_T + width, log_T_hi)),
+            options={"xatol": 1e-4, "maxiter": max(evaluations, 1)})
+        T_rev = math.exp(float(r.x)) if r.fun < scored["zero"][0] else math.exp(k_T)
+        times_rev = time_grid(T_rev, steps, t_min, "log")
+    res = gaussian_error(proc, m, C, method, times=times, start=start, prior=prior)
     res_rev = gaussian_error(rev, m, C, method, times=times_rev, start=start, prior=prior)
     times = np.asarray(times, dtype=float)
     return {

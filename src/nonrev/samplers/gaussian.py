@@ -307,7 +307,8 @@ def optimise_grid(process: OUProcess, mean, cov, method: str = "dpmpp_2m", steps
     best_val, best = min(cands, key=lambda c: c[0])
     gaps = np.diff(np.log(best))
 
-    def grid_of(theta, log_T=math.log(T)):
+    def grid_of(theta, log_T=None):
+        log_T = math.log(T) if log_T is None else log_T
         w = np.exp(np.log(gaps) + theta)
         cum = np.concatenate([[0.0], np.cumsum(w / w.sum())])
         g = np.exp(lo + (log_T - lo) * cum)
