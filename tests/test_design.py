@@ -169,6 +169,16 @@ def test_optimise_grid_refuses_bad_input(rng, kw, match):
 
 
 # ----------------------------------------------------------------------------- CLI
+import click  # noqa: E402
+
+
+@click.command()
+@click.pass_obj
+def click_echo_table(obj):
+    printer, info = obj
+    printer(info, "x.npy", info["u"], 80, 2, info["out"], info["reuse"])
+
+
 def test_cli_steer_sampling(tmp_path):
     """`nonrev steer DATA --objective sampling` on a d = 2 data set: saves the
     designed Q; its JSON W2 is gaussian_error's for the saved Q, T and grid on the
@@ -206,10 +216,13 @@ def test_cli_steer_sampling(tmp_path):
     w2_rev = gaussian_error(OUProcess(U), Xn.mean(0), sample_covariance(Xn), "dpmpp_2m",
                             times=info["times_reversible"], start="stationary")["w2"]
     assert info["w2_reversible"] == pytest.approx(w2_rev, rel=1e-12)
-    table = invoke("--objective", "sampling", "--nfe", 3, "--method", "gddim", "--maxiter", 2,
-                   "--out", tmp_path / "g.npy")
+    # the table form of the same result
+    from nonrev.cli.steer import _print_sampling
+
+    table = CliRunner().invoke(click_echo_table, [], obj=(_print_sampling, info))
     assert table.exit_code == 0, table.output
-    for text in ("Q = none", "Q = designed", "exact W2", "gddim at NFE 3", "nonrev train"):
+    for text in ("Q = none", "Q = designed", "exact W2", "dpmpp_2m at NFE 4", "nonrev train",
+                 f"{info['w2']:.4g}", f"{info['w2_reversible']:.4g}"):
         assert text in table.output, table.output
     for args, fragment in ((["--objective", "rate", "--nfe", 5], "--nfe applies to"),
                            (["--objective", "sampling", "--min-rate", 0.5], "--min-rate does"),
