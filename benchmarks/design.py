@@ -215,7 +215,7 @@ def mixture(quick: bool = True, nfes=None) -> dict:
     ref = draw_mixture(means, covs, w, n, rng)
     floor = float(np.median([sliced_wasserstein(draw_mixture(means, covs, w, n, rng), ref,
                                                 n_projections=500, seed=0) for _ in range(3)]))
-    kw = dict(maxiter=80, restarts=1, n_random=0, T_scan=5, grid_maxiter=20)
+    kw = dict(maxiter=40, restarts=1, n_random=0, T_scan=4, grid_maxiter=10)
     if nfes is None:
         nfes = (10,) if quick else (5, 10, 20)
 

@@ -84,14 +84,15 @@ def design_current(U, mean, cov, method: str = "dpmpp_2m", nfe: int = 10, *,
 
     1. starts: ``Q = 0``, the optimal current (:func:`nonrev.optimal_q`), 0.3 times
        it, the fastest current within 10% of its norm (``rate:0.1``) and
-       ``n_random`` random currents of norm ``||U||_2`` (from ``seed``; the exact
-       error is close to stationary at ``Q = 0``, so a search from there alone
-       tends to stay near it), each projected onto the budget, each with the best of ``T_scan`` horizons
-       log-spaced over ``T_range / rate`` on the log grid;
+       ``n_random`` random currents of norm ``||U||_2`` (from ``seed``; a search
+       from ``Q = 0`` alone can stall near it: Powell moved ``Q`` by 0.05 in 200
+       exact errors on the d = 4 case of ``tests/problems.py``), each projected onto
+       the budget, each with the best of ``T_scan`` horizons log-spaced over
+       ``T_range / rate`` on the log grid;
     2. from the best ``restarts`` starts, Powell's method (at most ``maxiter``
        exact errors each) over ``Q`` (in units of ``||U||_2``) and ``log T`` on the
-       log grid: for
-       ``d <= FULL_MAX_DIM`` over the ``d (d-1) / 2`` upper entries of ``Q``; above,
+       log grid: for ``d <= FULL_MAX_DIM`` over the ``d (d-1) / 2`` upper entries
+       of ``Q``; above,
        over the coefficients of ``n_directions`` unit directions added to the
        start (the optimal current, the commutators ``[U, C]``, ``[U^{-1}, C]``,
        ``[U, C U]`` with ``C = cov``, and random ones drawn from ``seed``), a
@@ -114,7 +115,13 @@ def design_current(U, mean, cov, method: str = "dpmpp_2m", nfe: int = 10, *,
     iterations: :func:`optimise_grid` with ``T`` free and ``grid_maxiter`` plus the
     number of exact errors the ``Q`` search used (steps 1 and 2) as its iteration
     limit (each iteration costs at least one exact error), so it spends at least as
-    many exact errors as the designed current, all on ``T`` and the grid.
+    many exact errors as the designed current, all on ``T`` and the grid. The
+    designed current can therefore come out worse than the reversible setting (the
+    search is local and the budgets finite); compare ``w2`` with ``w2_reversible``.
+    Cost: the starts, ``restarts * maxiter`` (twice that above ``FULL_MAX_DIM``) and
+    the two refinements, each evaluation a full coefficient precomputation (measured
+    with ``benchmarks/design.py``: 5-9 minutes for d = 4 with its budget, 17 minutes
+    for d = 16, on 2 shared cores).
 
     Returns a dict: ``Q``, ``T``, ``times`` (increasing grid), ``w2`` (equal to
     ``gaussian_error(OUProcess(U, Q), mean, cov, method, times=times, start=start,
