@@ -73,7 +73,7 @@ def test_times_grid_and_optimised_grid(rng):
         sample(score, proc, x_T=x_T, times=[0.1, 0.5, 0.3], method="gddim")
     with pytest.raises(ValueError, match="times contains NaN"):
         sample(score, proc, x_T=x_T, times=[0.1, np.nan], method="gddim")
-    opt = optimise_grid(proc, m, C, "gddim", steps=4, maxiter=60)
+    opt = optimise_grid(proc, m, C, "gddim", steps=4, maxiter=60, T=6.0 / proc.relaxation_rate())
     assert opt.shape == (5,) and np.all(np.diff(opt) > 0)
     assert opt[0] == pytest.approx(1e-3) and opt[-1] == pytest.approx(6.0 / proc.relaxation_rate())
     base = gaussian_error(proc, m, C, "gddim", steps=4)["w2"]

@@ -74,8 +74,8 @@ def analyze(data, key, labels_path, labels_key, u_spec, q_spec, n_train, finite_
     import json
 
     from nonrev.data.files import load_array, load_labels
-    from nonrev.process.spec import (image_shape_of, q_from_spec, spectral_from_spec,
-                                     u_from_spec)
+    from nonrev.process.spec import image_shape_of, q_from_spec, u_from_spec
+    from nonrev.process.spectral import spectral_from_spec
     from nonrev.regimes.analyze import predict_regimes
 
     with user_errors():

@@ -1,5 +1,7 @@
 """``nonrev steer``: choose the current Q for a goal on the regimes of a data set
-(:func:`nonrev.steer_q`) and save it, reusable by ``nonrev analyze --q``."""
+(:func:`nonrev.steer_q`) and save it, reusable by ``nonrev analyze --q``; or, with
+``--objective sampling``, for a sampler's accuracy at a given NFE on the data's
+Gaussian summary (:func:`nonrev.samplers.design_current`)."""
 
 from __future__ import annotations
 
@@ -50,17 +52,94 @@ def _print_table(info: dict, data: str, u_spec: str, n: int, d: int, classes: in
     click.echo(f"saved Q ({d} x {d}) to {out}; reuse: {reuse}")
 
 
+SAMPLER_METHODS = ("dpmpp_2m", "gddim", "ddim", "ancestral", "heun", "euler_maruyama")
+
+
+def _print_sampling(info: dict, data: str, u_spec: str, n: int, d: int, out: Path,
+                    reuse: str) -> None:
+    click.echo(f"{'data':<16}{data}  (n = {n}, d = {d}; its normalised mean and covariance)")
+    click.echo(f"{'noise U':<16}{u_spec}")
+    click.echo(f"{'objective':<16}sampling: exact W2 of {info['method']} at NFE {info['nfe']} "
+               f"({info['steps']} steps), started from N(0, U^-1)"
+               f"{', with the data prior' if info['prior'] else ''}")
+    click.echo(f"{'constraints':<16}budget ||Q||_2 <= {info['q_norm_max']:.4g}")
+    click.echo("")
+    click.echo(f"{'':<16}{'Q = none':>18}{'Q = designed':>18}")
+    rows = [("||Q||_2", "0", f"{info['q_norm']:.4g}"),
+            ("rate", f"{info['rate_reversible']:.4g}", f"{info['rate']:.4g}"),
+            ("T", f"{info['T_reversible']:.4g}", f"{info['T']:.4g}"),
+            ("exact W2", f"{info['w2_reversible']:.4g}", f"{info['w2']:.4g}")]
+    for key, a, b in rows:
+        click.echo(f"{key:<16}{a:>18}{b:>18}")
+    click.echo(f"\nsearch: best start {info['start']}, {info['evaluations']} exact errors in the "
+               f"Q search, {info['runtime_s']:.1f} s; grids (increasing) in --json")
+    click.echo(f"saved Q ({d} x {d}) to {out}; reuse: {reuse}")
+
+
+def _steer_sampling(X, data, u_spec, method, nfe, prior, q_norm_max, seed, maxiter, out,
+                    as_json):
+    import json
+    import shlex
+    import time
+
+    from nonrev.data.datasets import Normaliser
+    from nonrev.linalg import sample_covariance
+    from nonrev.outputs import save_npy
+    from nonrev.process.spec import u_from_spec
+    from nonrev.samplers import design_current
+
+    with user_errors():
+        Xn = Normaliser.fit(X).forward(X)
+        U = u_from_spec(u_spec, Xn)
+        mean, cov = Xn.mean(0), sample_covariance(Xn)
+        t0 = time.perf_counter()
+        res = design_current(U, mean, cov, method, nfe, q_norm_max=q_norm_max,
+                             prior=(mean, cov) if prior else None, seed=seed, maxiter=maxiter)
+        runtime = time.perf_counter() - t0
+    try:
+        save_npy(out, res["Q"])
+    except OSError as exc:
+        raise fail(f"--out {out}: cannot write ({exc})") from None
+    from nonrev.process.ou import OUProcess
+
+    info = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in res.items()}
+    info.update(objective="sampling", prior=bool(prior), runtime_s=runtime,
+                rate_reversible=OUProcess(U).relaxation_rate(), u=u_spec, out=str(out))
+    reuse = shlex.join(["nonrev", "train", data, "--u", u_spec, "--q", str(out)])
+    info["reuse"] = reuse
+    n, d = X.shape
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+    else:
+        _print_sampling(info, data, u_spec, n, d, out, reuse)
+
+
 @click.command()
 @data_options
-@click.option("--objective", type=click.Choice(list(OBJECTIVES)), required=True,
+@click.option("--objective", type=click.Choice(list(OBJECTIVES) + ["sampling"]), required=True,
               help="speciation_early: maximise t_S (commit to a class sooner in the "
                    "backward run); speciation_late: minimise t_S; window: maximise "
                    "t_S - t_C; target_speciation: reach --target; rate: maximise the "
-                   "relaxation rate (the least stiff fast current for a budget).")
+                   "relaxation rate (the least stiff fast current for a budget); "
+                   "sampling: minimise the exact W2 of --method at --nfe model "
+                   "evaluations for the data's Gaussian summary, choosing Q, the horizon "
+                   "T and the grid (nonrev.samplers.design_current).")
+@click.option("--nfe", type=count(1, 10_000), default=None,
+              help="Model evaluations of the sampler (with --objective sampling) "
+                   "[default: 10].")
+@click.option("--method", type=click.Choice(SAMPLER_METHODS), default=None,
+              help="Sampler (with --objective sampling) [default: dpmpp_2m].")
+@click.option("--prior", is_flag=True,
+              help="With --objective sampling: the sampler integrates the data's Gaussian "
+                   "summary as a prior (gddim, dpmpp_2m).")
+@click.option("--maxiter", type=count(1, 100_000), default=None,
+              help="With --objective sampling: exact errors per restart of the Q search "
+                   "[default: 150].")
 @click.option("--target", type=float, default=None, metavar="T",
               help="The wanted t_S (with --objective target_speciation).")
 @click.option("--q-norm-max", type=float, default=None, metavar="X",
-              help="Stiffness budget ||Q||_2 <= X [default: the norm of the optimal current].")
+              help="Stiffness budget ||Q||_2 <= X [default: the norm of the optimal current; "
+                   "with --objective sampling 4 ||U||_2].")
 @click.option("--min-rate", type=float, default=None, metavar="R",
               help="Require the relaxation rate min Re spec((I+Q)U) >= R (below Tr(U)/d).")
 @click.option("--u", "u_spec", default="data", show_default=True, metavar=U_METAVAR,
@@ -73,8 +152,8 @@ def _print_table(info: dict, data: str, u_spec: str, n: int, d: int, classes: in
 @click.option("--out", "out_path", required=True, metavar="Q.npy",
               help="Where to save Q (.npy); written atomically.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def steer(data, key, labels_path, labels_key, objective, target, q_norm_max, min_rate, u_spec,
-          n_train, seed, out_path, as_json):
+def steer(data, key, labels_path, labels_key, objective, nfe, method, prior, maxiter, target,
+          q_norm_max, min_rate, u_spec, n_train, seed, out_path, as_json):
     """Choose the current Q for a goal on the regimes of DATA and save it.
 
     DATA is an (n, d) array (.npy, .npz or .csv, as for nonrev analyze). The search
@@ -83,6 +162,11 @@ def steer(data, key, labels_path, labels_key, objective, target, q_norm_max, min
     docs/THEORY.md (nonrev.steer_q), from Q = 0, the optimal current and random
     starts. Prints the predicted times before (Q = 0, the optimal current) and after
     (the steered Q), and saves Q for nonrev analyze --q.
+
+    --objective sampling instead designs Q for a sampler: the normalised data's mean
+    and covariance (as nonrev train normalises them) stand for the data, and Q, T and
+    the grid minimise the exact W2 of --method at --nfe evaluations, started from
+    N(0, U^-1), against the best reversible setting found with the same budget.
     """
     import json
     import shlex
@@ -97,8 +181,26 @@ def steer(data, key, labels_path, labels_key, objective, target, q_norm_max, min
 
     with user_errors():
         out = check_output(out_path, suffixes=(".npy",), parents=False)  # before any work
+        sampling_only = {"--nfe": nfe is not None, "--method": method is not None,
+                         "--prior": prior, "--maxiter": maxiter is not None}
+        if objective != "sampling":
+            for opt, given in sampling_only.items():
+                if given:
+                    raise ValueError(f"{opt} applies to --objective sampling only")
+        else:
+            for opt, given in (("--labels", labels_path is not None),
+                               ("--target", target is not None),
+                               ("--min-rate", min_rate is not None),
+                               ("--n-train", n_train is not None)):
+                if given:
+                    raise ValueError(f"{opt} does not apply to --objective sampling")
         X = load_array(data, key)
         announce_cost(X, data)
+    if objective == "sampling":
+        return _steer_sampling(X, data, u_spec, method or "dpmpp_2m", 10 if nfe is None else nfe,
+                               prior, q_norm_max, seed, 150 if maxiter is None else maxiter, out,
+                               as_json)
+    with user_errors():
         n, d = X.shape
         classes = 0
         within = None

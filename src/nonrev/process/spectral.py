@@ -930,3 +930,42 @@ class SpectralProcess:
         zb = z.reshape(x0.shape[0], m, g)
         out = torch.einsum("bmij,bmj->bmi", Mt, y) + torch.einsum("bmij,bmj->bmi", Lt, zb)
         return self.basis.inverse(out)
+
+
+def spectral_from_spec(shape, u_spec: str, q_spec: str, X: np.ndarray, *,
+                       option_u: str = "--u", option_q: str = "--q") -> dict:
+
+    """``{name: SpectralProcess}`` for rows of ``X`` seen as images of ``shape``: the
+    reversible process (``"none"``) and, unless ``q_spec`` is ``none``, the one with
+    the per-group current (``optimal`` or ``gamma:<x>``). ``u_spec``: ``identity``
+    (u = 1), ``data`` or ``data:<k>`` (the data's per-frequency DCT precisions, the
+    condition capped at ``k``). Dense-only specs (a FILE, ``rate:<x>``) are refused
+    naming the option."""
+    from nonrev.process.spec import condition_cap_of, gamma_of
+
+    images = np.asarray(X, dtype=np.float64).reshape(X.shape[0], *shape)
+    try:
+        cap = condition_cap_of(u_spec)
+    except ValueError as exc:
+        raise ValueError(f"{option_u}: {exc}") from None
+    if u_spec == "identity":
+        def make(current):
+            return SpectralProcess(shape, np.ones(shape), current=current)
+    elif u_spec == "data" or cap is not None:
+        def make(current):
+            return SpectralProcess.from_data(images, k=cap, current=current)
+    else:
+        raise ValueError(f"{option_u}: with an image shape, U is identity, data or "
+                         f"data:<k> (diagonal in the DCT basis), got {u_spec!r}")
+    try:
+        gamma = gamma_of(q_spec)
+    except ValueError as exc:
+        raise ValueError(f"{option_q}: {exc}") from None
+    if q_spec == "none":
+        return {"none": make("none")}
+    if q_spec == "optimal":
+        return {"none": make("none"), "optimal": make("optimal")}
+    if gamma is not None:
+        return {"none": make("none"), f"gamma={gamma:g}": make(f"gamma:{gamma!r}")}
+    raise ValueError(f"{option_q}: with an image shape, Q is none, optimal or gamma:<x> "
+                     f"(per group of frequencies), got {q_spec!r}")

@@ -9,7 +9,9 @@
   front ends reuse;
 * :mod:`.grids`: :func:`time_grid`, grid validation and the one default horizon;
 * :mod:`.gaussian`: :func:`gaussian_error` (the exact law of a sampler's output for
-  Gaussian data) and :func:`optimise_grid`.
+  Gaussian data) and :func:`optimise_grid`;
+* :mod:`.design`: :func:`design_current` (the current, horizon and grid that minimise
+  a method's exact error at a given NFE).
 """
 
 from nonrev.samplers.registry import (METHODS, Coefficients, Method, get_method,
@@ -19,7 +21,9 @@ from nonrev.samplers.grids import SPACINGS, as_grid, default_horizon, time_grid
 from nonrev.samplers.steps import coefficients, step
 from nonrev.samplers.driver import sample
 from nonrev.samplers.gaussian import gaussian_error, optimise_grid
+from nonrev.samplers.design import design_current
 
 __all__ = ["METHODS", "SPACINGS", "Coefficients", "Method", "as_grid", "coefficients",
-           "default_horizon", "gaussian_error", "get_method", "method_names",
-           "optimise_grid", "register", "sample", "step", "time_grid", "unregister"]
+           "default_horizon", "design_current", "gaussian_error", "get_method",
+           "method_names", "optimise_grid", "register", "sample", "step", "time_grid",
+           "unregister"]

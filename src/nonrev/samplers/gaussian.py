@@ -232,22 +232,36 @@ def _family_grid(ts, maps, weights, steps):
 @single_threaded
 def optimise_grid(process, mean, cov, method: str = "dpmpp_2m", steps: int = 10,
                   *, T: float | None = None, t_min: float = 1e-3, objective: str = "w2",
-                  start: str = "exact", maxiter: int = 200) -> np.ndarray:
+                  start: str = "exact", maxiter: int = 200, prior=None,
+                  T_range: tuple[float, float] = (0.5, 40.0), T_scan: int = 13) -> np.ndarray:
     """The grid of ``steps`` steps from ``t_min`` to ``T`` that minimises the exact
     Gaussian error (:func:`gaussian_error`, ``objective`` ``"w2"`` or ``"kl"``) of
-    ``method`` for data ``N(mean, cov)``.
+    ``method`` for data ``N(mean, cov)``, the sampler started as ``start`` says
+    (``"exact"``: from ``P_T``, the sampler's error alone; ``"stationary"``: from
+    ``N(0, U^{-1})`` as a real sampler is, so that a short ``T`` costs the start's
+    mismatch) and with the Gaussian ``prior`` of :func:`gaussian_error`.
 
-    Two stages: first the best grid of a two-parameter family, equally spaced in a
+    ``T`` given: the grid ends at ``T``. ``T=None``: ``T`` is free and optimised with
+    the grid within ``T_range / rate`` (``rate`` the process's relaxation rate;
+    default 0.5 / rate to 40 / rate): first the log grid on ``T_scan`` horizons
+    log-spaced over that range, then a bounded scalar search in ``log T`` between the best scanned
+    horizon's neighbours, then the grid stages below at that ``T``, and last a joint
+    Nelder-Mead over the interior points and ``log T`` (``maxiter // 2``
+    iterations, from the best grid so far). Every stage keeps the best candidate so
+    far, so the result is never worse than the log grid at the best scanned ``T``.
+
+    Grid stages: first the best grid of a two-parameter family, equally spaced in a
     positive mixture of ``log t``, the log signal-to-noise ``-lambda_t`` and ``t``
     (Nelder-Mead on the mixture weights, from the log grid); then every interior
     point free (the log-gaps of the grid, softmax-normalised so that each candidate
     is increasing from ``t_min`` to ``T``), Nelder-Mead from the stage-one grid with
     ``maxiter`` iterations. Explicit methods whose candidate grid is refused as
     unstable count as infinitely bad. Returns the increasing grid (``steps + 1``
-    times). Each evaluation is one exact error (no Monte Carlo), so the cost is
-    ``maxiter`` to ``2 maxiter`` coefficient precomputations. For non-Gaussian data
-    use the data's own mean and covariance; the transfer measured on the d = 8
-    mixture (partial) is in the module docstring.
+    times; its last entry is the horizon). Each evaluation is one exact error (no
+    Monte Carlo), so the cost is ``maxiter`` to ``2 maxiter`` coefficient
+    precomputations (about ``T_scan + 20 + maxiter`` more with ``T`` free). For
+    non-Gaussian data use the data's own mean and covariance; the transfer measured
+    on the d = 8 mixture (partial) is in the module docstring.
     """
     import scipy.optimize  # only here: keeps ``import nonrev`` light
 
@@ -256,37 +270,64 @@ def optimise_grid(process, mean, cov, method: str = "dpmpp_2m", steps: int = 10,
     if objective not in ("w2", "kl"):
         raise ValueError(f"objective must be 'w2' or 'kl', got {objective!r}")
     record = get_method(method)  # ValueError naming the registered methods
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     if start not in ("exact", "stationary"):
         raise ValueError(f"start must be 'exact' or 'stationary', got {start!r}")
     maxiter = as_count("maxiter", maxiter)
     mean = as_vector("mean", mean, process.dim)
     cov = check_scale("cov", as_psd("cov", cov, dim=process.dim))
-    if T is None:
-        T = default_horizon(process)
-    base = time_grid(T, steps, t_min, "log", process=process)  # steps, T, t_min, memory
+    lo_T, hi_T = (float(v) for v in T_range)
+    if not (math.isfinite(lo_T) and math.isfinite(hi_T) and 0.0 < lo_T < hi_T):
+        raise ValueError(f"T_range must be two finite numbers 0 < low < high, got {T_range!r}")
+    if isinstance(T_scan, bool) or not isinstance(T_scan, (int, np.integer)) or T_scan < 2:
+        raise ValueError(f"T_scan must be an integer >= 2, got {T_scan!r}")
 
     def refused(exc):  # a candidate's step too long, or an explicit method's refusal
         from nonrev.samplers.grids import StepTooLong
         return isinstance(exc, StepTooLong) or (record.explicit and "is unstable" in str(exc))
 
+    # bad input (cov, prior, T, t_min, memory) raises here, before any search
+    probe = time_grid(default_horizon(process) if T is None else T, steps, t_min, "log",
+                      process=process)
     try:
-        gaussian_error(process, mean, cov, method, times=base, start=start)
+        gaussian_error(process, mean, cov, method, times=probe, start=start, prior=prior)
     except ValueError as exc:
-        if not refused(exc) or steps == 1:
+        if not refused(exc) or (steps == 1 and T is not None):
             raise
-    if steps == 1:
-        return base
 
     def err(g):
         if not np.all(np.diff(g) > 0):
             return math.inf
         try:
-            v = gaussian_error(process, mean, cov, method, times=g, start=start)[objective]
+            v = gaussian_error(process, mean, cov, method, times=g, start=start,
+                               prior=prior)[objective]
         except ValueError as exc:
             if not refused(exc):
                 raise
             return math.inf
         return math.log(v) if v > 0 and np.isfinite(v) else (math.inf if v != 0 else -1e9)
+
+    lo = math.log(t_min)
+    free_T = T is None
+    if free_T:  # scan the horizon on the log grid, then refine it in log T
+        rate = process.relaxation_rate()
+        log_T_lo = math.log(max(lo_T / rate, 1.01 * t_min))
+        log_T_hi = math.log(hi_T / rate)
+        logs = np.linspace(log_T_lo, log_T_hi, T_scan)
+        vals = [err(time_grid(math.exp(s), steps, t_min, "log")) for s in logs]
+        k = int(np.argmin(vals))
+        T, best_scan = math.exp(logs[k]), vals[k]
+        a, b = logs[max(k - 1, 0)], logs[min(k + 1, T_scan - 1)]
+        r = scipy.optimize.minimize_scalar(
+            lambda s: err(time_grid(math.exp(s), steps, t_min, "log")), bounds=(a, b),
+            method="bounded", options={"xatol": 1e-3, "maxiter": 20})
+        if r.fun < best_scan:
+            T = math.exp(float(r.x))
+    T = float(T)
+    base = time_grid(T, steps, t_min, "log")
+    if steps == 1 and not free_T:
+        return base
 
     ts, maps = _family(process, T, t_min)
 
@@ -295,26 +336,48 @@ def optimise_grid(process, mean, cov, method: str = "dpmpp_2m", steps: int = 10,
         return _family_grid(ts, maps, w / w.sum(), steps)
 
     cands = [(err(base), base)]
-    for x0 in (np.array([-8.0, -8.0]), np.array([4.0, -8.0]), np.array([0.0, -8.0])):
-        r = scipy.optimize.minimize(lambda th: err(fam(th)), x0, method="Nelder-Mead",
-                                    options={"maxiter": max(10, maxiter // 6),
-                                             "xatol": 1e-2, "fatol": 1e-3})
-        cands.append((r.fun, fam(r.x)))
+    if steps > 1:
+        for x0 in (np.array([-8.0, -8.0]), np.array([4.0, -8.0]), np.array([0.0, -8.0])):
+            r = scipy.optimize.minimize(lambda th: err(fam(th)), x0, method="Nelder-Mead",
+                                        options={"maxiter": max(10, maxiter // 6),
+                                                 "xatol": 1e-2, "fatol": 1e-3})
+            cands.append((r.fun, fam(r.x)))
     best_val, best = min(cands, key=lambda c: c[0])
-    lo, hi = math.log(t_min), math.log(T)
     gaps = np.diff(np.log(best))
 
-    def grid_of(theta):
+    def grid_of(theta, log_T=None):
+        log_T = math.log(T) if log_T is None else log_T
         w = np.exp(np.log(gaps) + theta)
         cum = np.concatenate([[0.0], np.cumsum(w / w.sum())])
-        g = np.exp(lo + (hi - lo) * cum)
-        g[0], g[-1] = t_min, T
+        g = np.exp(lo + (log_T - lo) * cum)
+        g[0], g[-1] = t_min, math.exp(log_T)
         return g
 
-    r = scipy.optimize.minimize(lambda th: err(grid_of(th)), np.zeros(steps), method="Nelder-Mead",
-                                options={"maxiter": maxiter, "xatol": 1e-3, "fatol": 1e-4})
-    if not min(r.fun, best_val) < math.inf:
+    if steps > 1:
+        r = scipy.optimize.minimize(lambda th: err(grid_of(th)), np.zeros(steps),
+                                    method="Nelder-Mead",
+                                    options={"maxiter": maxiter, "xatol": 1e-3, "fatol": 1e-4})
+        if r.fun < best_val:
+            best_val, best = r.fun, grid_of(r.x)
+    if not best_val < math.inf:
         raise ValueError(f"steps: every grid of {steps} steps that optimise_grid tried is "
                          f"unstable for {method} on [t_min, T] = [{t_min:.4g}, {T:.4g}]; use "
                          "more steps or an exact-kernel method ('gddim', 'dpmpp_2m')")
-    return grid_of(r.x) if r.fun < best_val else best
+    if not free_T:
+        return best
+    # joint: the interior points and log T together, from the best grid so far
+    gaps = np.diff(np.log(best))
+    n_th = steps if steps > 1 else 0
+
+    def joint(x):
+        if not (log_T_lo <= x[-1] <= log_T_hi):
+            return math.inf
+        return err(grid_of(x[:n_th] if n_th else np.zeros(steps), x[-1]))
+
+    x0 = np.concatenate([np.zeros(n_th), [math.log(best[-1])]])
+    r = scipy.optimize.minimize(joint, x0, method="Nelder-Mead",
+                                options={"maxiter": max(20, maxiter // 2), "xatol": 1e-3,
+                                         "fatol": 1e-4})
+    if r.fun < best_val:
+        best = grid_of(r.x[:n_th] if n_th else np.zeros(steps), r.x[-1])
+    return best
