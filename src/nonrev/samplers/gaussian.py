@@ -283,9 +283,11 @@ def optimise_grid(process, mean, cov, method: str = "dpmpp_2m", steps: int = 10,
     if isinstance(T_scan, bool) or not isinstance(T_scan, (int, np.integer)) or T_scan < 2:
         raise ValueError(f"T_scan must be an integer >= 2, got {T_scan!r}")
 
-    def refused(exc):  # a candidate's step too long, or an explicit method's refusal
-        from nonrev.samplers.grids import StepTooLong
-        return isinstance(exc, StepTooLong) or (record.explicit and "is unstable" in str(exc))
+    def refused(exc):  # a candidate's step too long (its kernel singular in float64),
+        from nonrev.samplers.grids import StepTooLong  # or an explicit method's refusal
+
+        return isinstance(exc, (StepTooLong, np.linalg.LinAlgError)) or (
+            record.explicit and "is unstable" in str(exc))
 
     # bad input (cov, prior, T, t_min, memory) raises here, before any search
     probe = time_grid(default_horizon(process) if T is None else T, steps, t_min, "log",
@@ -308,6 +310,15 @@ def optimise_grid(process, mean, cov, method: str = "dpmpp_2m", steps: int = 10,
             return math.inf
         return math.log(v) if v > 0 and np.isfinite(v) else (math.inf if v != 0 else -1e9)
 
+    def err_T(log_T):  # the log grid ending at exp(log_T)
+        try:
+            g = time_grid(math.exp(log_T), steps, t_min, "log", process=process)
+        except ValueError as exc:
+            if not refused(exc):
+                raise
+            return math.inf
+        return err(g)
+
     lo = math.log(t_min)
     free_T = T is None
     if free_T:  # scan the horizon on the log grid, then refine it in log T
@@ -315,17 +326,17 @@ def optimise_grid(process, mean, cov, method: str = "dpmpp_2m", steps: int = 10,
         log_T_lo = math.log(max(lo_T / rate, 1.01 * t_min))
         log_T_hi = math.log(hi_T / rate)
         logs = np.linspace(log_T_lo, log_T_hi, T_scan)
-        vals = [err(time_grid(math.exp(s), steps, t_min, "log")) for s in logs]
+        vals = [err_T(s) for s in logs]
         k = int(np.argmin(vals))
         T, best_scan = math.exp(logs[k]), vals[k]
         a, b = logs[max(k - 1, 0)], logs[min(k + 1, T_scan - 1)]
         r = scipy.optimize.minimize_scalar(
-            lambda s: err(time_grid(math.exp(s), steps, t_min, "log")), bounds=(a, b),
+            err_T, bounds=(a, b),
             method="bounded", options={"xatol": 1e-3, "maxiter": 20})
         if r.fun < best_scan:
             T = math.exp(float(r.x))
     T = float(T)
-    base = time_grid(T, steps, t_min, "log")
+    base = time_grid(T, steps, t_min, "log", process=process)
     if steps == 1 and not free_T:
         return base
 
