@@ -30,8 +30,12 @@ def plan(quick: bool, part: str = "all"):
     if quick:
         return [(8, 500, range(4), True, True), (16, 2000, range(4), False, False)]
     subset = [(8, 500, range(6), True, True), (16, 2000, range(6), True, False)]
-    rest = [(16, 20000, range(8), False, False), (32, 2000, range(8), False, False),
-            (32, 20000, range(8), False, False), (64, 5000, range(6), False, False)]
+    rest = [
+        (16, 20000, range(8), False, False),
+        (32, 2000, range(8), False, False),
+        (32, 20000, range(8), False, False),
+        (64, 5000, range(6), False, False),
+    ]
     return {"subset": subset, "asymptotic": rest, "all": subset + rest}[part]
 
 
@@ -40,13 +44,18 @@ def run(quick: bool = True, device: str = "cpu", part: str = "all") -> dict:
     cells = []
     for dim, n_train, seeds, finite, measured in plan(quick, part):
         for seed in seeds:
-            cfg = CollapseMovesConfig(dim=dim, n_train=n_train, seed=seed, finite=finite,
-                                      measured=measured, n_traj=2000)
+            cfg = CollapseMovesConfig(
+                dim=dim, n_train=n_train, seed=seed, finite=finite, measured=measured, n_traj=2000
+            )
             row = {"dim": dim, "n_train": n_train, "seed": seed, **collapse_moves_cell(cfg)}
             cells.append(row)
             print(json.dumps(row), flush=True)
-    return {"cells": cells, "summary": summary(cells), "seconds": time.perf_counter() - t0,
-            "machine": machine_info(device)}
+    return {
+        "cells": cells,
+        "summary": summary(cells),
+        "seconds": time.perf_counter() - t0,
+        "machine": machine_info(device),
+    }
 
 
 def summary(cells) -> list[dict]:
@@ -57,21 +66,33 @@ def summary(cells) -> list[dict]:
             if vals.size == 0:
                 continue
             ds = np.array([c[f"{name}_dtS"] for c in cells if f"{name}_dtC{tag}" in c])
-            out.append({"current": name, "kind": tag.strip("_") or "asymptotic",
-                        "cells": int(vals.size), "min": float(vals.min()),
-                        "median": float(np.median(vals)), "max": float(vals.max()),
-                        "earlier_than_1pct": int(np.sum(vals < -0.01)),
-                        "dtS_median_abs": float(np.median(np.abs(ds)))})
+            out.append(
+                {
+                    "current": name,
+                    "kind": tag.strip("_") or "asymptotic",
+                    "cells": int(vals.size),
+                    "min": float(vals.min()),
+                    "median": float(np.median(vals)),
+                    "max": float(vals.max()),
+                    "earlier_than_1pct": int(np.sum(vals < -0.01)),
+                    "dtS_median_abs": float(np.median(np.abs(ds))),
+                }
+            )
     return out
 
 
 def table(rows) -> str:
-    out = ["| current | t_C move | cells | min | median | max | moved earlier by > 1% | median abs t_S move |",
-           "|---|---|---|---|---|---|---|---|"]
+    out = [
+        "| current | t_C move | cells | min | median | max | moved earlier by > 1% "
+        "| median abs t_S move |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        out.append(f"| {r['current']} | {r['kind']} | {r['cells']} | {100 * r['min']:+.1f}% | "
-                   f"{100 * r['median']:+.1f}% | {100 * r['max']:+.1f}% | "
-                   f"{r['earlier_than_1pct']} | {100 * r['dtS_median_abs']:.0f}% |")
+        out.append(
+            f"| {r['current']} | {r['kind']} | {r['cells']} | {100 * r['min']:+.1f}% | "
+            f"{100 * r['median']:+.1f}% | {100 * r['max']:+.1f}% | "
+            f"{r['earlier_than_1pct']} | {100 * r['dtS_median_abs']:.0f}% |"
+        )
     return "\n".join(out)
 
 

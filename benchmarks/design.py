@@ -75,7 +75,9 @@ def sample_prior(mean, cov, n: int = 200, seed: int = 100):
 
 def _summary(r: dict, seconds: float) -> dict:
     return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in r.items()} | {
-        "ratio": r["w2"] / r["w2_reversible"], "seconds": seconds}
+        "ratio": r["w2"] / r["w2_reversible"],
+        "seconds": seconds,
+    }
 
 
 #: Search budgets per case (design_current keywords): the d = 4 one measured to beat
@@ -85,8 +87,7 @@ def _summary(r: dict, seconds: float) -> dict:
 BUDGETS = {
     "d4": dict(maxiter=250, restarts=1, n_random=0, T_scan=5, grid_maxiter=20),
     "d16": dict(maxiter=120, restarts=1, n_random=0, T_scan=5, grid_maxiter=20),
-    "digits": dict(maxiter=25, restarts=1, n_random=0, T_scan=4, n_directions=6,
-                   refine_grid=False),
+    "digits": dict(maxiter=25, restarts=1, n_random=0, T_scan=4, n_directions=6, refine_grid=False),
 }
 
 
@@ -102,15 +103,23 @@ def gaussian(quick: bool = True, names=("d4", "d16", "digits")) -> dict:
                 t0 = time.perf_counter()
                 r = design_current(U, m, C, "dpmpp_2m", nfe, prior=prior, **BUDGETS[name])
                 rows[f"{name} / prior {prior_name} / NFE {nfe}"] = _summary(
-                    r, time.perf_counter() - t0)
-                print(f"{name:7s} prior {prior_name:9s} NFE {nfe:3d}: designed "
-                      f"{r['w2']:.4g} (log grid {r['w2_log_grid']:.4g}, ||Q|| "
-                      f"{r['q_norm']:.3g}, T {r['T']:.3g}, from {r['start']})  reversible "
-                      f"{r['w2_reversible']:.4g} (T {r['T_reversible']:.3g})  ratio "
-                      f"{r['w2'] / r['w2_reversible']:.3f}  evals {r['evaluations']}  "
-                      f"{time.perf_counter() - t0:.0f} s", flush=True)
-    return {"problem": "dpmpp_2m, start N(0, U^-1), exact W2 to P_tmin, t_min = 1e-3",
-            "budgets": BUDGETS, "rows": rows, "machine": machine_info("cpu")}
+                    r, time.perf_counter() - t0
+                )
+                print(
+                    f"{name:7s} prior {prior_name:9s} NFE {nfe:3d}: designed "
+                    f"{r['w2']:.4g} (log grid {r['w2_log_grid']:.4g}, ||Q|| "
+                    f"{r['q_norm']:.3g}, T {r['T']:.3g}, from {r['start']})  reversible "
+                    f"{r['w2_reversible']:.4g} (T {r['T_reversible']:.3g})  ratio "
+                    f"{r['w2'] / r['w2_reversible']:.3f}  evals {r['evaluations']}  "
+                    f"{time.perf_counter() - t0:.0f} s",
+                    flush=True,
+                )
+    return {
+        "problem": "dpmpp_2m, start N(0, U^-1), exact W2 to P_tmin, t_min = 1e-3",
+        "budgets": BUDGETS,
+        "rows": rows,
+        "machine": machine_info("cpu"),
+    }
 
 
 def _flow_x0(proc, m, C, x_T, T, t_min, n: int = 400):
@@ -130,12 +139,21 @@ def _flow_x0(proc, m, C, x_T, T, t_min, n: int = 400):
         # forward-time probability flow: dx/dt = -A x - score, score = -G^{-1}(x - M m)
         return (-(x @ proc.A.T) + np.linalg.solve(G, (x - M @ m).T).T).ravel()
 
-    sol = scipy.integrate.solve_ivp(rhs, (T, t_min), x_T.ravel(), t_eval=ts, rtol=1e-10,
-                                    atol=1e-12, method="DOP853")
+    sol = scipy.integrate.solve_ivp(
+        rhs, (T, t_min), x_T.ravel(), t_eval=ts, rtol=1e-10, atol=1e-12, method="DOP853"
+    )
     xs = sol.y.T.reshape(n, *x_T.shape)
     Ms, Ss = proc.mean_and_cov(ts)
-    x0 = np.stack([m + (np.linalg.solve(Ms[k] @ C @ Ms[k].T + Ss[k], (xs[k] - Ms[k] @ m).T).T
-                        @ (C @ Ms[k].T).T) for k in range(n)])
+    x0 = np.stack(
+        [
+            m
+            + (
+                np.linalg.solve(Ms[k] @ C @ Ms[k].T + Ss[k], (xs[k] - Ms[k] @ m).T).T
+                @ (C @ Ms[k].T).T
+            )
+            for k in range(n)
+        ]
+    )
     fam_ts, maps = _family(proc, T, t_min)
     lam = np.interp(ts, fam_ts, maps[1])  # -lambda_t rescaled to [0, 1]
     return ts, lam, x0
@@ -158,18 +176,25 @@ def figure(quick: bool = True) -> dict:
     key = "d4 / prior none / NFE 10"
     rows = json.loads(saved.read_text())["rows"] if saved.exists() else {}
     if key in rows:  # the design of `gaussian --quick` (same case and budget)
-        r = {k: np.asarray(v) if k in ("Q", "times", "times_reversible") else v
-             for k, v in rows[key].items()}
+        r = {
+            k: np.asarray(v) if k in ("Q", "times", "times_reversible") else v
+            for k, v in rows[key].items()
+        }
         out_source = str(saved.relative_to(RESULTS.parent.parent))
     else:
         r = design_current(U, m, C, "dpmpp_2m", 10, **BUDGETS["d4"])
         out_source = "design_current(BUDGETS['d4'])"
     z = np.random.default_rng(3).standard_normal((3, 4))  # the same draws for both panels
-    out = {"w2": r["w2"], "w2_reversible": r["w2_reversible"], "Q": r["Q"].tolist(),
-           "design": out_source}
+    out = {
+        "w2": r["w2"],
+        "w2_reversible": r["w2_reversible"],
+        "Q": r["Q"].tolist(),
+        "design": out_source,
+    }
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-    for ax, (label, Q, times) in zip(axes, (("Q = 0", None, r["times_reversible"]),
-                                            ("designed Q", r["Q"], r["times"]))):
+    for ax, (label, Q, times) in zip(
+        axes, (("Q = 0", None, r["times_reversible"]), ("designed Q", r["Q"], r["times"]))
+    ):
         proc = OUProcess(U, Q)
         T, t_min = float(times[-1]), float(times[0])
         x_T = z @ np.linalg.cholesky(proc.stationary_cov).T
@@ -178,9 +203,13 @@ def figure(quick: bool = True) -> dict:
         grid_lam = np.interp(times, ts[::-1], lam[::-1])
         dev = []
         for j in range(x_T.shape[0]):
-            lin = np.stack([np.interp(lam, grid_lam, np.interp(grid_lam, lam[::-1],
-                                                               x0[::-1, j, i]))
-                            for i in range(4)], axis=1)
+            lin = np.stack(
+                [
+                    np.interp(lam, grid_lam, np.interp(grid_lam, lam[::-1], x0[::-1, j, i]))
+                    for i in range(4)
+                ],
+                axis=1,
+            )
             dev.append(float(np.max(np.linalg.norm(x0[:, j] - lin, axis=1))))
             ax.plot(lam, np.linalg.norm(x0[:, j] - x0[-1, j], axis=1), lw=1.5)
         for g in grid_lam:
@@ -188,8 +217,11 @@ def figure(quick: bool = True) -> dict:
         w2 = r["w2_reversible"] if Q is None else r["w2"]
         ax.set_title(f"{label}: exact W2 {w2:.3g} at NFE 10 (T = {T:.3g})")
         ax.set_xlabel("sampler clock: -lambda_t scaled to [0, 1] (0 = t_min)")
-        out[label] = {"max_deviation_from_piecewise_linear": dev, "T": T,
-                      "rate": proc.relaxation_rate()}
+        out[label] = {
+            "max_deviation_from_piecewise_linear": dev,
+            "T": T,
+            "rate": proc.relaxation_rate(),
+        }
     axes[0].set_ylabel("|x0_hat(t) - x0_hat(t_min)| along the exact flow")
     fig.tight_layout()
     FIGURE.parent.mkdir(parents=True, exist_ok=True)
@@ -207,14 +239,21 @@ def mixture(quick: bool = True, nfes=None) -> dict:
     proc0, means, covs, w = mixture_problem()
     U = proc0.U
     mean = (w[:, None] * means).sum(0)
-    cov = (w[:, None, None] * (covs + np.einsum("ki,kj->kij", means - mean,
-                                                 means - mean))).sum(0)
+    cov = (w[:, None, None] * (covs + np.einsum("ki,kj->kij", means - mean, means - mean))).sum(0)
     n = 10000
     seeds = (0, 1)
     rng = np.random.default_rng(1)
     ref = draw_mixture(means, covs, w, n, rng)
-    floor = float(np.median([sliced_wasserstein(draw_mixture(means, covs, w, n, rng), ref,
-                                                n_projections=500, seed=0) for _ in range(3)]))
+    floor = float(
+        np.median(
+            [
+                sliced_wasserstein(
+                    draw_mixture(means, covs, w, n, rng), ref, n_projections=500, seed=0
+                )
+                for _ in range(3)
+            ]
+        )
+    )
     kw = dict(maxiter=40, restarts=1, n_random=0, T_scan=4, grid_maxiter=10)
     if nfes is None:
         nfes = (10,) if quick else (5, 10, 20)
@@ -224,8 +263,16 @@ def mixture(quick: bool = True, nfes=None) -> dict:
         score = GaussianMixtureScore(proc, means, covs, w)
         vals = []
         for s in seeds:
-            x, _ = sample(score, proc, n=n, method="dpmpp_2m", times=times, prior=prior,
-                          dtype=torch.float64, generator=torch.Generator().manual_seed(s))
+            x, _ = sample(
+                score,
+                proc,
+                n=n,
+                method="dpmpp_2m",
+                times=times,
+                prior=prior,
+                dtype=torch.float64,
+                generator=torch.Generator().manual_seed(s),
+            )
             vals.append(sliced_wasserstein(x, ref, n_projections=500, seed=0))
         return vals
 
@@ -233,27 +280,44 @@ def mixture(quick: bool = True, nfes=None) -> dict:
     for nfe in nfes:
         # quick: with the prior only (the reversible setting's best at NFE 10 in the
         # samplers benchmark: sliced W2 0.16 with it against 0.36 without)
-        priors = (("mean/cov", (mean, cov)),) if quick else \
-            (("none", None), ("mean/cov", (mean, cov)))
+        priors = (
+            (("mean/cov", (mean, cov)),) if quick else (("none", None), ("mean/cov", (mean, cov)))
+        )
         for prior_name, prior in priors:
             t0 = time.perf_counter()
             r = design_current(U, mean, cov, "dpmpp_2m", nfe, prior=prior, **kw)
             des = sliced(r["Q"], r["times"], prior)
             rev = sliced(None, r["times_reversible"], prior)
             rows[f"NFE {nfe} / prior {prior_name}"] = {
-                "designed": {"sliced_w2": des, "gaussian_w2": r["w2"], "T": r["T"],
-                             "q_norm": r["q_norm"]},
-                "reversible": {"sliced_w2": rev, "gaussian_w2": r["w2_reversible"],
-                               "T": r["T_reversible"]},
-                "seconds": time.perf_counter() - t0}
-            print(f"NFE {nfe:3d} prior {prior_name:8s}: designed {np.round(des, 4)} "
-                  f"(surrogate {r['w2']:.3g}, ||Q|| {r['q_norm']:.3g})  reversible "
-                  f"{np.round(rev, 4)} (surrogate {r['w2_reversible']:.3g})  floor "
-                  f"{floor:.4f}", flush=True)
-    return {"problem": "d=8 mixture of benchmarks/samplers.py, exact score, dpmpp_2m, "
-                      "start N(0, U^-1)", "n": n, "seeds": list(seeds),
-            "mc_floor_sliced_w2": floor, "budget": kw, "rows": rows,
-            "machine": machine_info("cpu")}
+                "designed": {
+                    "sliced_w2": des,
+                    "gaussian_w2": r["w2"],
+                    "T": r["T"],
+                    "q_norm": r["q_norm"],
+                },
+                "reversible": {
+                    "sliced_w2": rev,
+                    "gaussian_w2": r["w2_reversible"],
+                    "T": r["T_reversible"],
+                },
+                "seconds": time.perf_counter() - t0,
+            }
+            print(
+                f"NFE {nfe:3d} prior {prior_name:8s}: designed {np.round(des, 4)} "
+                f"(surrogate {r['w2']:.3g}, ||Q|| {r['q_norm']:.3g})  reversible "
+                f"{np.round(rev, 4)} (surrogate {r['w2_reversible']:.3g})  floor "
+                f"{floor:.4f}",
+                flush=True,
+            )
+    return {
+        "problem": "d=8 mixture of benchmarks/samplers.py, exact score, dpmpp_2m, start N(0, U^-1)",
+        "n": n,
+        "seeds": list(seeds),
+        "mc_floor_sliced_w2": floor,
+        "budget": kw,
+        "rows": rows,
+        "machine": machine_info("cpu"),
+    }
 
 
 def main() -> None:
@@ -271,8 +335,13 @@ def main() -> None:
             kw = {"nfes": tuple(int(x) for x in args.nfes.split(","))}
         res = globals()[part](quick=args.quick, **kw)
         RESULTS.mkdir(parents=True, exist_ok=True)
-        tag = ("_" + args.cases.replace(",", "_")) if part == "gaussian" else \
-            ("_nfe" + args.nfes.replace(",", "_")) if part == "mixture" and args.nfes else ""
+        tag = (
+            ("_" + args.cases.replace(",", "_"))
+            if part == "gaussian"
+            else ("_nfe" + args.nfes.replace(",", "_"))
+            if part == "mixture" and args.nfes
+            else ""
+        )
         path = RESULTS / f"design_{part}{tag}{'_quick' if args.quick else ''}.json"
         path.write_text(json.dumps(res, indent=1, default=float))
         print(f"wrote {path}")

@@ -74,11 +74,11 @@ class NaiveScore:
         y = x @ self.LinvT
         abar = torch.empty_like(x)
         for s in range(0, x.shape[0], self.rows):
-            diff = y[s:s + self.rows, None, :] - self.images[None]  # (b, N, d)
+            diff = y[s : s + self.rows, None, :] - self.images[None]  # (b, N, d)
             sq = diff.pow_(2).sum(-1)
             del diff
             w = torch.softmax(-0.5 * sq, dim=1)
-            abar[s:s + self.rows] = w @ self.points
+            abar[s : s + self.rows] = w @ self.points
         return abar @ self.PM.T - x @ self.P
 
 
@@ -108,8 +108,9 @@ def _peak_mb(fn, device: str) -> float | None:
     return max(hwm - rss0, 0) / 1024
 
 
-def _interleaved(fns: dict, budget_s: float, device: str, min_repeats: int = 5,
-                 max_repeats: int = 500) -> dict:
+def _interleaved(
+    fns: dict, budget_s: float, device: str, min_repeats: int = 5, max_repeats: int = 500
+) -> dict:
     """Times of each ``fn`` in ``fns``, run in turn (after one warm-up each), as many
     rounds as fit in about ``budget_s`` seconds (between ``min_repeats`` and
     ``max_repeats``), so that a shared machine's load falls on all of them alike."""
@@ -144,9 +145,11 @@ def _case(B: int, N: int, d: int, *, device: str, budget_s: float, naive_repeats
     # The reference GEMM writes into a preallocated output, so that it pays no page
     # faults for a fresh B x N block (the score allocates its one block per call).
     gemm_out = torch.empty(B, N, device=device)
-    times = _interleaved({"score": lambda: score(x, T),
-                          "gemm": lambda: torch.mm(x, points.T, out=gemm_out)},  # noqa: F821
-                         budget_s, device)
+    times = _interleaved(
+        {"score": lambda: score(x, T), "gemm": lambda: torch.mm(x, points.T, out=gemm_out)},  # noqa: F821
+        budget_s,
+        device,
+    )
     t_score, t_gemm = (statistics.median(times[k]) for k in ("score", "gemm"))
     # Ratio of each (score, gemm) pair, measured back to back, then the median.
     pair_ratio = statistics.median(2.0 * g / s for s, g in zip(times["score"], times["gemm"]))
@@ -165,8 +168,10 @@ def _case(B: int, N: int, d: int, *, device: str, budget_s: float, naive_repeats
 
     peak_naive = _peak_mb(naive_first, device)
     naive_err = float((first["out"] - ref).norm() / ref.norm())
-    naive_times = [first["s"]] + [median_time(lambda: naive(x), repeats=1, warmup=0, device=device)
-                                  for _ in range(naive_repeats - 1)]
+    naive_times = [first["s"]] + [
+        median_time(lambda: naive(x), repeats=1, warmup=0, device=device)
+        for _ in range(naive_repeats - 1)
+    ]
     t_naive = statistics.median(naive_times)
 
     item = 4
@@ -179,7 +184,12 @@ def _case(B: int, N: int, d: int, *, device: str, budget_s: float, naive_repeats
     }
     flops = 4.0 * B * N * d
     out = {
-        "B": B, "N": N, "d": d, "t": T, "dtype": "float32", "chunk_size": chunk,
+        "B": B,
+        "N": N,
+        "d": d,
+        "t": T,
+        "dtype": "float32",
+        "chunk_size": chunk,
         "score_s": t_score,
         "setup_s": max(cold - t_score, 0.0),
         "score_gflops": flops / t_score / 1e9,
@@ -215,8 +225,10 @@ def run(quick: bool = True, device: str = "cpu", threads: int | None = None) -> 
     budget_s, naive_repeats = (3.0, 1) if quick else (10.0, 3)
     load_before = os.getloadavg()[0]
     try:
-        cases = [_case(B, N, d, device=device, budget_s=budget_s, naive_repeats=naive_repeats)
-                 for B, N, d in CASES]
+        cases = [
+            _case(B, N, d, device=device, budget_s=budget_s, naive_repeats=naive_repeats)
+            for B, N, d in CASES
+        ]
     finally:
         info = machine_info(device)
         torch.set_num_threads(old_threads)
@@ -226,11 +238,14 @@ def run(quick: bool = True, device: str = "cpu", threads: int | None = None) -> 
         "quick": quick,
         "steady_state": f"per-t cache warm at t = {T} (setup of a new t timed as setup_s)",
         "flops_per_call": "4 B N d",
-        "naive": (f"B x N x d whitened differences, chunked over B to <= "
-                  f"{NAIVE_BYTES / 2**30:g} GiB"),
-        "peak_memory": ("cuda: torch.cuda.max_memory_allocated rise; cpu: VmHWM rise over VmRSS "
-                        "(clear_refs reset; memory the allocator reuses is not seen); "
-                        "analytic: largest tensors alive at once"),
+        "naive": (
+            f"B x N x d whitened differences, chunked over B to <= {NAIVE_BYTES / 2**30:g} GiB"
+        ),
+        "peak_memory": (
+            "cuda: torch.cuda.max_memory_allocated rise; cpu: VmHWM rise over VmRSS "
+            "(clear_refs reset; memory the allocator reuses is not seen); "
+            "analytic: largest tensors alive at once"
+        ),
         "cases": cases,
         **summary,
         "goals": GOALS,

@@ -54,8 +54,9 @@ def problem(d: int, u_kind: str, q_kind: str, c_kind: str):
     return OUProcess(U, Q), C
 
 
-def measure(proc: OUProcess, C: np.ndarray, n_train: int, *, n_traj: int, dt: float,
-            start: float, seed: int) -> dict:
+def measure(
+    proc: OUProcess, C: np.ndarray, n_train: int, *, n_traj: int, dt: float, start: float, seed: int
+) -> dict:
     """Median lock time of the reverse dynamics under the exact empirical score."""
     t_asym = collapse_time(proc, C, n_train)
     rng = np.random.default_rng(seed)
@@ -65,51 +66,69 @@ def measure(proc: OUProcess, C: np.ndarray, n_train: int, *, n_traj: int, dt: fl
     T = start * t_asym
     x_T = proc.sample(X[torch.randint(0, n_train, (n_traj,), generator=g)], T, generator=g)
     score = EmpiricalScore(proc, X.float())
-    r = collapse_lock_times(score, proc, n=n_traj, T=T, steps=int(round(T / dt)),
-                            generator=g, x_T=x_T.float())
+    r = collapse_lock_times(
+        score, proc, n=n_traj, T=T, steps=int(round(T / dt)), generator=g, x_T=x_T.float()
+    )
     return {"median": r["median"], "locked_at_T": float(np.mean(r["lock_times"] >= T * (1 - 1e-9)))}
 
 
-def case(d, n_train, u_kind, q_kind, c_kind, *, n_traj=2000, dt=0.005, start=1.8,
-         measured=True) -> dict:
+def case(
+    d, n_train, u_kind, q_kind, c_kind, *, n_traj=2000, dt=0.005, start=1.8, measured=True
+) -> dict:
     proc, C = problem(d, u_kind, q_kind, c_kind)
     t_asym = collapse_time(proc, C, n_train)
     t0 = time.perf_counter()
     fin = finite_lock_times(proc, C, n_train, n_traj=n_traj, dt=dt, seed=1000 + d)
     t_fin = time.perf_counter() - t0
-    row = {"d": d, "n_train": n_train, "U": u_kind, "Q": q_kind, "C": c_kind,
-           "t_asymptotic": t_asym, "t_finite": fin["median"], "finite_s": t_fin}
+    row = {
+        "d": d,
+        "n_train": n_train,
+        "U": u_kind,
+        "Q": q_kind,
+        "C": c_kind,
+        "t_asymptotic": t_asym,
+        "t_finite": fin["median"],
+        "finite_s": t_fin,
+    }
     if measured:
         t0 = time.perf_counter()
         m = measure(proc, C, n_train, n_traj=n_traj, dt=dt, start=start, seed=d)
-        row.update(t_measured=m["median"], locked_at_T=m["locked_at_T"],
-                   measured_s=time.perf_counter() - t0,
-                   err_asymptotic=t_asym / m["median"] - 1,
-                   gap=m["median"] / t_asym - 1,
-                   err_finite=fin["median"] / m["median"] - 1)
+        row.update(
+            t_measured=m["median"],
+            locked_at_T=m["locked_at_T"],
+            measured_s=time.perf_counter() - t0,
+            err_asymptotic=t_asym / m["median"] - 1,
+            gap=m["median"] / t_asym - 1,
+            err_finite=fin["median"] / m["median"] - 1,
+        )
     return row
 
 
 def run(quick: bool = True, device: str = "cpu") -> dict:
     t0 = time.perf_counter()
     rows = []
-    for c in (QUICK if quick else FULL):
+    for c in QUICK if quick else FULL:
         rows.append(case(*c))
         print(json.dumps(rows[-1]), flush=True)
     return {"rows": rows, "seconds": time.perf_counter() - t0, "machine": machine_info(device)}
 
 
 def table(rows) -> str:
-    out = ["| d | N | U | Q | C | asymptotic | finite-N | measured | asym. err | finite err |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        "| d | N | U | Q | C | asymptotic | finite-N | measured | asym. err | finite err |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        out.append(f"| {r['d']} | {r['n_train']} | {r['U']} | {r['Q']} | {r['C']} | "
-                   f"{r['t_asymptotic']:.3f} | {r['t_finite']:.3f} | {r['t_measured']:.3f} | "
-                   f"{100 * r['err_asymptotic']:+.1f}% | {100 * r['err_finite']:+.1f}% |")
+        out.append(
+            f"| {r['d']} | {r['n_train']} | {r['U']} | {r['Q']} | {r['C']} | "
+            f"{r['t_asymptotic']:.3f} | {r['t_finite']:.3f} | {r['t_measured']:.3f} | "
+            f"{100 * r['err_asymptotic']:+.1f}% | {100 * r['err_finite']:+.1f}% |"
+        )
     return "\n".join(out)
 
 
-#: (d, N, n_traj, t_max): t_max None runs to the median; a number stops there (partial runs at d = 1024, where a full run takes minutes).
+#: (d, N, n_traj, t_max): t_max None runs to the median; a number stops there (partial runs at d =
+#: 1024, where a full run takes minutes).
 SPEED = [(128, 20000, 500, None), (1024, 2000, 2000, 0.05), (1024, 20000, 2000, 0.05)]
 
 
@@ -127,10 +146,19 @@ def speed() -> list[dict]:
             out[name + "_s"] = time.perf_counter() - t0
         a, b = out["pruned"]["lock_times"], out["unpruned"]["lock_times"]
         both = np.isfinite(a) & np.isfinite(b)
-        rows.append({"d": d, "n_train": n_train, "n_traj": n_traj, "steps": out["pruned"]["steps"],
-                     "pruned_s": out["pruned_s"], "unpruned_s": out["unpruned_s"],
-                     "ratio": out["unpruned_s"] / out["pruned_s"],
-                     "differ": int((a[both] != b[both]).sum()), "compared": int(both.sum())})
+        rows.append(
+            {
+                "d": d,
+                "n_train": n_train,
+                "n_traj": n_traj,
+                "steps": out["pruned"]["steps"],
+                "pruned_s": out["pruned_s"],
+                "unpruned_s": out["unpruned_s"],
+                "ratio": out["unpruned_s"] / out["pruned_s"],
+                "differ": int((a[both] != b[both]).sum()),
+                "compared": int(both.sum()),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     return rows
 

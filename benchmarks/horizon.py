@@ -47,8 +47,9 @@ def horizon(proc: OUProcess, cov0: np.ndarray, level: float = LEVEL) -> float:
     hi = 1.0
     while proc.kl_to_stationary(hi, cov0=cov0) > level:
         hi *= 2
-    return brentq(lambda t: np.log(proc.kl_to_stationary(t, cov0=cov0) / level), 1e-6, hi,
-                  xtol=1e-8)
+    return brentq(
+        lambda t: np.log(proc.kl_to_stationary(t, cov0=cov0) / level), 1e-6, hi, xtol=1e-8
+    )
 
 
 def closed_form(d: int = 64, spike: float = 25.0) -> dict:
@@ -57,11 +58,20 @@ def closed_form(d: int = 64, spike: float = 25.0) -> dict:
     rev, opt = OUProcess(U), OUProcess(U, optimal_q(U))
     T_rev, T_opt = horizon(rev, cov0), horizon(opt, cov0)
     bound = (np.trace(U) / d) / np.linalg.eigvalsh(U)[0]
-    smaller = {f"{lv:g}": horizon(rev, cov0, lv) / horizon(opt, cov0, lv)
-               for lv in (1e-6, 1e-9, 1e-12)}
-    return {"d": d, "spike": spike, "level": LEVEL, "T_reversible": T_rev, "T_optimal": T_opt,
-            "speedup": T_rev / T_opt, "bound": float(bound),
-            "speedup_over_bound": T_rev / T_opt / bound, "speedup_at_smaller_levels": smaller}
+    smaller = {
+        f"{lv:g}": horizon(rev, cov0, lv) / horizon(opt, cov0, lv) for lv in (1e-6, 1e-9, 1e-12)
+    }
+    return {
+        "d": d,
+        "spike": spike,
+        "level": LEVEL,
+        "T_reversible": T_rev,
+        "T_optimal": T_opt,
+        "speedup": T_rev / T_opt,
+        "bound": float(bound),
+        "speedup_over_bound": T_rev / T_opt / bound,
+        "speedup_at_smaller_levels": smaller,
+    }
 
 
 def sample_level(quick: bool) -> dict:
@@ -82,14 +92,26 @@ def sample_level(quick: bool) -> dict:
         score = GaussianMixtureScore(proc, means, covs, w)
         sw, err = [], []
         for T in horizons:
-            x, _ = sample(score, proc, n=n, T=T, steps=int(round(T / dt)), method="ancestral",
-                          generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+            x, _ = sample(
+                score,
+                proc,
+                n=n,
+                T=T,
+                steps=int(round(T / dt)),
+                method="ancestral",
+                generator=torch.Generator().manual_seed(0),
+                dtype=torch.float64,
+            )
             err.append(abs(float((x @ axis > 0).double().mean()) - w[0]))
             sw.append(sliced_wasserstein(x, ref, n_projections=500, seed=0))
         needed = next((T for T, e in zip(horizons, err) if e <= 0.01), None)
-        out[name] = {"T": horizons, "class_weight_error": err, "sliced_w2": sw,
-                     "T_needed": needed,
-                     "steps_needed": None if needed is None else int(round(needed / dt))}
+        out[name] = {
+            "T": horizons,
+            "class_weight_error": err,
+            "sliced_w2": sw,
+            "T_needed": needed,
+            "steps_needed": None if needed is None else int(round(needed / dt)),
+        }
     out["dt"] = dt
     tn, to = out["none"]["T_needed"], out["optimal"]["T_needed"]
     out["speedup"] = tn / to if tn and to else None

@@ -61,15 +61,16 @@ def rgb_patches(n: int, size: int, seed: int = 0) -> np.ndarray:
     two sample photos, alternating, uniform positions from ``seed``."""
     from sklearn.datasets import load_sample_images
 
-    photos = [im.astype(np.float64).transpose(2, 0, 1) / 127.5 - 1.0
-              for im in load_sample_images().images]
+    photos = [
+        im.astype(np.float64).transpose(2, 0, 1) / 127.5 - 1.0 for im in load_sample_images().images
+    ]
     rng = np.random.default_rng(seed)
     out = np.empty((n, 3, size, size))
     for i in range(n):
         im = photos[i % len(photos)]
         r = rng.integers(0, im.shape[1] - size + 1)
         c = rng.integers(0, im.shape[2] - size + 1)
-        out[i] = im[:, r:r + size, c:c + size]
+        out[i] = im[:, r : r + size, c : c + size]
     return out
 
 
@@ -80,17 +81,26 @@ def bench_shape(size: int, device: str = "cpu", repeats: int = 5) -> dict:
     ex = _example()
     proc = SpectralProcess.from_data(rgb_patches(512, size), k=100, current="optimal")
     d = proc.dim
-    row: dict = {"shape": [3, size, size], "d": d, "groups": int(proc.groups.shape[1]),
-                 "relaxation_rate": float(proc.relaxation_rate())}
+    row: dict = {
+        "shape": [3, size, size],
+        "d": d,
+        "groups": int(proc.groups.shape[1]),
+        "relaxation_rate": float(proc.relaxation_rate()),
+    }
     sch = ex.make_scheduler(proc, N_TRAIN, "sample", "dpmpp_2m")
     t0 = time.perf_counter()
     M32, R32 = sch._train_tables(torch.float32, "cpu")
     row["tables_build_s"] = time.perf_counter() - t0
     tables = sum(a.nbytes for a in sch._tables) + M32.nbytes + R32.nbytes
     dense = 2 * N_TRAIN * d * d * 8
-    row.update(tables_bytes=int(tables), float64_bytes=int(sum(a.nbytes for a in sch._tables)),
-               dense_bytes=int(dense), tables_over_dense=tables / dense,
-               tables_mb=tables / 2**20, dense_gb=dense / 2**30)
+    row.update(
+        tables_bytes=int(tables),
+        float64_bytes=int(sum(a.nbytes for a in sch._tables)),
+        dense_bytes=int(dense),
+        tables_over_dense=tables / dense,
+        tables_mb=tables / 2**20,
+        dense_gb=dense / 2**30,
+    )
 
     unet = ex.make_unet(size, 3).to(device).eval()
     gen = torch.Generator(device="cpu").manual_seed(0)
@@ -118,8 +128,9 @@ def bench_shape(size: int, device: str = "cpu", repeats: int = 5) -> dict:
     times: dict = {"unet": [], **{m: [] for m in METHODS}}
     with torch.no_grad():
         for _ in range(repeats):
-            times["unet"].append(median_time(lambda: unet(x, t_unet).sample, repeats=1,
-                                             device=device))
+            times["unet"].append(
+                median_time(lambda: unet(x, t_unet).sample, repeats=1, device=device)
+            )
             for method, fn in passes.items():
                 times[method].append(median_time(fn, repeats=1, device=device) / STEPS)
     row["unet_s"] = statistics.median(times["unet"])
@@ -129,8 +140,9 @@ def bench_shape(size: int, device: str = "cpu", repeats: int = 5) -> dict:
     row["goals_met"] = {
         "tables_over_dense": bool(row["tables_over_dense"] < GOALS["tables_over_dense"]),
         "tables_mb": bool(row["tables_mb"] < GOALS["tables_mb"]),
-        "step_over_unet": bool(max(m["step_over_unet"] for m in row["methods"].values())
-                               <= GOALS["step_over_unet"]),
+        "step_over_unet": bool(
+            max(m["step_over_unet"] for m in row["methods"].values()) <= GOALS["step_over_unet"]
+        ),
     }
     return row
 
@@ -141,8 +153,15 @@ def run(quick: bool = True, device: str = "cpu") -> dict:
     sizes = (32,) if quick else (32, 64)
     cases = [bench_shape(s, device=device, repeats=5 if quick else 7) for s in sizes]
     first = cases[0]  # the goals are stated at 3x32x32
-    return {"machine": machine_info(device), "n_train": N_TRAIN, "batch": BATCH,
-            "steps": STEPS, "goals": GOALS, "cases": cases, "goals_met": first["goals_met"]}
+    return {
+        "machine": machine_info(device),
+        "n_train": N_TRAIN,
+        "batch": BATCH,
+        "steps": STEPS,
+        "goals": GOALS,
+        "cases": cases,
+        "goals_met": first["goals_met"],
+    }
 
 
 def main(argv=None) -> int:

@@ -52,7 +52,11 @@ def bench_d(d: int, n_points: int, n_sample: int, max_grid_bytes: float) -> dict
     proc = _problem(d)
     grid = np.linspace(0.0, T_MAX, n_points)
     bytes_needed = 3 * n_points * d * d * 8
-    n_own = n_points if bytes_needed <= max_grid_bytes else max(2, int(max_grid_bytes // (3 * d * d * 8)))
+    n_own = (
+        n_points
+        if bytes_needed <= max_grid_bytes
+        else max(2, int(max_grid_bytes // (3 * d * d * 8)))
+    )
     t0 = time.perf_counter()
     proc.kernel(grid[:n_own], dtype=__import__("torch").float64)
     ours = (time.perf_counter() - t0) / n_own
@@ -96,7 +100,9 @@ def bench_d(d: int, n_points: int, n_sample: int, max_grid_bytes: float) -> dict
         "speedup_vs_expm": naive_expm / ours,
         "speedup_vs_full": naive_full / ours,
         "speedup_vs_vanloan": naive_vl / ours,
-        "naive_full_sigma_rel_error_at_t1": float(np.linalg.norm(S_naive - S1) / np.linalg.norm(S1)),
+        "naive_full_sigma_rel_error_at_t1": float(
+            np.linalg.norm(S_naive - S1) / np.linalg.norm(S1)
+        ),
     }
 
 

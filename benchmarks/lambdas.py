@@ -39,13 +39,18 @@ def run(quick: bool = True, device: str = "cpu") -> dict:
             Q = optimal_q(U, make(d))
             s = current_summary(U, Q, n_times=60)
             ev = np.linalg.eigvals((np.eye(d) + Q) @ U).real
-            rows.append({
-                "d": d, "lambdas": name, "q_norm": s["q_norm"], "a_norm": s["a_norm"],
-                "transient": s["transient"],
-                "max_rel_dev_real_parts": float(np.abs(ev - s["bound"]).max() / s["bound"]),
-                "horizon_speedup": T_rev / horizon(OUProcess(U, Q), cov0),
-                "bound": float(bound),
-            })
+            rows.append(
+                {
+                    "d": d,
+                    "lambdas": name,
+                    "q_norm": s["q_norm"],
+                    "a_norm": s["a_norm"],
+                    "transient": s["transient"],
+                    "max_rel_dev_real_parts": float(np.abs(ev - s["bound"]).max() / s["bound"]),
+                    "horizon_speedup": T_rev / horizon(OUProcess(U, Q), cov0),
+                    "bound": float(bound),
+                }
+            )
     return {"rows": rows, "machine": machine_info(device)}
 
 
@@ -54,7 +59,9 @@ if __name__ == "__main__":
     print("| d | l_k | ||Q|| | ||A|| | transient | Re dev | horizon speedup (bound) |")
     print("|---|---|---|---|---|---|---|")
     for r in res["rows"]:
-        print(f"| {r['d']} | {r['lambdas']} | {r['q_norm']:.3g} | {r['a_norm']:.3g} | "
-              f"{r['transient']:.3g} | {r['max_rel_dev_real_parts']:.1e} | "
-              f"{r['horizon_speedup']:.2f} ({r['bound']:.2f}) |")
+        print(
+            f"| {r['d']} | {r['lambdas']} | {r['q_norm']:.3g} | {r['a_norm']:.3g} | "
+            f"{r['transient']:.3g} | {r['max_rel_dev_real_parts']:.1e} | "
+            f"{r['horizon_speedup']:.2f} ({r['bound']:.2f}) |"
+        )
     print(json.dumps(res["machine"]))

@@ -32,11 +32,14 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_N
 def eigh_time(d: int) -> float:
     """Seconds of one ``numpy.linalg.eigh`` of a d x d symmetric matrix, in a child
     process with one thread (as the command runs)."""
-    code = ("import time, numpy as np; a = np.random.default_rng(0).standard_normal((%d, %d)); "
-            "a = a + a.T; t = time.process_time(); np.linalg.eigh(a); "
-            "print(time.process_time() - t)" % (d, d))
-    out = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True,
-                         check=True)
+    code = (
+        "import time, numpy as np; a = np.random.default_rng(0).standard_normal((%d, %d)); "
+        "a = a + a.T; t = time.process_time(); np.linalg.eigh(a); "
+        "print(time.process_time() - t)" % (d, d)
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=ENV, capture_output=True, text=True, check=True
+    )
     return float(out.stdout.strip())
 
 
@@ -45,11 +48,23 @@ def run(d: int = 5000, n: int = 100, u: str = "identity", q: str = "optimal") ->
         data = Path(tmp) / "wide.npy"
         rng = np.random.default_rng(0)
         X = rng.standard_normal((n, d))
-        X[n // 2:, 0] += 3.0
+        X[n // 2 :, 0] += 3.0
         np.save(data, X)
         np.save(Path(tmp) / "labels.npy", np.repeat([0, 1], [n // 2, n - n // 2]))
-        cmd = [sys.executable, "-c", "from nonrev.cli import main; main()", "analyze", str(data),
-               "--labels", str(Path(tmp) / "labels.npy"), "--u", u, "--q", q, "--json"]
+        cmd = [
+            sys.executable,
+            "-c",
+            "from nonrev.cli import main; main()",
+            "analyze",
+            str(data),
+            "--labels",
+            str(Path(tmp) / "labels.npy"),
+            "--u",
+            u,
+            "--q",
+            q,
+            "--json",
+        ]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True)
@@ -58,10 +73,20 @@ def run(d: int = 5000, n: int = 100, u: str = "identity", q: str = "optimal") ->
         cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
         peak_gib = after.ru_maxrss * 1024 / 2**30
     unit = eigh_time(d)
-    return {"d": d, "n": n, "u": u, "q": q, "exit_code": proc.returncode,
-            "wall_s": wall, "cpu_s": cpu, "peak_rss_gib": peak_gib, "eigh_s": unit,
-            "units": cpu / unit,
-            "stderr_tail": proc.stderr[-600:], "machine": machine_info()}
+    return {
+        "d": d,
+        "n": n,
+        "u": u,
+        "q": q,
+        "exit_code": proc.returncode,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "peak_rss_gib": peak_gib,
+        "eigh_s": unit,
+        "units": cpu / unit,
+        "stderr_tail": proc.stderr[-600:],
+        "machine": machine_info(),
+    }
 
 
 def main() -> None:

@@ -79,19 +79,33 @@ def run(quick: bool = True, device: str = "cpu") -> dict:
     score = GaussianMixtureScore(proc, np.stack([mu, -mu]), np.stack([sigma**2 * np.eye(d)] * 2))
     axis = torch.tensor(mu, dtype=torch.float32, device=device)
     t0 = time.perf_counter()
-    res = clone_agreement(score, proc, lambda x: (x @ axis > 0).long(), branch, n_pairs, T=T,
-                          steps=int(round((T - 1e-3) / dt)),
-                          generator=torch.Generator().manual_seed(0), device=device)
+    res = clone_agreement(
+        score,
+        proc,
+        lambda x: (x @ axis > 0).long(),
+        branch,
+        n_pairs,
+        T=T,
+        steps=int(round((T - 1e-3) / dt)),
+        generator=torch.Generator().manual_seed(0),
+        device=device,
+    )
     t_ours = time.perf_counter() - t0
     overlap = bool(np.all((res["ci_low"] <= ref_hi) & (ref_lo <= res["ci_high"])))
     return {
-        "d": d, "n_pairs": n_pairs, "dt": dt, "T": T, "t_S_predicted": t_s,
+        "d": d,
+        "n_pairs": n_pairs,
+        "dt": dt,
+        "T": T,
+        "t_S_predicted": t_s,
         "branch_times": branch,
-        "phi_reference": ref.tolist(), "phi_reference_ci": [ref_lo.tolist(), ref_hi.tolist()],
+        "phi_reference": ref.tolist(),
+        "phi_reference_ci": [ref_lo.tolist(), ref_hi.tolist()],
         "phi_nonrev": res["phi"].tolist(),
         "phi_nonrev_ci": [res["ci_low"].tolist(), res["ci_high"].tolist()],
         "intervals_overlap": overlap,
-        "reference_seconds": t_ref, "nonrev_seconds": t_ours,
+        "reference_seconds": t_ref,
+        "nonrev_seconds": t_ours,
         "speed_ratio": t_ref / t_ours,
         "machine": machine_info(device),
     }

@@ -14,7 +14,8 @@ antisymmetric term that leaves every marginal unchanged), so their converged val
 differ within that noise. For each method and step count, samples from the exact
 mixture score (float64, common random numbers across step counts) are compared with
 fresh mixture samples by sliced W2 (fixed projections). The converged value is the
-method's own value at the largest step count (at least the floor); "steps needed" is the smallest step count whose sliced W2 is
+method's own value at the largest step count (at least the floor); "steps needed" is the smallest
+step count whose sliced W2 is
 within 10% of it. The Monte Carlo floor (sliced W2 between two fresh sets of the same
 size) is reported beside it, since no method can go below it.
 """
@@ -38,8 +39,14 @@ from nonrev.scores import GaussianMixtureScore
 
 from ._common import machine_info
 
-SPACING = {"euler_maruyama": "uniform", "heun": "uniform", "ancestral": "log", "ddim": "log",
-           "gddim": "log", "dpmpp_2m": "log"}
+SPACING = {
+    "euler_maruyama": "uniform",
+    "heun": "uniform",
+    "ancestral": "log",
+    "ddim": "log",
+    "gddim": "log",
+    "dpmpp_2m": "log",
+}
 
 
 def mixture_problem(seed: int = 0):
@@ -79,9 +86,15 @@ def lambda_grid(proc, T, steps, t_min=1e-3):
     return _family_grid(ts, maps, (0.0, 1.0, 0.0), steps)
 
 
-def gaussian_tables(step_counts=(5, 10, 20, 50), methods=METHODS, optimise=(10,),
-                    opt_methods=("dpmpp_2m",), maxiter: int = 40,
-                    target: float = 0.05, grids=("uniform", "log", "lambda")) -> dict:
+def gaussian_tables(
+    step_counts=(5, 10, 20, 50),
+    methods=METHODS,
+    optimise=(10,),
+    opt_methods=("dpmpp_2m",),
+    maxiter: int = 40,
+    target: float = 0.05,
+    grids=("uniform", "log", "lambda"),
+) -> dict:
     """Exact W2 per (current, method, grid, steps) with grids uniform, log, lambda
     (equally spaced in log-SNR) and optimised; steps to reach W2 <= ``target``; and
     the issue's two checks."""
@@ -96,14 +109,18 @@ def gaussian_tables(step_counts=(5, 10, 20, 50), methods=METHODS, optimise=(10,)
             for grid in grids:
                 w = []
                 for n in counts:
-                    g = lambda_grid(proc, T, n) if grid == "lambda" else \
-                        time_grid(T, n, 1e-3, grid)
+                    g = lambda_grid(proc, T, n) if grid == "lambda" else time_grid(T, n, 1e-3, grid)
                     try:
                         w.append(gaussian_error(proc, m, C, method, times=g)["w2"])
                     except ValueError:  # refused as unstable
                         w.append(None)
-                rows[f"{method}/{grid}"] = {"steps": counts, "w2": w, "steps_to_target": next(
-                    (n for n, v in zip(counts, w) if v is not None and v <= target), None)}
+                rows[f"{method}/{grid}"] = {
+                    "steps": counts,
+                    "w2": w,
+                    "steps_to_target": next(
+                        (n for n, v in zip(counts, w) if v is not None and v <= target), None
+                    ),
+                }
             if method in opt_methods:
                 w = []
                 for n in optimise:
@@ -128,22 +145,41 @@ def gaussian_tables(step_counts=(5, 10, 20, 50), methods=METHODS, optimise=(10,)
     checks = {}
     for cur in out:
         checks[f"{cur}: dpmpp_2m/log at 10 <= ddim/log at 50"] = bool(
-            at(cur, "dpmpp_2m/log", 10) <= at(cur, "ddim/log", 50))
+            at(cur, "dpmpp_2m/log", 10) <= at(cur, "ddim/log", 50)
+        )
         checks[f"{cur}: dpmpp_2m at 10 <= ddim at 50 (each on its best grid)"] = bool(
-            best_of(cur, "dpmpp_2m", 10) <= best_of(cur, "ddim", 50))
+            best_of(cur, "dpmpp_2m", 10) <= best_of(cur, "ddim", 50)
+        )
     ratios, bests = {}, {}
     for n in (10, 20):
         (wq, kq), (w0, k0) = best("optimal_q", n), best("no_current", n)
         ratios[n] = wq / w0
         bests[n] = {"optimal_q": [kq, wq], "no_current": [k0, w0]}
         checks[f"best W2 with / without current at {n} steps <= 1.25"] = bool(ratios[n] <= 1.25)
-    return {"problem": "d=4, U eig 0.25..1.75, data cov eig 4..0.05, x_T exact, T=6/rate, "
-                       "t_min=1e-3", "target_w2": target, "tables": out, "best": bests,
-            "best_ratio_current": ratios, "checks": checks}
+    return {
+        "problem": "d=4, U eig 0.25..1.75, data cov eig 4..0.05, x_T exact, T=6/rate, t_min=1e-3",
+        "target_w2": target,
+        "tables": out,
+        "best": bests,
+        "best_ratio_current": ratios,
+        "checks": checks,
+    }
 
 
-def steps_table(proc, score, ref, n, step_counts, T, methods=METHODS, t_min=1e-3,
-                seeds=(0,), floor: float = 0.0, times_for=None, prior=None) -> dict:
+def steps_table(
+    proc,
+    score,
+    ref,
+    n,
+    step_counts,
+    T,
+    methods=METHODS,
+    t_min=1e-3,
+    seeds=(0,),
+    floor: float = 0.0,
+    times_for=None,
+    prior=None,
+) -> dict:
     """Sliced W2 (mean over ``seeds``) per method and step count. ``times_for``:
     optional ``times_for(method, steps) -> grid`` overriding the spacing; ``prior``:
     passed to :func:`nonrev.samplers.sample`."""
@@ -157,12 +193,22 @@ def steps_table(proc, score, ref, n, step_counts, T, methods=METHODS, t_min=1e-3
                 warnings.simplefilter("ignore", RuntimeWarning)
                 try:
                     for seed in seeds:
-                        grid = dict(T=T, steps=steps, spacing=SPACING[method], t_min=t_min) \
-                            if times_for is None else dict(times=times_for(method, steps))
+                        grid = (
+                            dict(T=T, steps=steps, spacing=SPACING[method], t_min=t_min)
+                            if times_for is None
+                            else dict(times=times_for(method, steps))
+                        )
                         if prior is not None:
                             grid["prior"] = prior
-                        x, info = sample(score, proc, n=n, method=method, dtype=torch.float64,
-                                         generator=torch.Generator().manual_seed(seed), **grid)
+                        x, info = sample(
+                            score,
+                            proc,
+                            n=n,
+                            method=method,
+                            dtype=torch.float64,
+                            generator=torch.Generator().manual_seed(seed),
+                            **grid,
+                        )
                         sw.append(sliced_wasserstein(x, ref, n_projections=500, seed=0))
                 except ValueError:  # explicit method refused: unstable step
                     values.append(None), nfes.append(None), secs.append(None)
@@ -171,11 +217,18 @@ def steps_table(proc, score, ref, n, step_counts, T, methods=METHODS, t_min=1e-3
             values.append(float(np.mean(sw)))
             nfes.append(info["nfe"])
         converged = max(float(np.median([v for v in values[-2:] if v is not None])), floor)
-        needed = next((s for s, v in zip(step_counts, values)
-                       if v is not None and v <= 1.1 * converged), None)
-        out[method] = {"steps": list(step_counts), "sliced_w2": values, "nfe": nfes,
-                       "seconds": secs, "converged": converged, "steps_needed": needed,
-                       "spacing": SPACING[method]}
+        needed = next(
+            (s for s, v in zip(step_counts, values) if v is not None and v <= 1.1 * converged), None
+        )
+        out[method] = {
+            "steps": list(step_counts),
+            "sliced_w2": values,
+            "nfe": nfes,
+            "seconds": secs,
+            "converged": converged,
+            "steps_needed": needed,
+            "spacing": SPACING[method],
+        }
     return out
 
 
@@ -209,19 +262,30 @@ def prior_tables(draws: int = 5, sizes=(50, 200), step_counts=(5, 10, 20)) -> di
         for steps in step_counts:
             grids = (time_grid(T, steps, 1e-3, "log"), lambda_grid(proc, T, steps))
             for name, lst in priors.items():
-                best[name, current, steps] = np.array([min(
-                    gaussian_error(proc, m, C, "dpmpp_2m", times=g, prior=p)["w2"] for g in grids)
-                    for p in lst])
+                best[name, current, steps] = np.array(
+                    [
+                        min(
+                            gaussian_error(proc, m, C, "dpmpp_2m", times=g, prior=p)["w2"]
+                            for g in grids
+                        )
+                        for p in lst
+                    ]
+                )
     table = {}
     for name in priors:
         for steps in step_counts:
             b0, b1 = best[name, False, steps], best[name, True, steps]
             table[f"{name}, {steps} steps"] = {
-                "no_current": float(np.median(b0)), "optimal_q": float(np.median(b1)),
-                "ratio": float(np.median(b1 / np.maximum(b0, 1e-300)))}
-    return {"problem": "d=4 Gaussian case (gaussian_tables), dpmpp_2m, exact W2, best of "
-                       "log / log-SNR grids, medians over prior draws", "draws": draws,
-            "table": table}
+                "no_current": float(np.median(b0)),
+                "optimal_q": float(np.median(b1)),
+                "ratio": float(np.median(b1 / np.maximum(b0, 1e-300))),
+            }
+    return {
+        "problem": "d=4 Gaussian case (gaussian_tables), dpmpp_2m, exact W2, best of "
+        "log / log-SNR grids, medians over prior draws",
+        "draws": draws,
+        "table": table,
+    }
 
 
 def coefficient_cost(d: int = 64, steps: int = 20, T: float = 8.0, seed: int = 0) -> dict:
@@ -240,11 +304,16 @@ def coefficient_cost(d: int = 64, steps: int = 20, T: float = 8.0, seed: int = 0
         coefficients(proc, grid, method)
         seconds[method] = time.perf_counter() - t0
     omega = proc.rotation_rate_bound()
-    return {"d": d, "steps": steps, "T": T, "norm_A": float(np.linalg.norm(proc.A, 2)),
-            "seconds": seconds,
-            "over_ddim": {m: seconds[m] / seconds["ddim"] for m in ("gddim", "dpmpp_2m")},
-            "magnus_checkpoints": len(proc._rot.t) - 1,
-            "fixed_step_substeps": int(np.ceil(T * 1.25 * omega / 0.1))}
+    return {
+        "d": d,
+        "steps": steps,
+        "T": T,
+        "norm_A": float(np.linalg.norm(proc.A, 2)),
+        "seconds": seconds,
+        "over_ddim": {m: seconds[m] / seconds["ddim"] for m in ("gddim", "dpmpp_2m")},
+        "magnus_checkpoints": len(proc._rot.t) - 1,
+        "fixed_step_substeps": int(np.ceil(T * 1.25 * omega / 0.1)),
+    }
 
 
 def run(quick: bool = True, device: str = "cpu") -> dict:
@@ -252,66 +321,152 @@ def run(quick: bool = True, device: str = "cpu") -> dict:
     score = GaussianMixtureScore(proc, means, covs, w)
     n = 10000 if quick else 30000
     seeds = (0,) if quick else (0, 1, 2)
-    step_counts = ([10, 20, 50, 100, 200, 400, 800] if quick
-                   else [10, 20, 50, 100, 200, 400, 800, 1600, 3200])
+    step_counts = (
+        [10, 20, 50, 100, 200, 400, 800] if quick else [10, 20, 50, 100, 200, 400, 800, 1600, 3200]
+    )
     rng = np.random.default_rng(1)
     ref = draw_mixture(means, covs, w, n, rng)
-    floor = float(np.median([sliced_wasserstein(draw_mixture(means, covs, w, n, rng), ref,
-                                                n_projections=500, seed=0) for _ in range(3)]))
-    table = steps_table(proc, score, ref, n, step_counts, T=12.0, seeds=seeds, floor=floor,
-                        methods=("ancestral", "ddim", "heun"))
+    floor = float(
+        np.median(
+            [
+                sliced_wasserstein(
+                    draw_mixture(means, covs, w, n, rng), ref, n_projections=500, seed=0
+                )
+                for _ in range(3)
+            ]
+        )
+    )
+    table = steps_table(
+        proc,
+        score,
+        ref,
+        n,
+        step_counts,
+        T=12.0,
+        seeds=seeds,
+        floor=floor,
+        methods=("ancestral", "ddim", "heun"),
+    )
     # Euler-Maruyama: the stability guard refuses it below about 2000 uniform steps
     # here (the rotation of A, Im spec ~ 4, is amplified by its steps over T = 12)
-    table = {"euler_maruyama": steps_table(
-        proc, score, ref, n, [1000, 2000, 4000], T=12.0, methods=("euler_maruyama",),
-        seeds=seeds, floor=floor)["euler_maruyama"], **table}
+    table = {
+        "euler_maruyama": steps_table(
+            proc,
+            score,
+            ref,
+            n,
+            [1000, 2000, 4000],
+            T=12.0,
+            methods=("euler_maruyama",),
+            seeds=seeds,
+            floor=floor,
+        )["euler_maruyama"],
+        **table,
+    }
     fast_counts = [5, 10, 20, 50, 100] if quick else [5, 10, 20, 50, 100, 200, 400]
-    fast = steps_table(proc, score, ref, n, fast_counts, T=12.0, methods=("gddim", "dpmpp_2m"),
-                       seeds=seeds, floor=floor)
+    fast = steps_table(
+        proc,
+        score,
+        ref,
+        n,
+        fast_counts,
+        T=12.0,
+        methods=("gddim", "dpmpp_2m"),
+        seeds=seeds,
+        floor=floor,
+    )
     # the mixture's own mean and covariance: the Gaussian surrogate of the optimised
     # grids, and the prior of dpmpp_2m with prior=
     wts = w[:, None]
     mean = (wts * means).sum(0)
     cov = (w[:, None, None] * (covs + np.einsum("ki,kj->kij", means - mean, means - mean))).sum(0)
-    with_prior = steps_table(proc, score, ref, n, fast_counts, T=12.0, methods=("dpmpp_2m",),
-                             seeds=seeds, floor=floor, prior=(mean, cov))["dpmpp_2m"]
+    with_prior = steps_table(
+        proc,
+        score,
+        ref,
+        n,
+        fast_counts,
+        T=12.0,
+        methods=("dpmpp_2m",),
+        seeds=seeds,
+        floor=floor,
+        prior=(mean, cov),
+    )["dpmpp_2m"]
     grids = {}
 
     def times_for(method, steps):
         if (method, steps) not in grids:
-            grids[(method, steps)] = optimise_grid(proc, mean, cov, method, steps=steps, T=12.0,
-                                                   maxiter=20 if quick else 100)
+            grids[(method, steps)] = optimise_grid(
+                proc, mean, cov, method, steps=steps, T=12.0, maxiter=20 if quick else 100
+            )
         return grids[(method, steps)]
 
-    transfer = None if quick else steps_table(
-        proc, score, ref, n, [10, 20], T=12.0, methods=("dpmpp_2m",), seeds=seeds, floor=floor,
-        times_for=times_for)
-    best_det = min((v["steps_needed"] for k, v in {**table, **fast}.items()
-                    if k in ("ddim", "gddim", "dpmpp_2m", "heun") and v["steps_needed"]),
-                   default=None)
+    transfer = (
+        None
+        if quick
+        else steps_table(
+            proc,
+            score,
+            ref,
+            n,
+            [10, 20],
+            T=12.0,
+            methods=("dpmpp_2m",),
+            seeds=seeds,
+            floor=floor,
+            times_for=times_for,
+        )
+    )
+    best_det = min(
+        (
+            v["steps_needed"]
+            for k, v in {**table, **fast}.items()
+            if k in ("ddim", "gddim", "dpmpp_2m", "heun") and v["steps_needed"]
+        ),
+        default=None,
+    )
     em = table["euler_maruyama"]["steps_needed"]
-    best_exact = min((table[m]["steps_needed"] for m in ("ancestral", "ddim")
-                      if table[m]["steps_needed"] is not None), default=None)
+    best_exact = min(
+        (
+            table[m]["steps_needed"]
+            for m in ("ancestral", "ddim")
+            if table[m]["steps_needed"] is not None
+        ),
+        default=None,
+    )
     ratio = (best_exact / em) if (em and best_exact) else None
-    gaussian = (gaussian_tables(optimise=(), grids=("log", "lambda")) if quick else
-                gaussian_tables(maxiter=150, optimise=(10, 20), opt_methods=("gddim", "dpmpp_2m")))
+    gaussian = (
+        gaussian_tables(optimise=(), grids=("log", "lambda"))
+        if quick
+        else gaussian_tables(maxiter=150, optimise=(10, 20), opt_methods=("gddim", "dpmpp_2m"))
+    )
     return {
         "problem": "d=8, U eigenvalues 0.25..1.75, optimal Q, 3-component mixture, T=12",
-        "n": n, "seeds": list(seeds), "mc_floor_sliced_w2": floor, "methods": table,
-        "few_steps": fast, "dpmpp_2m_with_prior": with_prior,
+        "n": n,
+        "seeds": list(seeds),
+        "mc_floor_sliced_w2": floor,
+        "methods": table,
+        "few_steps": fast,
+        "dpmpp_2m_with_prior": with_prior,
         "optimised_grid_transfer": transfer,
         "best_deterministic_steps": best_det,
         "gaussian": gaussian,
         "exact_over_euler_steps": ratio,
         "coefficient_cost": coefficient_cost(d=32 if quick else 64),
-        "prior": prior_tables(draws=3, sizes=(200,), step_counts=(10, 20)) if quick else
-        prior_tables(),
+        "prior": prior_tables(draws=3, sizes=(200,), step_counts=(10, 20))
+        if quick
+        else prior_tables(),
         "goals": {"exact_over_euler_steps": 0.25, "best_deterministic_steps": 50},
-        "goals_met": {"exact_over_euler_steps": bool(ratio is not None and ratio <= 0.25),
-                      "best_deterministic_steps": bool(best_det is not None and best_det <= 50),
-                      # the d = 4 Gaussian targets of the few-step issue (exact errors)
-                      **{f"gaussian: {k}": bool(v) for k, v in gaussian.get("checks", {}).items()
-                         if "best grid" in k or "<= 1.25" in k}},
+        "goals_met": {
+            "exact_over_euler_steps": bool(ratio is not None and ratio <= 0.25),
+            "best_deterministic_steps": bool(best_det is not None and best_det <= 50),
+            # the d = 4 Gaussian targets of the few-step issue (exact errors)
+            **{
+                f"gaussian: {k}": bool(v)
+                for k, v in gaussian.get("checks", {}).items()
+                if "best grid" in k or "<= 1.25" in k
+            },
+        },
         "machine": machine_info(device),
     }
 

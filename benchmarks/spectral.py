@@ -36,15 +36,17 @@ def sample_patches(n: int = 4000, size: int = 32, seed: int = 0) -> np.ndarray:
     sample photos (427 x 640), alternating between them, uniform random positions."""
     from sklearn.datasets import load_sample_images
 
-    photos = [im.astype(np.float64).mean(axis=-1) / 255.0 * 2.0 - 1.0
-              for im in load_sample_images().images]
+    photos = [
+        im.astype(np.float64).mean(axis=-1) / 255.0 * 2.0 - 1.0
+        for im in load_sample_images().images
+    ]
     rng = np.random.default_rng(seed)
     out = np.empty((n, 1, size, size))
     for i in range(n):
         im = photos[i % len(photos)]
         r = rng.integers(0, im.shape[0] - size + 1)
         c = rng.integers(0, im.shape[1] - size + 1)
-        out[i, 0] = im[r:r + size, c:c + size]
+        out[i, 0] = im[r : r + size, c : c + size]
     return out
 
 
@@ -53,8 +55,9 @@ def serpentine(u: np.ndarray, g: int) -> np.ndarray:
     ``m = d/g`` goes to groups ``0..m-1`` forwards when ``r`` is even, backwards when odd."""
     order = np.argsort(u.reshape(-1), kind="stable")
     m = order.size // g
-    return np.stack([order[r * m:(r + 1) * m][:: 1 if r % 2 == 0 else -1] for r in range(g)],
-                    axis=1)
+    return np.stack(
+        [order[r * m : (r + 1) * m][:: 1 if r % 2 == 0 else -1] for r in range(g)], axis=1
+    )
 
 
 def run(n: int = 4000, size: int = 32, seed: int = 0, groups=(2, 4, 8), caps=(None, 1e3)) -> dict:
@@ -67,19 +70,27 @@ def run(n: int = 4000, size: int = 32, seed: int = 0, groups=(2, 4, 8), caps=(No
             opt = SpectralProcess(u.shape, u, "optimal", groups=g)
             snake = SpectralProcess(u.shape, u, "optimal", groups=serpentine(u, g))
             stiff = float(np.linalg.norm(opt.drift_blocks, 2, axis=(1, 2)).max() / u.max())
-            rows.append({
-                "k": k, "g": g, "cond_u": float(u.max() / u.min()),
-                "bound": float(u.mean()), "reversible": base.relaxation_rate(),
-                "optimal": opt.relaxation_rate(), "serpentine": snake.relaxation_rate(),
-                "stiffness": stiff,
-            })
+            rows.append(
+                {
+                    "k": k,
+                    "g": g,
+                    "cond_u": float(u.max() / u.min()),
+                    "bound": float(u.mean()),
+                    "reversible": base.relaxation_rate(),
+                    "optimal": opt.relaxation_rate(),
+                    "serpentine": snake.relaxation_rate(),
+                    "stiffness": stiff,
+                }
+            )
     return {"n": n, "size": size, "seed": seed, "rows": rows}
 
 
 def table(res: dict) -> str:
-    head = ("| k | g | cond(u) | reversible min(u) | optimal, nonrev groups | "
-            "optimal, serpentine | bound mean(u) | optimal / bound | optimal / reversible "
-            "| stiffness |")
+    head = (
+        "| k | g | cond(u) | reversible min(u) | optimal, nonrev groups | "
+        "optimal, serpentine | bound mean(u) | optimal / bound | optimal / reversible "
+        "| stiffness |"
+    )
     lines = [head, "|" + "---|" * 10]
     for r in res["rows"]:
         cap = "none" if r["k"] is None else f"{r['k']:g}"
@@ -87,7 +98,8 @@ def table(res: dict) -> str:
             f"| {cap} | {r['g']} | {r['cond_u']:.3g} "
             f"| {r['reversible']:.3g} | {r['optimal']:.4f} | {r['serpentine']:.4f} "
             f"| {r['bound']:.4f} | {r['optimal'] / r['bound']:.3f} "
-            f"| {r['optimal'] / r['reversible']:.3g} | {r['stiffness']:.3g} |")
+            f"| {r['optimal'] / r['reversible']:.3g} | {r['stiffness']:.3g} |"
+        )
     return "\n".join(lines)
 
 
@@ -99,8 +111,11 @@ def main(argv=None) -> None:
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     args = ap.parse_args(argv)
     res = run(args.n, args.size, args.seed)
-    print(json.dumps(res, indent=1) if args.json else
-          f"{args.n} patches {args.size}x{args.size}, seed {args.seed}\n" + table(res))
+    print(
+        json.dumps(res, indent=1)
+        if args.json
+        else f"{args.n} patches {args.size}x{args.size}, seed {args.seed}\n" + table(res)
+    )
 
 
 if __name__ == "__main__":

@@ -89,19 +89,37 @@ def run(n: int = 2000, size: int = 32, k: float = 1e3, seed: int = 0) -> dict:
         (t_s_x, t_c_x), wall_bx, peak_bx = _measure(blocks_data)
         (t_s_full, t_c_full), wall_dx, peak_dx = _measure(dense_data)
         assert (t_s_x, t_c_x) == (t_s, t_c)
-        rows.append({
-            "current": current, "rate": sp.relaxation_rate(),
-            "t_S": t_s, "t_C": t_c, "t_S_dense": t_s_d, "t_C_dense": t_c_d,
-            "rel_diff_t_S": abs(t_s - t_s_d) / t_s_d, "rel_diff_t_C": abs(t_c - t_c_d) / t_c_d,
-            "t_S_full_cov": t_s_full, "t_C_full_cov": t_c_full,
-            "criteria": {"blocks_wall_s": wall_b, "dense_wall_s": wall_d,
-                         "time_ratio": wall_d / wall_b, "blocks_peak_bytes": peak_b,
-                         "dense_peak_bytes": peak_d, "memory_ratio": peak_d / peak_b,
-                         "blocks_peak_over_one_dxd": peak_b / (8.0 * d * d)},
-            "from_data": {"blocks_wall_s": wall_bx, "dense_wall_s": wall_dx,
-                          "time_ratio": wall_dx / wall_bx, "blocks_peak_bytes": peak_bx,
-                          "dense_peak_bytes": peak_dx, "memory_ratio": peak_dx / peak_bx},
-        })
+        rows.append(
+            {
+                "current": current,
+                "rate": sp.relaxation_rate(),
+                "t_S": t_s,
+                "t_C": t_c,
+                "t_S_dense": t_s_d,
+                "t_C_dense": t_c_d,
+                "rel_diff_t_S": abs(t_s - t_s_d) / t_s_d,
+                "rel_diff_t_C": abs(t_c - t_c_d) / t_c_d,
+                "t_S_full_cov": t_s_full,
+                "t_C_full_cov": t_c_full,
+                "criteria": {
+                    "blocks_wall_s": wall_b,
+                    "dense_wall_s": wall_d,
+                    "time_ratio": wall_d / wall_b,
+                    "blocks_peak_bytes": peak_b,
+                    "dense_peak_bytes": peak_d,
+                    "memory_ratio": peak_d / peak_b,
+                    "blocks_peak_over_one_dxd": peak_b / (8.0 * d * d),
+                },
+                "from_data": {
+                    "blocks_wall_s": wall_bx,
+                    "dense_wall_s": wall_dx,
+                    "time_ratio": wall_dx / wall_bx,
+                    "blocks_peak_bytes": peak_bx,
+                    "dense_peak_bytes": peak_dx,
+                    "memory_ratio": peak_dx / peak_bx,
+                },
+            }
+        )
     return {"n": n, "shape": [1, size, size], "d": d, "k": k, "seed": seed, "rows": rows}
 
 
@@ -121,15 +139,23 @@ def main(argv=None) -> int:
     for r in res["rows"]:
         c, x = r["criteria"], r["from_data"]
         print(f"current {r['current']}: rate {r['rate']:.4f}")
-        print(f"  t_S blocks / dense twin / dense full cov: {r['t_S']:.6g} / "
-              f"{r['t_S_dense']:.6g} / {r['t_S_full_cov']:.6g} (rel diff {r['rel_diff_t_S']:.1e})")
-        print(f"  t_C blocks / dense twin / dense full cov: {r['t_C']:.6g} / "
-              f"{r['t_C_dense']:.6g} / {r['t_C_full_cov']:.6g} (rel diff {r['rel_diff_t_C']:.1e})")
-        print(f"  criteria, dense over blocks: time {c['time_ratio']:.1f}x, peak memory "
-              f"{c['memory_ratio']:.1f}x (blocks peak = {c['blocks_peak_over_one_dxd']:.3f} "
-              f"of one d x d float64)")
-        print(f"  from data, dense over blocks: time {x['time_ratio']:.1f}x, peak memory "
-              f"{x['memory_ratio']:.1f}x")
+        print(
+            f"  t_S blocks / dense twin / dense full cov: {r['t_S']:.6g} / "
+            f"{r['t_S_dense']:.6g} / {r['t_S_full_cov']:.6g} (rel diff {r['rel_diff_t_S']:.1e})"
+        )
+        print(
+            f"  t_C blocks / dense twin / dense full cov: {r['t_C']:.6g} / "
+            f"{r['t_C_dense']:.6g} / {r['t_C_full_cov']:.6g} (rel diff {r['rel_diff_t_C']:.1e})"
+        )
+        print(
+            f"  criteria, dense over blocks: time {c['time_ratio']:.1f}x, peak memory "
+            f"{c['memory_ratio']:.1f}x (blocks peak = {c['blocks_peak_over_one_dxd']:.3f} "
+            f"of one d x d float64)"
+        )
+        print(
+            f"  from data, dense over blocks: time {x['time_ratio']:.1f}x, peak memory "
+            f"{x['memory_ratio']:.1f}x"
+        )
     return 0
 
 

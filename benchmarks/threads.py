@@ -72,8 +72,14 @@ def time_child(code: str, env: dict, timeout: float) -> float:
     """Wall seconds of ``python -c code`` (a fresh interpreter, imports included), or
     the seconds the child prints on a line ``SECONDS x`` (a timed piece)."""
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=timeout,
-                         stdout=subprocess.PIPE, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        check=True,
+        timeout=timeout,
+        stdout=subprocess.PIPE,
+        text=True,
+    ).stdout
     wall = time.perf_counter() - t0
     own = [float(line.split()[1]) for line in out.splitlines() if line.startswith("SECONDS ")]
     return own[-1] if own else wall
@@ -88,24 +94,30 @@ def pair(code: str, repeats: int, timeout: float, nonrev_threads: str | None = N
     return {"default_s": default, "one_thread_s": single, "ratio": ratio}
 
 
-def run(quick: bool = True, device: str = "cpu", repeats: int | None = None,
-        control: bool | None = None) -> dict:
+def run(
+    quick: bool = True, device: str = "cpu", repeats: int | None = None, control: bool | None = None
+) -> dict:
     repeats = (1 if quick else 3) if repeats is None else repeats
     control = (not quick) if control is None else control
-    res = {"machine": machine_info(device), "repeats": repeats,
-           "load_average_before": os.getloadavg(),
-           "example": pair(readme_example(), repeats, timeout=1800)}
+    res = {
+        "machine": machine_info(device),
+        "repeats": repeats,
+        "load_average_before": os.getloadavg(),
+        "example": pair(readme_example(), repeats, timeout=1800),
+    }
     res["goals_met"] = {"example_within_1.5x_of_one_thread": res["example"]["ratio"] <= GOAL}
     if control:
         res["piece_with_nonrev_limits"] = pair(PIECE, repeats, timeout=900)
-        res["piece_without_nonrev_limits"] = pair(PIECE, repeats, timeout=900,
-                                                  nonrev_threads="none")
+        res["piece_without_nonrev_limits"] = pair(
+            PIECE, repeats, timeout=900, nonrev_threads="none"
+        )
     return res
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--control", action="store_true")
     args = parser.parse_args(argv)

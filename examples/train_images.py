@@ -62,32 +62,48 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     data = ap.add_mutually_exclusive_group()
     data.add_argument("--images", default=None, help="a folder of images")
-    data.add_argument("--patches", type=int, default=None,
-                      help="N grayscale patches of scikit-learn's sample photos "
-                           "(default 4000 when --images is not given)")
+    data.add_argument(
+        "--patches",
+        type=int,
+        default=None,
+        help="N grayscale patches of scikit-learn's sample photos "
+        "(default 4000 when --images is not given)",
+    )
     ap.add_argument("--size", type=int, default=32, help="image side in pixels")
-    ap.add_argument("--channels", type=int, default=None,
-                    help="1 or 3 (--images; default 1); patches are grayscale")
+    ap.add_argument(
+        "--channels",
+        type=int,
+        default=None,
+        help="1 or 3 (--images; default 1); patches are grayscale",
+    )
     ap.add_argument("--u", default="data:100", help="identity, data or data:<k>")
     ap.add_argument("--current", default="optimal", help="none or optimal")
     ap.add_argument("--groups", type=int, default=2, help="frequencies per current group")
     ap.add_argument("--train-timesteps", type=int, default=1000)
     ap.add_argument("--prediction-type", default="sample", choices=["sample", "epsilon"])
-    ap.add_argument("--width", type=int, default=16,
-                    help="UNet channels: (width, 2 width, 2 width), no attention")
+    ap.add_argument(
+        "--width",
+        type=int,
+        default=16,
+        help="UNet channels: (width, 2 width, 2 width), no attention",
+    )
     ap.add_argument("--iters", type=int, default=300, help="optimiser updates")
     ap.add_argument("--batch", type=int, default=32, help="batch per process")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--warmup", type=int, default=20, help="warm-up updates")
     ap.add_argument("--ema", type=float, default=0.995, help="EMA decay")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--method", default="dpmpp_2m",
-                    help="sampler: ancestral, gddim, dpmpp_2m or ddim")
+    ap.add_argument(
+        "--method", default="dpmpp_2m", help="sampler: ancestral, gddim, dpmpp_2m or ddim"
+    )
     ap.add_argument("--nfe", type=int, default=20, help="sampling steps (network evaluations)")
     ap.add_argument("--n-samples", type=int, default=64, help="images in the grid")
     ap.add_argument("--out", default="runs/train_images", help="output folder")
-    ap.add_argument("--sample-only", action="store_true",
-                    help="skip training: sample a grid from the pipeline in --out")
+    ap.add_argument(
+        "--sample-only",
+        action="store_true",
+        help="skip training: sample a grid from the pipeline in --out",
+    )
     ap.add_argument("--log-every", type=int, default=25, help="updates between progress lines")
     return ap.parse_args(argv)
 
@@ -102,15 +118,18 @@ def check_args(args: argparse.Namespace) -> None:
     """ValueError with one line naming the option for settings that cannot run."""
     _positive("--size", args.size, 4)
     if args.size % 4:
-        raise ValueError(f"--size must be a multiple of 4 (the UNet halves it twice), "
-                         f"got {args.size}")
+        raise ValueError(
+            f"--size must be a multiple of 4 (the UNet halves it twice), got {args.size}"
+        )
     if args.images is None:
         if args.patches is None:
             args.patches = 4000
         _positive("--patches", args.patches, 2)
         if args.size > _PHOTO_SIDE:
-            raise ValueError(f"--size {args.size}: patches must fit in the sample photos "
-                             f"({_PHOTO_SIDE} pixels high)")
+            raise ValueError(
+                f"--size {args.size}: patches must fit in the sample photos "
+                f"({_PHOTO_SIDE} pixels high)"
+            )
         if args.channels not in (None, 1):
             raise ValueError(f"--channels: patches are grayscale (1), got {args.channels}")
         args.channels = 1
@@ -125,8 +144,9 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--current must be none or optimal, got {args.current!r}")
     _positive("--groups", args.groups, 2)
     if (args.channels * args.size**2) % args.groups:
-        raise ValueError(f"--groups {args.groups} does not divide the "
-                         f"{args.channels * args.size**2} frequencies")
+        raise ValueError(
+            f"--groups {args.groups} does not divide the {args.channels * args.size**2} frequencies"
+        )
     _positive("--train-timesteps", args.train_timesteps, 2)
     _positive("--width", args.width, 8)
     if args.width % 8:
@@ -136,8 +156,9 @@ def check_args(args: argparse.Namespace) -> None:
     _positive("--warmup", args.warmup, 0)
     _positive("--nfe", args.nfe, 1)
     if args.nfe > args.train_timesteps:
-        raise ValueError(f"--nfe must be at most --train-timesteps ({args.train_timesteps}), "
-                         f"got {args.nfe}")
+        raise ValueError(
+            f"--nfe must be at most --train-timesteps ({args.train_timesteps}), got {args.nfe}"
+        )
     _positive("--n-samples", args.n_samples, 1)
     _positive("--log-every", args.log_every, 1)
     if not (math.isfinite(args.lr) and args.lr > 0):
@@ -147,8 +168,9 @@ def check_args(args: argparse.Namespace) -> None:
     from nonrev.process import SpectralProcess
 
     try:  # the scheduler knows its methods: ask a tiny one
-        make_scheduler(SpectralProcess((1, 2, 2), np.ones((1, 2, 2))), 100, args.prediction_type,
-                       args.method)
+        make_scheduler(
+            SpectralProcess((1, 2, 2), np.ones((1, 2, 2))), 100, args.prediction_type, args.method
+        )
     except ValueError as exc:
         raise ValueError(f"--method {args.method}: {exc}") from None
 
@@ -158,15 +180,16 @@ def load_patches(n: int, size: int, seed: int) -> np.ndarray:
     scikit-learn sample photos (RGB mean), alternating, uniform positions from ``seed``."""
     from sklearn.datasets import load_sample_images
 
-    photos = [im.astype(np.float64).mean(axis=-1) / 127.5 - 1.0
-              for im in load_sample_images().images]
+    photos = [
+        im.astype(np.float64).mean(axis=-1) / 127.5 - 1.0 for im in load_sample_images().images
+    ]
     rng = np.random.default_rng(seed)
     out = np.empty((n, 1, size, size), dtype=np.float32)
     for i in range(n):
         im = photos[i % len(photos)]
         r = rng.integers(0, im.shape[0] - size + 1)
         c = rng.integers(0, im.shape[1] - size + 1)
-        out[i, 0] = im[r:r + size, c:c + size]
+        out[i, 0] = im[r : r + size, c : c + size]
     return out
 
 
@@ -178,8 +201,9 @@ def load_images(folder: str, size: int, channels: int) -> np.ndarray:
     if not Path(folder).is_dir():
         raise ValueError(f"--images {folder}: no such folder")
     try:
-        ds = load_dataset(folder, image_size=size, color="gray" if channels == 1 else "rgb",
-                          test_fraction=0.01)
+        ds = load_dataset(
+            folder, image_size=size, color="gray" if channels == 1 else "rgb", test_fraction=0.01
+        )
     except ValueError as exc:
         raise ValueError(f"--images: {exc}") from None
     X = np.concatenate([ds.train, ds.test])  # the split is of no use here
@@ -211,10 +235,16 @@ def make_unet(size: int, channels: int, width: int = 16):
     block, no attention (a few hundred updates at 32x32 fit in minutes on a CPU)."""
     from diffusers import UNet2DModel
 
-    return UNet2DModel(sample_size=size, in_channels=channels, out_channels=channels,
-                       block_out_channels=(width, 2 * width, 2 * width), layers_per_block=1,
-                       norm_num_groups=8,
-                       down_block_types=("DownBlock2D",) * 3, up_block_types=("UpBlock2D",) * 3)
+    return UNet2DModel(
+        sample_size=size,
+        in_channels=channels,
+        out_channels=channels,
+        block_out_channels=(width, 2 * width, 2 * width),
+        layers_per_block=1,
+        norm_num_groups=8,
+        down_block_types=("DownBlock2D",) * 3,
+        up_block_types=("UpBlock2D",) * 3,
+    )
 
 
 def make_scheduler(process, train_timesteps: int, prediction_type: str, method: str):
@@ -223,10 +253,15 @@ def make_scheduler(process, train_timesteps: int, prediction_type: str, method: 
     from nonrev.integrations.diffusers import NonReversibleScheduler
 
     n = train_timesteps
-    return NonReversibleScheduler(process=process, num_train_timesteps=n,
-                                  beta_start=0.1 / n, beta_end=20.0 / n,
-                                  timestep_spacing="trailing", prediction_type=prediction_type,
-                                  method=method)
+    return NonReversibleScheduler(
+        process=process,
+        num_train_timesteps=n,
+        beta_start=0.1 / n,
+        beta_end=20.0 / n,
+        timestep_spacing="trailing",
+        prediction_type=prediction_type,
+        method=method,
+    )
 
 
 def train(args, images: np.ndarray, scheduler, say) -> tuple[torch.nn.Module, list, bool]:
@@ -238,8 +273,10 @@ def train(args, images: np.ndarray, scheduler, say) -> tuple[torch.nn.Module, li
     from accelerate.utils import set_seed
 
     accelerator = Accelerator()
-    say(f"accelerate: process {accelerator.process_index} of {accelerator.num_processes} "
-        f"on {accelerator.device}")
+    say(
+        f"accelerate: process {accelerator.process_index} of {accelerator.num_processes} "
+        f"on {accelerator.device}"
+    )
     if not accelerator.is_main_process:  # progress from the main process only
         say = lambda msg: None  # noqa: E731
     set_seed(args.seed)  # the same initial weights in every process
@@ -249,12 +286,19 @@ def train(args, images: np.ndarray, scheduler, say) -> tuple[torch.nn.Module, li
     opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=1e-4)
     warm, total = args.warmup, args.iters
     lr_sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: min(1.0, (i + 1) / max(warm, 1))
-        * 0.5 * (1 + math.cos(math.pi * min(i, total) / total)))
+        opt,
+        lambda i: (
+            min(1.0, (i + 1) / max(warm, 1)) * 0.5 * (1 + math.cos(math.pi * min(i, total) / total))
+        ),
+    )
     data = torch.utils.data.TensorDataset(torch.from_numpy(images))
     loader = torch.utils.data.DataLoader(
-        data, batch_size=args.batch, shuffle=True, drop_last=len(images) >= args.batch,
-        generator=torch.Generator().manual_seed(args.seed))
+        data,
+        batch_size=args.batch,
+        shuffle=True,
+        drop_last=len(images) >= args.batch,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
     unet, opt, loader, lr_sched = accelerator.prepare(unet, opt, loader, lr_sched)
     ema.to(accelerator.device)
     set_seed(args.seed, device_specific=True)  # different noise and t in each process
@@ -274,15 +318,15 @@ def train(args, images: np.ndarray, scheduler, say) -> tuple[torch.nn.Module, li
             lr_sched.step()
             decay = min(args.ema, (1 + step) / (10 + step))
             with torch.no_grad():
-                for pe, p in zip(ema.parameters(), accelerator.unwrap_model(unet).parameters(),
-                                 strict=True):
+                for pe, p in zip(
+                    ema.parameters(), accelerator.unwrap_model(unet).parameters(), strict=True
+                ):
                     pe.lerp_(p, 1.0 - decay)
             losses.append(float(accelerator.gather(loss.detach()).mean()))
             step += 1
             if step % args.log_every == 0 or step == total:
-                recent = float(np.mean(losses[-args.log_every:]))
-                say(f"update {step}/{total}  loss {recent:.4f}  "
-                    f"{time.perf_counter() - t0:.0f}s")
+                recent = float(np.mean(losses[-args.log_every :]))
+                say(f"update {step}/{total}  loss {recent:.4f}  {time.perf_counter() - t0:.0f}s")
             if step == total:
                 break
     accelerator.wait_for_everyone()
@@ -299,25 +343,35 @@ def sample_grid(out: Path, method: str, nfe: int, n: int, seed: int) -> Path:
     try:
         pipe = NonReversiblePipeline.from_pretrained(out)
     except (OSError, ValueError) as exc:
-        raise ValueError(f"--out {out}: cannot load a NonReversiblePipeline "
-                         f"({' '.join(str(exc).split())[:200]})") from None
+        raise ValueError(
+            f"--out {out}: cannot load a NonReversiblePipeline ({' '.join(str(exc).split())[:200]})"
+        ) from None
     sch = pipe.scheduler
     if sch.config.method != method:
-        pipe.scheduler = NonReversibleScheduler.from_config(sch.config, process=sch.process,
-                                                            method=method)
+        pipe.scheduler = NonReversibleScheduler.from_config(
+            sch.config, process=sch.process, method=method
+        )
     pipe.to("cuda" if torch.cuda.is_available() else "cpu")
     pipe.set_progress_bar_config(disable=True)
     try:  # e.g. a unet whose image shape is not the scheduler's process's
-        images = pipe(batch_size=n, num_inference_steps=nfe, output_type="np",
-                      generator=torch.Generator().manual_seed(seed)).images  # (n, H, W, C)
+        images = pipe(
+            batch_size=n,
+            num_inference_steps=nfe,
+            output_type="np",
+            generator=torch.Generator().manual_seed(seed),
+        ).images  # (n, H, W, C)
     except ValueError as exc:
         raise ValueError(f"--out {out}: {' '.join(str(exc).split())}") from None
     if not np.all(np.isfinite(images)):
         raise RuntimeError(f"{out}: the samples contain NaN or inf")
     C = images.shape[-1]
     path = out / f"samples_{method}{nfe}.png"
-    write_image_grid(images.transpose(0, 3, 1, 2).reshape(n, -1), (C, *images.shape[1:3]),
-                     path, value_range=(0.0, 1.0))
+    write_image_grid(
+        images.transpose(0, 3, 1, 2).reshape(n, -1),
+        (C, *images.shape[1:3]),
+        path,
+        value_range=(0.0, 1.0),
+    )
     return path
 
 
@@ -340,14 +394,15 @@ def main(argv=None) -> dict:
         say(f"data: {len(images)} images of shape {images.shape[1:]}")
         t0 = time.perf_counter()
         process = make_process(images, args.u, args.current, args.groups)
-        scheduler = make_scheduler(process, args.train_timesteps, args.prediction_type,
-                                   args.method)
+        scheduler = make_scheduler(process, args.train_timesteps, args.prediction_type, args.method)
         scheduler._train_tables(torch.float64, "cpu")  # the M_t, R_t blocks, once
         log["tables_s"] = time.perf_counter() - t0
         log["relaxation_rate"] = float(process.relaxation_rate())
-        say(f"process: u {args.u}, current {args.current}, groups of {args.groups}, slowest "
+        say(
+            f"process: u {args.u}, current {args.current}, groups of {args.groups}, slowest "
             f"rate {log['relaxation_rate']:.4g}; tables for {args.train_timesteps} timesteps "
-            f"in {log['tables_s']:.1f}s")
+            f"in {log['tables_s']:.1f}s"
+        )
         t0 = time.perf_counter()
         ema, losses, main_process = train(args, images, scheduler, say)
         log["train_s"] = time.perf_counter() - t0
@@ -362,8 +417,10 @@ def main(argv=None) -> dict:
     grid = sample_grid(out, args.method, args.nfe, args.n_samples, args.seed)
     log["sample_s"] = time.perf_counter() - t0
     log["grid"] = str(grid)
-    say(f"{args.n_samples} samples, {args.method} at {args.nfe} steps, in "
-        f"{log['sample_s']:.1f}s: {grid}")
+    say(
+        f"{args.n_samples} samples, {args.method} at {args.nfe} steps, in "
+        f"{log['sample_s']:.1f}s: {grid}"
+    )
     name = "sample_log.json" if args.sample_only else "train_log.json"
     (out / name).write_text(json.dumps(log, indent=1) + "\n")
     return log

@@ -43,7 +43,8 @@ def test_json_schema_and_values(data):
     for name, Q in (("none", None), ("optimal", optimal_q(U))):
         proc = OUProcess(U, Q)
         assert rep["speciation"][name] == pytest.approx(
-            speciation_time_from_data(proc, X, labels), rel=1e-12)
+            speciation_time_from_data(proc, X, labels), rel=1e-12
+        )
         assert rep["collapse"][name] == pytest.approx(collapse_time_from_data(proc, X), rel=1e-12)
         assert rep["rates"][name] == pytest.approx(proc.relaxation_rate(), rel=1e-9)
     assert rep["rates"]["none"] == pytest.approx(rep["rates"]["reversible"])
@@ -58,17 +59,28 @@ def test_table_output(data):
     path, _, _ = data
     result = run(path / "x.npy", "--labels", path / "y.npy", "--u", "data")
     assert result.exit_code == 0, result.output
-    for text in ("n = 60, d = 4", "classes         2", "Q = none", "Q = optimal",
-                 "t_S speciation", "t_C collapse", "lambda_min(U)", "Tr(U)/d", "median"):
+    for text in (
+        "n = 60, d = 4",
+        "classes         2",
+        "Q = none",
+        "Q = optimal",
+        "t_S speciation",
+        "t_C collapse",
+        "lambda_min(U)",
+        "Tr(U)/d",
+        "median",
+    ):
         assert text in result.output
 
 
 def test_formats_give_the_same_answer(data):
     path, _, _ = data
     ref = run_json(path / "x.npy", "--labels", path / "y.npy")
-    for args in ([path / "xy.npz", "--key", "x", "--labels", path / "xy.npz", "--labels-key", "y"],
-                 [path / "x.csv", "--labels", path / "y.txt"],
-                 [path / "plain.csv", "--labels", path / "y.npy"]):
+    for args in (
+        [path / "xy.npz", "--key", "x", "--labels", path / "xy.npz", "--labels-key", "y"],
+        [path / "x.csv", "--labels", path / "y.txt"],
+        [path / "plain.csv", "--labels", path / "y.npy"],
+    ):
         rep = run_json(*args)
         for part in ("speciation", "collapse"):
             for name in ("none", "optimal"):

@@ -7,19 +7,41 @@ from pathlib import Path
 
 import nonrev
 
-ORDER = ["version", "linalg", "operators", "errors", "threads", "config", "outputs", "metrics",
-         "data", "process", "models",
-         "scores", "samplers", "regimes", "training", "experiments", "reports", "sweep",
-         "integrations", "cli"]
+ORDER = [
+    "version",
+    "linalg",
+    "operators",
+    "errors",
+    "threads",
+    "config",
+    "outputs",
+    "metrics",
+    "data",
+    "process",
+    "models",
+    "scores",
+    "samplers",
+    "regimes",
+    "training",
+    "experiments",
+    "reports",
+    "sweep",
+    "integrations",
+    "cli",
+]
 IMPORT = re.compile(r"^\s*(?:from|import)\s+nonrev\.([a-z_]+)", re.M)
 
 
 def test_imports_point_down_the_list_of_rooms():
     src = Path(nonrev.__file__).parent
     rank = {room: i for i, room in enumerate(ORDER)}
-    rooms = {p.name.removesuffix(".py") for p in src.iterdir()
-             if p.name != "__init__.py" and not p.name.startswith((".", "_"))
-             and (p.suffix == ".py" or p.is_dir())}
+    rooms = {
+        p.name.removesuffix(".py")
+        for p in src.iterdir()
+        if p.name != "__init__.py"
+        and not p.name.startswith((".", "_"))
+        and (p.suffix == ".py" or p.is_dir())
+    }
     assert rooms <= set(ORDER) | {"__pycache__"}, rooms - set(ORDER)
     upward = []
     for f in src.rglob("*.py"):
@@ -56,8 +78,11 @@ def _imports(path):
             if node.module == "nonrev" or (node.module or "").startswith("nonrev."):
                 found.append((node.module, [a.name for a in node.names]))
         elif isinstance(node, ast.Import):
-            found += [(a.name, []) for a in node.names
-                      if a.name == "nonrev" or a.name.startswith("nonrev.")]
+            found += [
+                (a.name, [])
+                for a in node.names
+                if a.name == "nonrev" or a.name.startswith("nonrev.")
+            ]
     return found
 
 
@@ -69,8 +94,13 @@ def _room(module: str) -> str:
 def test_no_module_imports_the_package_root():
     """``nonrev/__init__`` gathers the public API; a module inside that imports it
     back depends on everything and makes a cycle."""
-    bad = [f"{name} imports nonrev" for name, path in _modules().items() if name != "nonrev"
-           for module, _ in _imports(path) if module == "nonrev"]
+    bad = [
+        f"{name} imports nonrev"
+        for name, path in _modules().items()
+        if name != "nonrev"
+        for module, _ in _imports(path)
+        if module == "nonrev"
+    ]
     assert not bad, "\n".join(bad)
 
 
@@ -80,8 +110,11 @@ def test_no_private_name_is_imported_from_another_room():
         for module, names in _imports(path):
             if _room(module) == _room(name):
                 continue
-            bad += [f"{name} imports {module}.{n}" for n in names if n.startswith("_")
-                    and not n.startswith("__")]
+            bad += [
+                f"{name} imports {module}.{n}"
+                for n in names
+                if n.startswith("_") and not n.startswith("__")
+            ]
     assert not bad, "\n".join(bad)
 
 

@@ -17,8 +17,15 @@ def test_kernel_core_tiny():
 def test_samplers_core_tiny():
     proc, means, covs, w = samplers.mixture_problem()
     ref = samplers.draw_mixture(means, covs, w, 200, np.random.default_rng(0))
-    table = samplers.steps_table(proc, GaussianMixtureScore(proc, means, covs, w), ref, 200,
-                                 [5, 10], T=4.0, methods=("ancestral", "ddim"))
+    table = samplers.steps_table(
+        proc,
+        GaussianMixtureScore(proc, means, covs, w),
+        ref,
+        200,
+        [5, 10],
+        T=4.0,
+        methods=("ancestral", "ddim"),
+    )
     assert set(table) == {"ancestral", "ddim"}
     assert table["ddim"]["steps_needed"] in (5, 10)
 
@@ -37,8 +44,9 @@ def test_reference_loop_tiny():
 
 
 def test_runner_table_rows():
-    rows = runner.headline_rows("horizon", {"bound": 4.0, "speedup": 3.0,
-                                            "sample_level": {"speedup": 2.0}})
+    rows = runner.headline_rows(
+        "horizon", {"bound": 4.0, "speedup": 3.0, "sample_level": {"speedup": 2.0}}
+    )
     assert rows[0][2] == "3.00"
     rows = runner.headline_rows("empirical_score", {"gemm_ratio": 0.7, "naive_speedup": 9.0})
     assert [r[2] for r in rows] == ["0.70", "9.0"]

@@ -135,15 +135,23 @@ def case():
     return nonrev.OUProcess(U, nonrev.optimal_q(U)), np.zeros(4), np.diag([4.0, 1.0, 0.2, 0.05])
 
 
-@pytest.mark.parametrize("kw, name", [
-    ({"cov": np.eye(5)}, "cov"), ({"cov": -np.eye(4)}, "cov"),
-    ({"cov": np.full((4, 4), np.nan)}, "cov"), ({"method": "dpm"}, "method"),
-    ({"mean": np.ones(3)}, "mean"), ({"steps": 0}, "steps"), ({"T": -1.0}, "T"),
-    ({"maxiter": 0}, "maxiter"), ({"start": "prior"}, "start"),
-    # at the default horizon 6 / rate every 5-step heun grid is unstable (with T free,
-    # optimise_grid may find a short horizon where one is not)
-    ({"method": "heun", "steps": 5, "T": 6.0}, "steps"),
-])
+@pytest.mark.parametrize(
+    "kw, name",
+    [
+        ({"cov": np.eye(5)}, "cov"),
+        ({"cov": -np.eye(4)}, "cov"),
+        ({"cov": np.full((4, 4), np.nan)}, "cov"),
+        ({"method": "dpm"}, "method"),
+        ({"mean": np.ones(3)}, "mean"),
+        ({"steps": 0}, "steps"),
+        ({"T": -1.0}, "T"),
+        ({"maxiter": 0}, "maxiter"),
+        ({"start": "prior"}, "start"),
+        # at the default horizon 6 / rate every 5-step heun grid is unstable (with T free,
+        # optimise_grid may find a short horizon where one is not)
+        ({"method": "heun", "steps": 5, "T": 6.0}, "steps"),
+    ],
+)
 def test_optimise_grid_raises_instead_of_returning_a_default(case, kw, name):
     proc, m, C = case
     args = {"mean": m, "cov": C, "method": "dpmpp_2m", "steps": 5, "maxiter": 4, **kw}

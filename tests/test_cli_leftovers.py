@@ -17,8 +17,19 @@ from click.testing import CliRunner
 from nonrev.cli import main
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-TINY_TRAIN = dict(data="moons", n_points=300, hidden=16, depth=1, emb_dim=8, batch_size=32,
-                  time_groups=4, n_times=40, t_max=4.0, checkpoint_minutes=0.0, warmup=5)
+TINY_TRAIN = dict(
+    data="moons",
+    n_points=300,
+    hidden=16,
+    depth=1,
+    emb_dim=8,
+    batch_size=32,
+    time_groups=4,
+    n_times=40,
+    t_max=4.0,
+    checkpoint_minutes=0.0,
+    warmup=5,
+)
 
 
 def invoke(*args):
@@ -57,8 +68,9 @@ with atomic_file(sys.argv[1]) as tmp, atomic_file(sys.argv[2]) as tmp2:
 def test_no_partial_survives_a_sigkill_and_another_sample(tmp_path, checkpoint):
     out = tmp_path / "runs"
     out.mkdir()
-    proc = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(out / "big.npy"),
-                           str(out / "big.png")], env=ENV)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_WRITER, str(out / "big.npy"), str(out / "big.png")], env=ENV
+    )
     assert proc.returncode == -signal.SIGKILL
     left = sorted(p.name for p in out.iterdir())
     assert len(left) == 2 and all(".partial" in n for n in left), left
@@ -67,15 +79,26 @@ def test_no_partial_survives_a_sigkill_and_another_sample(tmp_path, checkpoint):
     assert sorted(p.name for p in out.iterdir()) == ["other.npy"]
 
 
-@pytest.mark.parametrize("device, fragment", [("banana", "--device"), ("cuda:7", "--device"),
-                                              ("meta", "--device")])
+@pytest.mark.parametrize(
+    "device, fragment", [("banana", "--device"), ("cuda:7", "--device"), ("meta", "--device")]
+)
 def test_sample_device_errors_are_one_line(tmp_path, checkpoint, device, fragment):
     import torch
 
     if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.device_count() > 7:
         pytest.skip("this machine has a cuda:7")
-    res = invoke("sample", checkpoint, "--n", 2, "--steps", 2, "--out", tmp_path / "s.npy",
-                 "--device", device)
+    res = invoke(
+        "sample",
+        checkpoint,
+        "--n",
+        2,
+        "--steps",
+        2,
+        "--out",
+        tmp_path / "s.npy",
+        "--device",
+        device,
+    )
     error_line(res, fragment)
     assert not (tmp_path / "s.npy").exists()
 
@@ -88,8 +111,18 @@ def test_checkpoint_data_shapes_are_validated(tmp_path, checkpoint, shape, key):
     doc = json.loads((ck / "checkpoint.json").read_text())
     doc["data"][key] = shape
     (ck / "checkpoint.json").write_text(json.dumps(doc))
-    res = invoke("sample", ck, "--n", 2, "--steps", 2, "--out", tmp_path / "s.npy",
-                 "--grid", tmp_path / "g.png")
+    res = invoke(
+        "sample",
+        ck,
+        "--n",
+        2,
+        "--steps",
+        2,
+        "--out",
+        tmp_path / "s.npy",
+        "--grid",
+        tmp_path / "g.png",
+    )
     error_line(res, "checkpoint.json", repr(key))
 
 
@@ -124,15 +157,17 @@ def test_an_archive_of_many_arrays_gives_a_short_error(tmp_path):
 def test_sample_steps_beyond_memory_name_the_option(tmp_path, checkpoint):
     res = invoke("sample", checkpoint, "--n", 2, "--steps", 10**9, "--out", tmp_path / "s.npy")
     error_line(res, "--steps", "GiB")
-    res = invoke("sample", checkpoint, "--n", 2, "--steps", 2, "--T", 1e6, "--out",
-                 tmp_path / "s.npy")
+    res = invoke(
+        "sample", checkpoint, "--n", 2, "--steps", 2, "--T", 1e6, "--out", tmp_path / "s.npy"
+    )
     error_line(res, "--T")
     assert not (tmp_path / "s.npy").exists()
 
 
 def test_train_refuses_an_overflowing_current_and_wide_data_in_one_line(tmp_path):
-    res = invoke("train", "--data", "moons", "--q", "gamma:1e300", "--steps", 1,
-                 "--out", tmp_path / "a")
+    res = invoke(
+        "train", "--data", "moons", "--q", "gamma:1e300", "--steps", 1, "--out", tmp_path / "a"
+    )
     error_line(res, "--q gamma:1e300", "too strong")
     np.save(tmp_path / "wide.npy", np.random.default_rng(0).standard_normal((10, 200_000)))
     res = invoke("train", "--data", tmp_path / "wide.npy", "--steps", 1, "--out", tmp_path / "b")

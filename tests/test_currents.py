@@ -2,9 +2,10 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
-
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from problems import random_spd
+
 from nonrev import OUProcess, current_summary, optimal_q, random_q, scaled_q
 from nonrev.process.currents import constant_diagonal_basis
 

@@ -12,8 +12,7 @@ TINY = {
     "dim": 4,
     "gammas": [0.0, 1.0],
     "speciation": {"n_pairs": 40, "branch_factors": [0.8, 1.2], "dt": 0.02},
-    "collapse": {"dim": 6, "n_train": 30, "n_traj": 20, "dt": 0.02, "n_mc": 30,
-                 "entropy_times": 3},
+    "collapse": {"dim": 6, "n_train": 30, "n_traj": 20, "dt": 0.02, "n_mc": 30, "entropy_times": 3},
 }
 
 
@@ -26,13 +25,19 @@ def tiny_config(tmp_path):
 
 def test_demo_end_to_end(tmp_path, tiny_config):
     out = tmp_path / "run"
-    res = CliRunner().invoke(main, ["demo", "--config", str(tiny_config), "--out", str(out),
-                                    "--seed", "3"])
+    res = CliRunner().invoke(
+        main, ["demo", "--config", str(tiny_config), "--out", str(out), "--seed", "3"]
+    )
     assert res.exit_code == 0, res.output
     assert "speciation" in res.output and "collapse" in res.output
     files = {p.name for p in out.iterdir()}
-    assert {"results.json", "report.md", "relaxation.png", "speciation.png",
-            "collapse.png"} <= files
+    assert {
+        "results.json",
+        "report.md",
+        "relaxation.png",
+        "speciation.png",
+        "collapse.png",
+    } <= files
     r = json.loads((out / "results.json").read_text())
     assert r["config"]["seed"] == 3 and r["config"]["dim"] == 4
     rel = r["relaxation"]
@@ -40,7 +45,11 @@ def test_demo_end_to_end(tmp_path, tiny_config):
     assert rel["optimal_rate"] == pytest.approx(rel["bound"], rel=1e-8)
     assert len(r["speciation"]) == 4
     assert {(s["direction"], s["q"]) for s in r["speciation"]} == {
-        ("slow", "none"), ("slow", "optimal"), ("fast", "none"), ("fast", "optimal")}
+        ("slow", "none"),
+        ("slow", "optimal"),
+        ("fast", "none"),
+        ("fast", "optimal"),
+    }
     for s in r["speciation"]:
         assert {"direction", "q", "t_predicted", "t_measured"} <= set(s)
     assert [c["q"] for c in r["collapse"]] == ["none", "optimal"]
@@ -67,15 +76,18 @@ def test_demo_print_config_and_quick_defaults():
     assert cfg["dim"] == 16 and cfg["collapse"]["n_train"] == 500
 
 
-@pytest.mark.parametrize("content,match", [
-    ({"dimm": 3}, "unknown key dimm"),
-    ({"speciation": {"n_pairs": "ten"}}, "speciation.n_pairs: must be an integer"),
-    ({"speciation": {"n_pairs": 2}}, "speciation.n_pairs: must be >= 10"),
-    ({"speciation": {"method": "ddim"}}, "speciation.method: must be one of"),
-    ({"gammas": [0.0, 0.0]}, "gammas: must be distinct"),
-    ({"spectrum_min": 2.0, "spectrum_max": 1.0}, "spectrum_max"),
-    ({"device": "cuda:0"}, "device"),
-])
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        ({"dimm": 3}, "unknown key dimm"),
+        ({"speciation": {"n_pairs": "ten"}}, "speciation.n_pairs: must be an integer"),
+        ({"speciation": {"n_pairs": 2}}, "speciation.n_pairs: must be >= 10"),
+        ({"speciation": {"method": "ddim"}}, "speciation.method: must be one of"),
+        ({"gammas": [0.0, 0.0]}, "gammas: must be distinct"),
+        ({"spectrum_min": 2.0, "spectrum_max": 1.0}, "spectrum_max"),
+        ({"device": "cuda:0"}, "device"),
+    ],
+)
 def test_demo_bad_config(tmp_path, content, match):
     import torch
 
@@ -100,11 +112,14 @@ def test_demo_unparseable_or_missing_config_and_existing_out(tmp_path, tiny_conf
     assert res.exit_code != 0 and "does not exist" in res.output
     (tmp_path / "exists").mkdir()
     (tmp_path / "exists" / "old.txt").write_text("an earlier run")
-    res = runner.invoke(main, ["demo", "--config", str(tiny_config), "--out",
-                               str(tmp_path / "exists")])
+    res = runner.invoke(
+        main, ["demo", "--config", str(tiny_config), "--out", str(tmp_path / "exists")]
+    )
     assert res.exit_code != 0 and "already exists" in res.output
-    res = runner.invoke(main, ["demo", "--config", str(tiny_config), "--out",
-                               str(tmp_path / "exists"), "--overwrite"])
+    res = runner.invoke(
+        main,
+        ["demo", "--config", str(tiny_config), "--out", str(tmp_path / "exists"), "--overwrite"],
+    )
     assert res.exit_code == 0 and (tmp_path / "exists" / "report.md").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml", "exists", "tiny.yaml"]
 
@@ -116,7 +131,8 @@ def test_demo_interrupted_run_leaves_nothing(tmp_path, tiny_config, monkeypatch)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(headline, "run_headline", boom)
-    res = CliRunner().invoke(main, ["demo", "--config", str(tiny_config), "--out",
-                                    str(tmp_path / "o")])
+    res = CliRunner().invoke(
+        main, ["demo", "--config", str(tiny_config), "--out", str(tmp_path / "o")]
+    )
     assert res.exit_code != 0
     assert list(tmp_path.iterdir()) == [tiny_config]

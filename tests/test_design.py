@@ -5,8 +5,8 @@ import os
 
 import numpy as np
 import pytest
-
 from problems import gaussian_case
+
 from nonrev import OUProcess
 from nonrev.linalg import random_spd, sample_covariance
 from nonrev.samplers import design_current, gaussian_error, optimise_grid, time_grid
@@ -51,15 +51,16 @@ def sample_prior(m, C, n=200, seed=100):
 BUDGETS = {
     "d4": dict(maxiter=250, restarts=1, n_random=0, T_scan=5, grid_maxiter=20),
     "d16": dict(maxiter=120, restarts=1, n_random=0, T_scan=5, grid_maxiter=20),
-    "digits": dict(maxiter=25, restarts=1, n_random=0, T_scan=4, n_directions=6,
-                   refine_grid=False),
+    "digits": dict(maxiter=25, restarts=1, n_random=0, T_scan=4, n_directions=6, refine_grid=False),
 }
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("NONREV_DESIGN_TESTS") != "1",
-                    reason="minutes per case: set NONREV_DESIGN_TESTS=1 (the same runs, with "
-                           "their numbers: python -m benchmarks.design gaussian --quick)")
+@pytest.mark.skipif(
+    os.environ.get("NONREV_DESIGN_TESTS") != "1",
+    reason="minutes per case: set NONREV_DESIGN_TESTS=1 (the same runs, with "
+    "their numbers: python -m benchmarks.design gaussian --quick)",
+)
 @pytest.mark.parametrize("case", ["d4", "d16", "digits"])
 @pytest.mark.parametrize("with_prior", [False, True])
 def test_designed_current_beats_the_reversible_setting_at_nfe_10(case, with_prior):
@@ -81,11 +82,13 @@ def test_designed_current_beats_the_reversible_setting_at_nfe_10(case, with_prio
     r = design_current(U, m, C, "dpmpp_2m", 10, prior=prior, **BUDGETS[case])
     assert r["w2"] < r["w2_reversible"]
     assert r["nfe"] == 10 and r["T"] == r["times"][-1] and r["q_norm"] <= r["q_norm_max"] + 1e-9
-    again = gaussian_error(OUProcess(U, r["Q"]), m, C, "dpmpp_2m", times=r["times"],
-                           start="stationary", prior=prior)["w2"]
+    again = gaussian_error(
+        OUProcess(U, r["Q"]), m, C, "dpmpp_2m", times=r["times"], start="stationary", prior=prior
+    )["w2"]
     assert r["w2"] == again
-    rev = gaussian_error(OUProcess(U), m, C, "dpmpp_2m", times=r["times_reversible"],
-                         start="stationary", prior=prior)["w2"]
+    rev = gaussian_error(
+        OUProcess(U), m, C, "dpmpp_2m", times=r["times_reversible"], start="stationary", prior=prior
+    )["w2"]
     assert r["w2_reversible"] == rev
 
 
@@ -102,16 +105,22 @@ def test_design_current_reports_the_exact_error_and_refuses_bad_input():
     Q = r["Q"]
     assert np.allclose(Q, -Q.T) and np.linalg.norm(Q, 2) <= 0.5 * (1 + 1e-9)
     assert r["steps"] == 4 and len(r["times"]) == 5 and r["evaluations"] > 0
-    w2 = gaussian_error(OUProcess(U, Q), m, C, "dpmpp_2m", times=r["times"],
-                        start="stationary")["w2"]
+    w2 = gaussian_error(OUProcess(U, Q), m, C, "dpmpp_2m", times=r["times"], start="stationary")[
+        "w2"
+    ]
     assert r["w2"] == w2 and r["w2_log_grid"] >= 0
     assert set(r["starts"]) == {"zero", "optimal", "gamma:0.3", "rate:0.1", "random:0"}
     h = design_current(U, m, C, "heun", 4, **kw)  # 2 evaluations a step
     assert h["steps"] == 2 and h["nfe"] == 4 and len(h["times"]) == 3
-    bad = [(dict(nfe=5, method="heun"), "nfe must be"), (dict(method="rk4"), "method must"),
-           (dict(start="x"), "start must"), (dict(q_norm_max=-1.0), "q_norm_max must"),
-           (dict(maxiter=0), "maxiter must"), (dict(n_random=-1), "n_random must"),
-           (dict(T_range=(3.0, 1.0)), "T_range must")]
+    bad = [
+        (dict(nfe=5, method="heun"), "nfe must be"),
+        (dict(method="rk4"), "method must"),
+        (dict(start="x"), "start must"),
+        (dict(q_norm_max=-1.0), "q_norm_max must"),
+        (dict(maxiter=0), "maxiter must"),
+        (dict(n_random=-1), "n_random must"),
+        (dict(T_range=(3.0, 1.0)), "T_range must"),
+    ]
     for extra, match in bad:
         args = {"method": "dpmpp_2m", "nfe": 4, **extra}
         with pytest.raises(ValueError, match=match):
@@ -130,8 +139,9 @@ def test_optimise_grid_free_T_beats_a_brute_force_scan_of_T(rng):
         scan = []
         for T in np.geomspace(0.5 / rate, 40.0 / rate, 40):
             try:
-                scan.append(gaussian_error(proc, m, C, "dpmpp_2m", steps=10, T=T,
-                                           start=start)["w2"])
+                scan.append(
+                    gaussian_error(proc, m, C, "dpmpp_2m", steps=10, T=T, start=start)["w2"]
+                )
             except ValueError:  # a singular step map at the longest horizons
                 pass
         g = optimise_grid(proc, m, C, "dpmpp_2m", steps=10, start=start, maxiter=30)
@@ -141,8 +151,7 @@ def test_optimise_grid_free_T_beats_a_brute_force_scan_of_T(rng):
         assert w2 <= min(scan), start
     # the stationary start costs accuracy at short horizons: the scan's shortest
     # horizon is far worse than its best (so the free T is not a trivial choice)
-    short = gaussian_error(proc, m, C, "dpmpp_2m", steps=10, T=0.5 / rate,
-                           start="stationary")["w2"]
+    short = gaussian_error(proc, m, C, "dpmpp_2m", steps=10, T=0.5 / rate, start="stationary")["w2"]
     assert short > 3 * w2
 
 
@@ -150,18 +159,22 @@ def test_optimise_grid_given_T_and_prior(rng):
     """T given: the grid ends there; the prior is passed to the exact error (the
     data's own law as prior: dpmpp_2m is exact to rounding on any grid)."""
     proc, m, C = gaussian_case(rng, current=False)
-    g = optimise_grid(proc, m, C, "dpmpp_2m", steps=4, T=8.0, start="stationary", maxiter=10,
-                      prior=(m, C))
+    g = optimise_grid(
+        proc, m, C, "dpmpp_2m", steps=4, T=8.0, start="stationary", maxiter=10, prior=(m, C)
+    )
     assert g[-1] == pytest.approx(8.0)
     exact = gaussian_error(proc, m, C, "dpmpp_2m", times=g, start="exact", prior=(m, C))["w2"]
     assert exact < 1e-6  # rounding (plain dpmpp_2m on this grid: ~0.05)
 
 
-@pytest.mark.parametrize("kw, match", [
-    (dict(start="fresh"), "start must be"),
-    (dict(T_range=(2.0, 1.0)), "T_range must be"),
-    (dict(T_scan=1), "T_scan must be"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(start="fresh"), "start must be"),
+        (dict(T_range=(2.0, 1.0)), "T_range must be"),
+        (dict(T_scan=1), "T_scan must be"),
+    ],
+)
 def test_optimise_grid_refuses_bad_input(rng, kw, match):
     proc, m, C = gaussian_case(rng, current=False)
     with pytest.raises(ValueError, match=match):
@@ -202,35 +215,55 @@ def test_cli_steer_sampling(tmp_path):
     def invoke(*args):
         return CliRunner().invoke(main, ["steer", str(tmp_path / "x.npy"), *map(str, args)])
 
-    res = invoke("--objective", "sampling", "--nfe", 4, "--u", "data", "--maxiter", 4,
-                 "--out", out, "--json")
+    res = invoke(
+        "--objective", "sampling", "--nfe", 4, "--u", "data", "--maxiter", 4, "--out", out, "--json"
+    )
     assert res.exit_code == 0, res.output
     info = json.loads(res.output)
     Q = np.load(out)
     assert Q.shape == (2, 2) and np.array_equal(Q, -Q.T) and info["nfe"] == 4
     Xn = Normaliser.fit(X).forward(X)
     U = u_from_spec("data", Xn)
-    w2 = gaussian_error(OUProcess(U, Q), Xn.mean(0), sample_covariance(Xn), "dpmpp_2m",
-                        times=info["times"], start="stationary")["w2"]
+    w2 = gaussian_error(
+        OUProcess(U, Q),
+        Xn.mean(0),
+        sample_covariance(Xn),
+        "dpmpp_2m",
+        times=info["times"],
+        start="stationary",
+    )["w2"]
     assert info["w2"] == pytest.approx(w2, rel=1e-12)
-    w2_rev = gaussian_error(OUProcess(U), Xn.mean(0), sample_covariance(Xn), "dpmpp_2m",
-                            times=info["times_reversible"], start="stationary")["w2"]
+    w2_rev = gaussian_error(
+        OUProcess(U),
+        Xn.mean(0),
+        sample_covariance(Xn),
+        "dpmpp_2m",
+        times=info["times_reversible"],
+        start="stationary",
+    )["w2"]
     assert info["w2_reversible"] == pytest.approx(w2_rev, rel=1e-12)
     # the table form of the same result
     from nonrev.cli.steer import _print_sampling
 
     table = CliRunner().invoke(click_echo_table, [], obj=(_print_sampling, info))
     assert table.exit_code == 0, table.output
-    for text in ("Q = none", "Q = designed", "exact W2", "dpmpp_2m at NFE 4", "nonrev train",
-                 f"{info['w2']:.4g}", f"{info['w2_reversible']:.4g}"):
+    for text in (
+        "Q = none",
+        "Q = designed",
+        "exact W2",
+        "dpmpp_2m at NFE 4",
+        "nonrev train",
+        f"{info['w2']:.4g}",
+        f"{info['w2_reversible']:.4g}",
+    ):
         assert text in table.output, table.output
-    for args, fragment in ((["--objective", "rate", "--nfe", 5], "--nfe applies to"),
-                           (["--objective", "sampling", "--min-rate", 0.5], "--min-rate does"),
-                           (["--objective", "sampling", "--method", "heun", "--nfe", 5],
-                            "multiple of 2")):
+    for args, fragment in (
+        (["--objective", "rate", "--nfe", 5], "--nfe applies to"),
+        (["--objective", "sampling", "--min-rate", 0.5], "--min-rate does"),
+        (["--objective", "sampling", "--method", "heun", "--nfe", 5], "multiple of 2"),
+    ):
         r = invoke(*args, "--out", tmp_path / "bad.npy")
-        assert r.exit_code != 0 and fragment in r.output and "Traceback" not in r.output, \
-            r.output
+        assert r.exit_code != 0 and fragment in r.output and "Traceback" not in r.output, r.output
     assert not (tmp_path / "bad.npy").exists()
 
 
@@ -246,10 +279,12 @@ def test_no_current_helps_when_U_is_isotropic():
     _, m, C = gaussian_case(rng, current=False)
     g = time_grid(12.0, 8, 1e-3, "log")
     for method in ("dpmpp_2m", "gddim"):
-        ref = gaussian_error(OUProcess(2.0 * np.eye(4)), m, C, method, times=g,
-                             start="stationary")["w2"]
+        ref = gaussian_error(OUProcess(2.0 * np.eye(4)), m, C, method, times=g, start="stationary")[
+            "w2"
+        ]
         for norm in (0.5, 3.0):
             Q = random_q(4, norm, seed=1)
-            w2 = gaussian_error(OUProcess(2.0 * np.eye(4), Q), m, C, method, times=g,
-                                start="stationary")["w2"]
+            w2 = gaussian_error(
+                OUProcess(2.0 * np.eye(4), Q), m, C, method, times=g, start="stationary"
+            )["w2"]
             assert w2 == pytest.approx(ref, rel=1e-6), (method, norm)

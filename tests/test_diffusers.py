@@ -49,10 +49,16 @@ def _anisotropic(d=4):
 
 def _tiny_unet():
     torch.manual_seed(0)
-    return UNet2DModel(sample_size=4, in_channels=1, out_channels=1, block_out_channels=(8, 16),
-                       layers_per_block=1, norm_num_groups=4,
-                       down_block_types=("DownBlock2D", "DownBlock2D"),
-                       up_block_types=("UpBlock2D", "UpBlock2D"))
+    return UNet2DModel(
+        sample_size=4,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+    )
 
 
 # ---------------------------------------------------------------- U = I, Q = 0 = diffusers
@@ -105,8 +111,12 @@ def test_identity_dpmpp_2m_matches_dpm_solver(steps):
     (solver_type='heun'; the default 'midpoint' uses 1/2 in its place), including the
     first-order first and (with < 15 steps) last step. float64 samples: 1e-6."""
     ours = NonReversibleScheduler(U=np.eye(D), method="dpmpp_2m", timestep_spacing="trailing")
-    ref = DPMSolverMultistepScheduler(timestep_spacing="trailing", solver_order=2,
-                                      algorithm_type="dpmsolver++", solver_type="heun")
+    ref = DPMSolverMultistepScheduler(
+        timestep_spacing="trailing",
+        solver_order=2,
+        algorithm_type="dpmsolver++",
+        solver_type="heun",
+    )
     for s in (ours, ref):
         s.set_timesteps(steps)
     assert torch.equal(ours.timesteps, ref.timesteps)
@@ -141,10 +151,18 @@ def test_pipeline_identity_equals_ddpm_pipeline():
     ref = DDPMPipeline(unet=unet, scheduler=DDPMScheduler(clip_sample=False))
     for p in (pipe, ref):
         p.set_progress_bar_config(disable=True)
-    a = pipe(batch_size=3, num_inference_steps=8, generator=torch.Generator().manual_seed(1),
-             output_type="np").images
-    b = ref(batch_size=3, num_inference_steps=8, generator=torch.Generator().manual_seed(1),
-            output_type="np").images
+    a = pipe(
+        batch_size=3,
+        num_inference_steps=8,
+        generator=torch.Generator().manual_seed(1),
+        output_type="np",
+    ).images
+    b = ref(
+        batch_size=3,
+        num_inference_steps=8,
+        generator=torch.Generator().manual_seed(1),
+        output_type="np",
+    ).images
     assert a.shape == (3, 4, 4, 1)
     assert np.abs(a - b).max() < 1e-5
 
@@ -166,8 +184,11 @@ def test_add_noise_is_the_exact_kernel_with_a_current():
         M = scipy.linalg.expm(-t * A)
         assert np.allclose(mean[i].numpy(), M @ x0[i].numpy(), rtol=1e-10, atol=1e-12)
         cols = torch.eye(4, dtype=torch.float64)
-        R = s.add_noise(torch.zeros(4, 4, dtype=torch.float64), cols,
-                        torch.full((4,), int(k))).numpy().T  # column j = R e_j
+        R = (
+            s.add_noise(torch.zeros(4, 4, dtype=torch.float64), cols, torch.full((4,), int(k)))
+            .numpy()
+            .T
+        )  # column j = R e_j
         Sigma = np.linalg.inv(U) - M @ np.linalg.inv(U) @ M.T
         assert np.allclose(R @ R.T, Sigma, rtol=1e-9, atol=1e-12)
         # the samplers' factor (gDDIM R_t), not the Cholesky one: eps means the same
@@ -210,8 +231,9 @@ def test_point_mass_oracle_with_a_current(method):
 
 def test_sample_prediction_uses_x0_directly():
     U, Q = _anisotropic(4)
-    s = NonReversibleScheduler(U=U, Q=Q, num_train_timesteps=100, method="gddim",
-                               prediction_type="sample")
+    s = NonReversibleScheduler(
+        U=U, Q=Q, num_train_timesteps=100, method="gddim", prediction_type="sample"
+    )
     s.set_timesteps(5)
     a = torch.tensor([[0.5, -1.0, 0.25, 2.0]])
     x = s.sample_prior((1, 4), generator=torch.Generator().manual_seed(0))
@@ -227,10 +249,12 @@ def test_prior_is_stationary_law():
     covariance is U^{-1} (Monte Carlo, n = 40000: entries within 0.04, > 6 sigma)."""
     U, Q = _anisotropic(4)
     s = NonReversibleScheduler(U=U, Q=Q)
-    x = s.sample_prior((40000, 1, 2, 2), generator=torch.Generator().manual_seed(0),
-                       dtype=torch.float64)
-    z = torch.randn((40000, 1, 2, 2), generator=torch.Generator().manual_seed(0),
-                    dtype=torch.float64).reshape(-1, 4)
+    x = s.sample_prior(
+        (40000, 1, 2, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
+    z = torch.randn(
+        (40000, 1, 2, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    ).reshape(-1, 4)
     L = np.linalg.cholesky(np.linalg.inv(U))
     assert np.allclose(x.reshape(-1, 4).numpy(), z.numpy() @ L.T, atol=1e-12)
     C = np.cov(x.reshape(-1, 4).numpy().T)
@@ -240,8 +264,14 @@ def test_prior_is_stationary_law():
 # ---------------------------------------------------------------- files
 def test_save_load_round_trip_is_bit_exact(tmp_path):
     U, Q = _anisotropic(4)
-    s = NonReversibleScheduler(U=U, Q=Q, num_train_timesteps=60, method="dpmpp_2m",
-                               beta_schedule="squaredcos_cap_v2", timestep_spacing="trailing")
+    s = NonReversibleScheduler(
+        U=U,
+        Q=Q,
+        num_train_timesteps=60,
+        method="dpmpp_2m",
+        beta_schedule="squaredcos_cap_v2",
+        timestep_spacing="trailing",
+    )
     s.save_pretrained(tmp_path)
     assert sorted(os.listdir(tmp_path)) == sorted([PROCESS_FILE, "scheduler_config.json"])
     config = json.loads((tmp_path / "scheduler_config.json").read_text())
@@ -340,8 +370,10 @@ def test_diffusers_is_imported_only_by_the_integration():
     import subprocess
     import sys
 
-    code = ("import sys, nonrev, nonrev.samplers, nonrev.scores, nonrev.data, "
-            "nonrev.integrations; "
-            "assert 'diffusers' not in sys.modules, 'diffusers imported'; "
-            "import nonrev.integrations.diffusers; assert 'diffusers' in sys.modules")
+    code = (
+        "import sys, nonrev, nonrev.samplers, nonrev.scores, nonrev.data, "
+        "nonrev.integrations; "
+        "assert 'diffusers' not in sys.modules, 'diffusers imported'; "
+        "import nonrev.integrations.diffusers; assert 'diffusers' in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import scipy.linalg
+from problems import random_spd
 
 from nonrev.metrics import frechet_distance, frechet_distance_gaussian
-from problems import random_spd
 
 
 def test_frechet_gaussian_closed_form_for_commuting_covariances(rng):
@@ -72,8 +72,10 @@ def test_digits_frechet_separates_real_from_gaussian_digits(digits):
     ds, clf = digits
     rng = np.random.default_rng(0)
     n = len(ds.test)
-    real = [digits_quality(ds.train[rng.permutation(len(ds.train))[:n]], ds.test, clf)["frechet"]
-            for _ in range(6)]
+    real = [
+        digits_quality(ds.train[rng.permutation(len(ds.train))[:n]], ds.test, clf)["frechet"]
+        for _ in range(6)
+    ]
     gauss = rng.multivariate_normal(ds.train.mean(0), np.cov(ds.train, rowvar=False), size=n)
     noisy = ds.train[:n] + rng.normal(0.0, 2.0, (n, ds.train.shape[1]))
     fd_gauss = digits_quality(gauss.clip(0, 16), ds.test, clf)["frechet"]

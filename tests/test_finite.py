@@ -11,13 +11,16 @@ from nonrev.experiments.collapse_moves import measured_median
 from nonrev.regimes import collapse_time, collapse_time_finite
 from nonrev.regimes.finite import finite_lock_times
 
-
 # Over three training-set seeds the finite-N error was +1.6/+0.7/-0.9% (iso) and
 # +1.1/+2.4/+2.3% (aniso); the measured median of one training set itself spreads ~1%.
 CASES = {
     "iso": (np.eye(32), None, np.eye(32), 500),
-    "aniso-optimal-aniso-data": (spectrum_u(16, 0.25, 1.75, seed=1)[0], "optimal",
-                                 np.diag(np.geomspace(0.25, 4.0, 16)), 400),
+    "aniso-optimal-aniso-data": (
+        spectrum_u(16, 0.25, 1.75, seed=1)[0],
+        "optimal",
+        np.diag(np.geomspace(0.25, 4.0, 16)),
+        400,
+    ),
 }
 
 
@@ -38,8 +41,7 @@ def test_finite_prediction_within_3_percent_of_measured_lock_time(name):
 def test_stopping_at_the_median_changes_nothing():
     proc = OUProcess(np.eye(8))
     full = finite_lock_times(proc, np.eye(8), 60, n_traj=300, dt=0.02, seed=3)
-    early = finite_lock_times(proc, np.eye(8), 60, n_traj=300, dt=0.02, seed=3,
-                              stop_at_median=True)
+    early = finite_lock_times(proc, np.eye(8), 60, n_traj=300, dt=0.02, seed=3, stop_at_median=True)
     assert early["median"] == full["median"]
     assert early["steps"] < full["steps"]
     finite = np.isfinite(early["lock_times"])

@@ -20,7 +20,6 @@ import shutil
 import subprocess
 import sys
 import tracemalloc
-import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -39,9 +38,12 @@ from nonrev.training.loop import CheckpointError, TrainConfig, load_checkpoint
 #: Largest Python-side allocation one fuzz case may make (inputs are < 100 KB).
 PEAK_BYTES = 64 * 2**20
 
-FUZZ = settings(max_examples=int(os.environ.get("NONREV_FUZZ_EXAMPLES", "60")), deadline=10_000,
-                suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                       HealthCheck.too_slow], derandomize=True)
+FUZZ = settings(
+    max_examples=int(os.environ.get("NONREV_FUZZ_EXAMPLES", "60")),
+    deadline=10_000,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    derandomize=True,
+)
 
 if os.environ.get("NONREV_FUZZ_RLIMIT_AS"):  # set by test_fuzz_under_a_memory_limit
     import resource
@@ -148,7 +150,7 @@ def test_data_loader(tmp_path, case):
         assert np.all(np.isfinite(X))
 
 
-csv_text = st.text(alphabet="0123456789.,-+eE\n naifNAIF\"x;", max_size=200)
+csv_text = st.text(alphabet='0123456789.,-+eE\n naifNAIF"x;', max_size=200)
 
 
 @given(csv_text)
@@ -163,7 +165,9 @@ def test_csv_loader(tmp_path, text):
 
 label_values = st.one_of(
     st.lists(st.integers(-3, 3), min_size=12, max_size=12).map(np.array),
-    st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=12, max_size=12).map(np.array),
+    st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=12, max_size=12).map(
+        np.array
+    ),
     st.lists(st.text(max_size=3), min_size=12, max_size=12).map(np.array),
     st.lists(st.integers(0, 2), min_size=0, max_size=20).map(np.array),
 )
@@ -184,9 +188,11 @@ def test_label_loader(tmp_path, labels, suffix):
 
 # ----------------------------------------------------------------------------- U and Q files
 matrices = st.one_of(
-    st.integers(1, 5).flatmap(lambda d: st.lists(
-        st.floats(allow_nan=True, allow_infinity=True, width=64), min_size=d * d,
-        max_size=d * d).map(lambda v: np.array(v).reshape(d, d))),
+    st.integers(1, 5).flatmap(
+        lambda d: st.lists(
+            st.floats(allow_nan=True, allow_infinity=True, width=64), min_size=d * d, max_size=d * d
+        ).map(lambda v: np.array(v).reshape(d, d))
+    ),
     st.just(np.eye(3) + 0.5j * np.eye(3)),
     st.just(np.zeros((3, 3))),
     st.just(np.ones((3, 4))),
@@ -213,13 +219,31 @@ def test_u_and_q_matrix_files(tmp_path, M, suffix):
 
 
 # ----------------------------------------------------------------------------- config files
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**80, 2**80),
-                    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20))
-values = st.recursive(scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
-    max_leaves=20)
-KEYS = ["dim", "seed", "gammas", "device", "spectrum_min", "collapse", "speciation", "steering",
-        "nonsense"]
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**80), 2**80),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+KEYS = [
+    "dim",
+    "seed",
+    "gammas",
+    "device",
+    "spectrum_min",
+    "collapse",
+    "speciation",
+    "steering",
+    "nonsense",
+]
 SUBKEYS = ["dim", "n_train", "n_traj", "n_mc", "dt", "n_pairs", "branch_factors", "enabled"]
 
 
@@ -229,8 +253,10 @@ def config_text(draw):
     doc = {}
     for key in draw(st.lists(st.sampled_from(KEYS), max_size=4, unique=True)):
         if key in ("collapse", "speciation", "steering"):
-            doc[key] = {k: draw(values) for k in draw(st.lists(st.sampled_from(SUBKEYS),
-                                                                  max_size=3, unique=True))}
+            doc[key] = {
+                k: draw(values)
+                for k in draw(st.lists(st.sampled_from(SUBKEYS), max_size=3, unique=True))
+            }
         else:
             doc[key] = draw(values)
     if fmt == "toml":
@@ -242,13 +268,15 @@ def config_text(draw):
             if isinstance(v, dict):
                 lines.append(f"[{k}]")
                 lines += [f"{kk} = {json.dumps(vv)}" for kk, vv in v.items()]
-        return "toml", draw(mutated("\n".join(lines).encode())) if draw(st.booleans()) else \
-            "\n".join(lines).encode()
+        return "toml", draw(mutated("\n".join(lines).encode())) if draw(
+            st.booleans()
+        ) else "\n".join(lines).encode()
     text = yaml.safe_dump(doc)
     if fmt == "yaml-anchors":  # a chain of anchors, each repeating the previous one
         width, depth = draw(st.integers(2, 12)), draw(st.integers(1, 12))
         chain = ["x0: &x0 [1, 2, 3]"] + [
-            f"x{k}: &x{k} [" + ", ".join([f"*x{k - 1}"] * width) + "]" for k in range(1, depth)]
+            f"x{k}: &x{k} [" + ", ".join([f"*x{k - 1}"] * width) + "]" for k in range(1, depth)
+        ]
         key = draw(st.sampled_from(["dim", "device", "gammas", "seed"]))
         text = "\n".join(chain) + f"\n{key}: *x{depth - 1}\n"
     return "yaml", text.encode()
@@ -260,9 +288,20 @@ def test_config_files(tmp_path, case):
     fmt, blob = case
     path = tmp_path / f"fuzz.{fmt}"
     path.write_bytes(blob)
-    check_outcome(lambda: build(HeadlineConfig, HeadlineConfig(), path), "fuzz.", "dim", "seed",
-                  "gammas", "device", "spectrum", "collapse", "speciation", "steering",
-                  "unknown key", errors=(ConfigError,))
+    check_outcome(
+        lambda: build(HeadlineConfig, HeadlineConfig(), path),
+        "fuzz.",
+        "dim",
+        "seed",
+        "gammas",
+        "device",
+        "spectrum",
+        "collapse",
+        "speciation",
+        "steering",
+        "unknown key",
+        errors=(ConfigError,),
+    )
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -272,9 +311,23 @@ def checkpoint(tmp_path_factory):
     from nonrev.training.loop import train
 
     folder = tmp_path_factory.mktemp("fuzzck")
-    cfg = from_dict(TrainConfig, dict(data="moons", n_points=200, hidden=8, depth=1, emb_dim=4,
-                                      batch_size=16, time_groups=4, n_times=20, t_max=4.0,
-                                      checkpoint_minutes=0.0, warmup=2, steps=2))
+    cfg = from_dict(
+        TrainConfig,
+        dict(
+            data="moons",
+            n_points=200,
+            hidden=8,
+            depth=1,
+            emb_dim=4,
+            batch_size=16,
+            time_groups=4,
+            n_times=20,
+            t_max=4.0,
+            checkpoint_minutes=0.0,
+            warmup=2,
+            steps=2,
+        ),
+    )
     train(cfg, folder)
     return folder
 
@@ -296,8 +349,21 @@ def checkpoint_edit(draw, doc):
         paths = sorted(_leaf_paths(doc), key=str)
         return kind, draw(st.sampled_from(paths)), draw(values)
     if kind == "config":
-        key = draw(st.sampled_from(["hidden", "depth", "emb_dim", "n_times", "network", "u", "q",
-                                    "t_max", "precondition"]))
+        key = draw(
+            st.sampled_from(
+                [
+                    "hidden",
+                    "depth",
+                    "emb_dim",
+                    "n_times",
+                    "network",
+                    "u",
+                    "q",
+                    "t_max",
+                    "precondition",
+                ]
+            )
+        )
         big = {"hidden": 16384, "depth": 256, "emb_dim": 16384, "n_times": 100_000}
         return kind, ("config", key), draw(st.one_of(st.just(big.get(key, 3)), values))
     return kind, None, draw(st.integers(0, 2**32))
@@ -324,26 +390,45 @@ def test_checkpoints(tmp_path, checkpoint, data):
             target = target[k]
         target[path[-1]] = payload
         (folder / "checkpoint.json").write_text(json.dumps(doc))
-    model = check_outcome(lambda: load_checkpoint(folder), str(folder),
-                          errors=(CheckpointError,))
+    model = check_outcome(lambda: load_checkpoint(folder), str(folder), errors=(CheckpointError,))
     if model is not None:
         assert model.step >= 0
 
 
 # ----------------------------------------------------------------------------- samplers (issue 23)
-numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**6, 10**6),
-                    st.sampled_from([0.0, 1e-300, 1e300, -1.0, 2.0**62]))
-matrices = st.one_of(st.lists(st.lists(numbers, min_size=2, max_size=2), min_size=2, max_size=2),
-                     values, st.sampled_from([np.eye(2), -np.eye(2), 1e300 * np.eye(2),
-                                              np.zeros((2, 2)), np.eye(3)]))
-vectors = st.one_of(st.lists(numbers, min_size=2, max_size=2), values,
-                    st.sampled_from([np.zeros(2), np.ones(3)]))
-grids = st.one_of(st.lists(numbers, max_size=6), values,
-                  st.sampled_from([np.linspace(1e-3, 2.0, 4), [0.0, 1.0], [1.0, 0.5, 0.1]]))
+numbers = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-(10**6), 10**6),
+    st.sampled_from([0.0, 1e-300, 1e300, -1.0, 2.0**62]),
+)
+matrices = st.one_of(
+    st.lists(st.lists(numbers, min_size=2, max_size=2), min_size=2, max_size=2),
+    values,
+    st.sampled_from([np.eye(2), -np.eye(2), 1e300 * np.eye(2), np.zeros((2, 2)), np.eye(3)]),
+)
+vectors = st.one_of(
+    st.lists(numbers, min_size=2, max_size=2), values, st.sampled_from([np.zeros(2), np.ones(3)])
+)
+grids = st.one_of(
+    st.lists(numbers, max_size=6),
+    values,
+    st.sampled_from([np.linspace(1e-3, 2.0, 4), [0.0, 1.0], [1.0, 0.5, 0.1]]),
+)
 #: The sampler and scheduler cases each build coefficients: fewer of them.
 FUZZ_FEW = settings(FUZZ, max_examples=max(5, FUZZ.max_examples // 3))
-SAMPLER_NAMES = ("times", "prior", "method", "t_min", "steps", "T", "mean", "cov", "start",
-                 "maxiter", "objective")
+SAMPLER_NAMES = (
+    "times",
+    "prior",
+    "method",
+    "t_min",
+    "steps",
+    "T",
+    "mean",
+    "cov",
+    "start",
+    "maxiter",
+    "objective",
+)
 
 
 @pytest.fixture(scope="module")
@@ -353,13 +438,18 @@ def small_problem():
 
     U = np.diag([0.5, 1.5])
     proc = OUProcess(U, optimal_q(U))
-    return proc, GaussianMixtureScore(proc, np.array([[2.0, 0.0], [-2.0, 0.0]]),
-                                      np.stack([0.1 * np.eye(2)] * 2))
+    return proc, GaussianMixtureScore(
+        proc, np.array([[2.0, 0.0], [-2.0, 0.0]]), np.stack([0.1 * np.eye(2)] * 2)
+    )
 
 
-@given(times=grids, prior=st.one_of(st.none(), values, st.tuples(vectors, matrices)),
-       method=st.sampled_from(["ancestral", "ddim", "gddim", "dpmpp_2m", "heun",
-                               "euler_maruyama", "dpm"]))
+@given(
+    times=grids,
+    prior=st.one_of(st.none(), values, st.tuples(vectors, matrices)),
+    method=st.sampled_from(
+        ["ancestral", "ddim", "gddim", "dpmpp_2m", "heun", "euler_maruyama", "dpm"]
+    ),
+)
 @FUZZ_FEW
 def test_sampler_times_and_prior(small_problem, monkeypatch, times, prior, method):
     import torch
@@ -372,58 +462,100 @@ def test_sampler_times_and_prior(small_problem, monkeypatch, times, prior, metho
     monkeypatch.setattr(stiffness, "MAX_STEPS", 3000)
 
     proc, score = small_problem
-    out = check_outcome(lambda: sample(score, proc, n=3, times=times, prior=prior,
-                                       method=method, generator=torch.Generator().manual_seed(0)),
-                        *SAMPLER_NAMES)
+    out = check_outcome(
+        lambda: sample(
+            score,
+            proc,
+            n=3,
+            times=times,
+            prior=prior,
+            method=method,
+            generator=torch.Generator().manual_seed(0),
+        ),
+        *SAMPLER_NAMES,
+    )
     if out is not None:
         assert out[0].shape == (3, 2)
 
 
-@given(mean=vectors, cov=matrices, method=st.sampled_from(["gddim", "dpmpp_2m", "heun", "x"]),
-       steps=st.one_of(st.integers(-2, 4), st.just(10**12), st.booleans(), numbers),
-       T=st.one_of(st.none(), numbers), t_min=st.one_of(st.just(1e-3), numbers),
-       optimise=st.booleans())
+@given(
+    mean=vectors,
+    cov=matrices,
+    method=st.sampled_from(["gddim", "dpmpp_2m", "heun", "x"]),
+    steps=st.one_of(st.integers(-2, 4), st.just(10**12), st.booleans(), numbers),
+    T=st.one_of(st.none(), numbers),
+    t_min=st.one_of(st.just(1e-3), numbers),
+    optimise=st.booleans(),
+)
 @FUZZ_FEW
-def test_gaussian_error_and_optimise_grid(small_problem, mean, cov, method, steps, T, t_min,
-                                          optimise):
+def test_gaussian_error_and_optimise_grid(
+    small_problem, mean, cov, method, steps, T, t_min, optimise
+):
     from nonrev.samplers import gaussian_error, optimise_grid
 
     proc, _ = small_problem
     if optimise:
-        out = check_outcome(lambda: optimise_grid(proc, mean, cov, method, steps, T=T,
-                                                  t_min=t_min, maxiter=2), *SAMPLER_NAMES)
+        out = check_outcome(
+            lambda: optimise_grid(proc, mean, cov, method, steps, T=T, t_min=t_min, maxiter=2),
+            *SAMPLER_NAMES,
+        )
         if out is not None:
             assert np.all(np.diff(out) > 0)
             gaussian_error(proc, mean, cov, method, times=out)  # the result is usable
     else:
-        out = check_outcome(lambda: gaussian_error(proc, mean, cov, method, steps=steps, T=T,
-                                                   t_min=t_min), *SAMPLER_NAMES)
+        out = check_outcome(
+            lambda: gaussian_error(proc, mean, cov, method, steps=steps, T=T, t_min=t_min),
+            *SAMPLER_NAMES,
+        )
         if out is not None:
             assert out["w2"] >= 0
 
 
 # ----------------------------------------------------------------------------- diffusers scheduler
-SCHEDULER_FIELDS = ("U", "Q", "num_train_timesteps", "beta_start", "beta_end", "beta_schedule",
-                    "trained_betas", "prediction_type", "method", "timestep_spacing",
-                    "steps_offset", "alphas_cumprod", "beta schedule")
-scheduler_kwargs = st.fixed_dictionaries({}, optional={
-    "U": st.one_of(matrices, st.just(np.eye(4))), "Q": st.one_of(st.none(), matrices),
-    "num_train_timesteps": st.one_of(st.integers(-2, 60), st.just(10**9), st.booleans(), numbers),
-    "beta_start": numbers, "beta_end": numbers,
-    "beta_schedule": st.one_of(st.sampled_from(["linear", "scaled_linear", "squaredcos_cap_v2"]),
-                               st.text(max_size=8)),
-    "trained_betas": st.one_of(st.none(), values, st.lists(numbers, max_size=4)),
-    "prediction_type": st.sampled_from(["epsilon", "sample", "v_prediction"]),
-    "method": st.sampled_from(["ancestral", "gddim", "dpmpp_2m", "ddim", "heun"]),
-    "timestep_spacing": st.sampled_from(["leading", "linspace", "trailing", "random"]),
-    "steps_offset": st.one_of(st.integers(-3, 100), numbers)})
+SCHEDULER_FIELDS = (
+    "U",
+    "Q",
+    "num_train_timesteps",
+    "beta_start",
+    "beta_end",
+    "beta_schedule",
+    "trained_betas",
+    "prediction_type",
+    "method",
+    "timestep_spacing",
+    "steps_offset",
+    "alphas_cumprod",
+    "beta schedule",
+)
+scheduler_kwargs = st.fixed_dictionaries(
+    {},
+    optional={
+        "U": st.one_of(matrices, st.just(np.eye(4))),
+        "Q": st.one_of(st.none(), matrices),
+        "num_train_timesteps": st.one_of(
+            st.integers(-2, 60), st.just(10**9), st.booleans(), numbers
+        ),
+        "beta_start": numbers,
+        "beta_end": numbers,
+        "beta_schedule": st.one_of(
+            st.sampled_from(["linear", "scaled_linear", "squaredcos_cap_v2"]), st.text(max_size=8)
+        ),
+        "trained_betas": st.one_of(st.none(), values, st.lists(numbers, max_size=4)),
+        "prediction_type": st.sampled_from(["epsilon", "sample", "v_prediction"]),
+        "method": st.sampled_from(["ancestral", "gddim", "dpmpp_2m", "ddim", "heun"]),
+        "timestep_spacing": st.sampled_from(["leading", "linspace", "trailing", "random"]),
+        "steps_offset": st.one_of(st.integers(-3, 100), numbers),
+    },
+)
 
 
-@given(kwargs=scheduler_kwargs, n_steps=st.one_of(st.integers(-1, 70), numbers),
-       dtype=st.sampled_from(["float32", "float64", "int64", "uint8", "bool"]),
-       shape=st.sampled_from([(2, 1, 2, 2), (2, 4), (2, 5), (0, 4), (4,)]),
-       timesteps=st.one_of(st.integers(-5, 70), st.lists(st.integers(-5, 70), max_size=3),
-                           numbers))
+@given(
+    kwargs=scheduler_kwargs,
+    n_steps=st.one_of(st.integers(-1, 70), numbers),
+    dtype=st.sampled_from(["float32", "float64", "int64", "uint8", "bool"]),
+    shape=st.sampled_from([(2, 1, 2, 2), (2, 4), (2, 5), (0, 4), (4,)]),
+    timesteps=st.one_of(st.integers(-5, 70), st.lists(st.integers(-5, 70), max_size=3), numbers),
+)
 @FUZZ_FEW
 def test_scheduler_surfaces(kwargs, n_steps, dtype, shape, timesteps):
     import torch
@@ -436,14 +568,17 @@ def test_scheduler_surfaces(kwargs, n_steps, dtype, shape, timesteps):
     if s is None:
         return
     x = torch.ones(shape).to(getattr(torch, dtype))
-    check_outcome(lambda: s.add_noise(x, x, timesteps), "original_samples", "noise",
-                  "timesteps")
-    if check_outcome(lambda: s.set_timesteps(n_steps), "num_inference_steps", "timesteps",
-                     "Q", "spacing") is None and s.num_inference_steps is None:
+    check_outcome(lambda: s.add_noise(x, x, timesteps), "original_samples", "noise", "timesteps")
+    if (
+        check_outcome(
+            lambda: s.set_timesteps(n_steps), "num_inference_steps", "timesteps", "Q", "spacing"
+        )
+        is None
+        and s.num_inference_steps is None
+    ):
         return
     check_outcome(lambda: s.step(x, s.timesteps[0], x), "sample", "model_output", "timestep")
-    check_outcome(lambda: s.step(x, timesteps, x), "sample", "model_output", "timestep",
-                  "dpmpp_2m")
+    check_outcome(lambda: s.step(x, timesteps, x), "sample", "model_output", "timestep", "dpmpp_2m")
 
 
 @pytest.fixture(scope="module")
@@ -484,9 +619,30 @@ def test_fuzz_under_a_memory_limit():
     # the same (derandomized) cases as the suite's own run: at 40 examples hypothesis
     # drew a checkpoint whose config asks n_times = 1e5, whose legitimate tables (over
     # 100 MiB) exceed the per-case bound, and shrinking it ran past the timeout
-    env = {**os.environ, "NONREV_FUZZ_RLIMIT_AS": str(2**30),
-           "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                          __file__, "-k", "not memory_limit"], env=env, capture_output=True,
-                         text=True, timeout=900, cwd=Path(__file__).parent.parent)
+    env = {
+        **os.environ,
+        "NONREV_FUZZ_RLIMIT_AS": str(2**30),
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-x",
+            "-p",
+            "no:cacheprovider",
+            __file__,
+            "-k",
+            "not memory_limit",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=Path(__file__).parent.parent,
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]

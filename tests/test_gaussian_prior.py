@@ -4,8 +4,8 @@ residual of the data prediction against the prior's posterior mean is approximat
 import numpy as np
 import pytest
 import torch
-
 from problems import check_exact_error_by_monte_carlo, gaussian_case, random_spd
+
 from nonrev import OUProcess, optimal_q
 from nonrev.samplers import gaussian_error, sample, time_grid
 from nonrev.samplers.steps import coefficients, step
@@ -28,8 +28,9 @@ def test_zero_covariance_prior_is_the_method_without_prior(rng, current, method)
     b = coefficients(proc, grid, method, prior=prior)
     # x_s = X x + X0 x0 (+ X1 x0_prev + XP x_prev) + c: the x0 form's affine terms
     for name in ("state", "model") + (("prev_model",) if method == "dpmpp_2m" else ()):
-        torch.testing.assert_close(getattr(b.x0, name).dense(), getattr(a.x0, name).dense(),
-                                   rtol=0, atol=1e-10)
+        torch.testing.assert_close(
+            getattr(b.x0, name).dense(), getattr(a.x0, name).dense(), rtol=0, atol=1e-10
+        )
     assert float(b.x0.const.abs().max()) < 1e-10
     if method == "dpmpp_2m":
         assert float(b.x0.prev_state.dense().abs().max()) < 1e-12
@@ -73,8 +74,9 @@ def test_gaussian_error_with_prior_matches_monte_carlo(rng, method):
     the target (so the comparison is not trivial)."""
     proc, m, C = gaussian_case(rng)
     prior = (np.zeros(4), np.trace(C) / 4 * np.eye(4))
-    exact, se_cov = check_exact_error_by_monte_carlo(proc, m, C, method, T=6.0, steps=6,
-                                                     t_min=1e-3, spacing="log", prior=prior)
+    exact, se_cov = check_exact_error_by_monte_carlo(
+        proc, m, C, method, T=6.0, steps=6, t_min=1e-3, spacing="log", prior=prior
+    )
     assert exact["cov_error"] > 5 * se_cov.max()
 
 
@@ -90,17 +92,29 @@ def test_mixture_converges_with_the_mixture_moments_as_prior():
     U, _, _ = random_spd(d, rng)
     proc = OUProcess(U, optimal_q(U))
     means = 3 * rng.standard_normal((K, d))
-    covs = np.stack([0.3 * B @ B.T / d + 0.05 * np.eye(d)
-                     for B in rng.standard_normal((K, d, d))])
+    covs = np.stack([0.3 * B @ B.T / d + 0.05 * np.eye(d) for B in rng.standard_normal((K, d, d))])
     w = np.array([0.5, 0.3, 0.2])
     mean = w @ means
     cov = np.einsum("k,kij->ij", w, covs + np.einsum("ki,kj->kij", means - mean, means - mean))
     score = GaussianMixtureScore(proc, means, covs, w)
-    x_T = torch.randn(300, d, generator=torch.Generator().manual_seed(1),
-                      dtype=torch.float64) @ torch.as_tensor(np.linalg.cholesky(proc.stationary_cov)).T
-    run = lambda steps, **kw: sample(score, proc, x_T=x_T, T=12.0, steps=steps,  # noqa: E731
-                                     spacing="log", method="dpmpp_2m", dtype=torch.float64,
-                                     **kw)[0]
+    x_T = (
+        torch.randn(300, d, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        @ torch.as_tensor(np.linalg.cholesky(proc.stationary_cov)).T
+    )
+
+    def run(steps, **kw):
+        return sample(
+            score,
+            proc,
+            x_T=x_T,
+            T=12.0,
+            steps=steps,
+            spacing="log",
+            method="dpmpp_2m",
+            dtype=torch.float64,
+            **kw,
+        )[0]
+
     ref = run(400)
     err = lambda x: float((x - ref).norm(dim=1).median())  # noqa: E731
     e = {s: err(run(s, prior=(mean, cov))) for s in (10, 20, 100)}

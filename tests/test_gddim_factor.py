@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import scipy.integrate
 import torch
-
 from problems import random_spd
+
 from nonrev import OUProcess, optimal_q
 
 
@@ -45,8 +45,9 @@ def test_point_mass_rides_the_probability_flow(rng, q_scale):
 
     R = proc.gddim_factor([t0, 1.0, t1])
     x1 = proc.mean_matrix(t1) @ a + R[2] @ eps
-    sol = scipy.integrate.solve_ivp(flow, (t1, t0), x1, method="DOP853", rtol=1e-11,
-                                    atol=1e-12, t_eval=[1.0, t0])
+    sol = scipy.integrate.solve_ivp(
+        flow, (t1, t0), x1, method="DOP853", rtol=1e-11, atol=1e-12, t_eval=[1.0, t0]
+    )
     for j, i in enumerate((1, 0)):
         want = proc.mean_matrix(sol.t[j]) @ a + R[i] @ eps
         assert np.abs(sol.y[:, j] - want).max() < 1e-8
@@ -70,7 +71,6 @@ def test_kernel_carries_the_factor_and_reversible_isotropic_case(rng):
     for i, t in enumerate(grid):
         want = np.sqrt(-np.expm1(-2 * t)) * scipy.linalg.expm(-t * Q)
         np.testing.assert_allclose(R[i], want, rtol=0, atol=1e-10)
-
 
 
 def test_strong_current_steps_follow_the_change_of_omega_not_its_size():

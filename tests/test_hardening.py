@@ -6,7 +6,6 @@ messages, leftovers of killed runs, SIGTERM and file permissions."""
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import signal
 import subprocess
@@ -20,11 +19,22 @@ import yaml
 from click.testing import CliRunner
 
 from nonrev.cli import main
-from nonrev.config import ConfigError, SEED_MAX, load_file, show
+from nonrev.config import SEED_MAX, ConfigError, load_file, show
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-TINY_TRAIN = dict(data="moons", n_points=300, hidden=16, depth=1, emb_dim=8, batch_size=32,
-                  time_groups=4, n_times=40, t_max=4.0, checkpoint_minutes=0.0, warmup=5)
+TINY_TRAIN = dict(
+    data="moons",
+    n_points=300,
+    hidden=16,
+    depth=1,
+    emb_dim=8,
+    batch_size=32,
+    time_groups=4,
+    n_times=40,
+    t_max=4.0,
+    checkpoint_minutes=0.0,
+    warmup=5,
+)
 
 
 def invoke(*args):
@@ -33,8 +43,11 @@ def invoke(*args):
 
 def assert_one_line(res, *fragments, code=1):
     assert res.exit_code == code, res.output
-    assert "Traceback" not in res.output and res.exception is None or isinstance(
-        res.exception, SystemExit), res.output
+    assert (
+        "Traceback" not in res.output
+        and res.exception is None
+        or isinstance(res.exception, SystemExit)
+    ), res.output
     error = [line for line in res.output.splitlines() if line.startswith("Error:")]
     assert len(error) == 1, res.output
     for fragment in fragments:
@@ -74,16 +87,21 @@ def _never(*args, **kwargs):
     raise AssertionError("the work started before the outputs were checked")
 
 
-def test_every_writing_command_checks_its_outputs_before_any_work(tmp_path, monkeypatch,
-                                                                    checkpoint, data_file):
+def test_every_writing_command_checks_its_outputs_before_any_work(
+    tmp_path, monkeypatch, checkpoint, data_file
+):
     import nonrev.experiments.digits_study as digits
     import nonrev.experiments.headline as headline
     import nonrev.sweep.core as sweep_core
     import nonrev.training.loop as loop
     from nonrev.data import files
 
-    for name, mod in (("train", loop), ("run_headline", headline),
-                      ("run_digits_study", digits), ("run_cell", sweep_core)):
+    for name, mod in (
+        ("train", loop),
+        ("run_headline", headline),
+        ("run_digits_study", digits),
+        ("run_cell", sweep_core),
+    ):
         monkeypatch.setattr(mod, name, _never)
     monkeypatch.setattr(loop, "load_checkpoint", _never)
     monkeypatch.setattr(files, "load_array", _never)
@@ -94,13 +112,19 @@ def test_every_writing_command_checks_its_outputs_before_any_work(tmp_path, monk
             (["train", "--data", "moons", "--steps", 200, "--out", bad / "ck"], "--out"),
             (["demo", "--quick", "--out", bad / "run"], "--out"),
             (["study", "digits", "--quick", "--out", bad / "run"], "--out"),
-            (["sweep", sweep_file, "--backend", "local", "--workers", 1, "--out", bad / "sw"],
-             "--out"),
+            (
+                ["sweep", sweep_file, "--backend", "local", "--workers", 1, "--out", bad / "sw"],
+                "--out",
+            ),
             (["sample", checkpoint, "--out", bad / "s.npy"], "--out"),
-            (["sample", checkpoint, "--out", tmp_path / "s.npy", "--grid", bad / "g.png"],
-             "--grid"),
-            (["steer", data_file, "--objective", "speciation_early", "--out", bad / "q.npy"],
-             "--out"),
+            (
+                ["sample", checkpoint, "--out", tmp_path / "s.npy", "--grid", bad / "g.png"],
+                "--grid",
+            ),
+            (
+                ["steer", data_file, "--objective", "speciation_early", "--out", bad / "q.npy"],
+                "--out",
+            ),
         ]
         for args, option in cases:
             assert_one_line(invoke(*args), option, str(bad.parent))
@@ -115,12 +139,32 @@ def test_sample_grid_failure_leaves_no_samples(tmp_path, monkeypatch, checkpoint
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(learned, "write_sample_picture", broken)
-    res = invoke("sample", checkpoint, "--n", 8, "--steps", 2, "--out", tmp_path / "s.npy",
-                 "--grid", tmp_path / "g.png")
+    res = invoke(
+        "sample",
+        checkpoint,
+        "--n",
+        8,
+        "--steps",
+        2,
+        "--out",
+        tmp_path / "s.npy",
+        "--grid",
+        tmp_path / "g.png",
+    )
     assert_one_line(res, "No space left on device")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
-    res = invoke("sample", checkpoint, "--n", 8, "--steps", 2, "--out", tmp_path / "s.npy",
-                 "--grid", tmp_path / "g.txt")
+    res = invoke(
+        "sample",
+        checkpoint,
+        "--n",
+        8,
+        "--steps",
+        2,
+        "--out",
+        tmp_path / "s.npy",
+        "--grid",
+        tmp_path / "g.txt",
+    )
     assert_one_line(res, "--grid", ".png")
 
 
@@ -153,12 +197,15 @@ def test_values_in_messages_are_bounded():
     assert len(str(err.value)) < 200
 
 
-@pytest.mark.parametrize("content, fragment", [
-    ({"collapse": {"dim": 100000}}, "collapse.dim: must be <= 4096"),
-    ({"collapse": {"n_train": 10**7, "dim": 4096}}, "GiB"),
-    ({"seed": 99999999999999999999}, f"seed: must be <= {SEED_MAX}"),
-    ({"collapse": {"n_mc": 2**70}}, "collapse.n_mc: must be <="),
-])
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        ({"collapse": {"dim": 100000}}, "collapse.dim: must be <= 4096"),
+        ({"collapse": {"n_train": 10**7, "dim": 4096}}, "GiB"),
+        ({"seed": 99999999999999999999}, f"seed: must be <= {SEED_MAX}"),
+        ({"collapse": {"n_mc": 2**70}}, "collapse.n_mc: must be <="),
+    ],
+)
 def test_config_sizes_are_bounded_before_any_allocation(tmp_path, content, fragment):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(content))
@@ -171,28 +218,44 @@ def test_nested_and_huge_config_files(tmp_path):
     (tmp_path / "deep.toml").write_text("seed = " + "[" * 3000 + "]" * 3000)
     (tmp_path / "digits.yaml").write_text("seed: " + "9" * 5000)
     (tmp_path / "big.yaml").write_text("# " + "x" * (2 << 20))
-    for name, fragment in (("deep.yaml", "could not be parsed"), ("deep.toml", "could not be parsed"),
-                           ("digits.yaml", "could not be parsed"), ("big.yaml", "MiB")):
+    for name, fragment in (
+        ("deep.yaml", "could not be parsed"),
+        ("deep.toml", "could not be parsed"),
+        ("digits.yaml", "could not be parsed"),
+        ("big.yaml", "MiB"),
+    ):
         with pytest.raises(ConfigError, match=fragment):
             load_file(tmp_path / name)
 
 
 # ----------------------------------------------------------------------------- 5. integer ranges
-@pytest.mark.parametrize("args, option", [
-    (["train", "--data", "moons", "--out", "OUT", "--seed", "99999999999999999999"], "--seed"),
-    (["sample", "CK", "--out", "OUT.npy", "--seed", "99999999999999999999"], "--seed"),
-    (["demo", "--quick", "--out", "OUT", "--seed", "99999999999999999999"], "--seed"),
-    (["analyze", "DATA", "--n-train", "99999999999999999999"], "--n-train"),
-    (["analyze", "DATA", "--n-train", "1e21"], "--n-train"),
-    (["steer", "DATA", "--objective", "window", "--out", "OUT.npy", "--seed", "-1"], "--seed"),
-    (["sample", "CK", "--out", "OUT.npy", "--n", "99999999999999999999"], "--n"),
-    (["train", "--data", "moons", "--out", "OUT", "--steps", "99999999999999999999"], "--steps"),
-    (["sweep", "C.yaml", "--out", "OUT", "--workers", "99999999999999999999"], "--workers"),
-])
-def test_integer_options_have_ranges_that_name_the_option(tmp_path, data_file, checkpoint,
-                                                          args, option):
-    subst = {"OUT": tmp_path / "out", "OUT.npy": tmp_path / "o.npy", "CK": checkpoint,
-             "DATA": data_file, "C.yaml": data_file}
+@pytest.mark.parametrize(
+    "args, option",
+    [
+        (["train", "--data", "moons", "--out", "OUT", "--seed", "99999999999999999999"], "--seed"),
+        (["sample", "CK", "--out", "OUT.npy", "--seed", "99999999999999999999"], "--seed"),
+        (["demo", "--quick", "--out", "OUT", "--seed", "99999999999999999999"], "--seed"),
+        (["analyze", "DATA", "--n-train", "99999999999999999999"], "--n-train"),
+        (["analyze", "DATA", "--n-train", "1e21"], "--n-train"),
+        (["steer", "DATA", "--objective", "window", "--out", "OUT.npy", "--seed", "-1"], "--seed"),
+        (["sample", "CK", "--out", "OUT.npy", "--n", "99999999999999999999"], "--n"),
+        (
+            ["train", "--data", "moons", "--out", "OUT", "--steps", "99999999999999999999"],
+            "--steps",
+        ),
+        (["sweep", "C.yaml", "--out", "OUT", "--workers", "99999999999999999999"], "--workers"),
+    ],
+)
+def test_integer_options_have_ranges_that_name_the_option(
+    tmp_path, data_file, checkpoint, args, option
+):
+    subst = {
+        "OUT": tmp_path / "out",
+        "OUT.npy": tmp_path / "o.npy",
+        "CK": checkpoint,
+        "DATA": data_file,
+        "C.yaml": data_file,
+    }
     res = invoke(*[subst.get(a, a) for a in args])
     assert res.exit_code == 2 and f"'{option}'" in res.output, res.output
     assert "Traceback" not in res.output
@@ -233,13 +296,33 @@ def _alive(pid: int) -> bool:
 def _start_sweep(tmp_path, backend: str) -> subprocess.Popen:
     """A four-cell regime sweep with two workers, started as its own process."""
     config = tmp_path / "sweep.yaml"
-    config.write_text(yaml.safe_dump({
-        "experiment": "regime", "fixed": {"dim": 8, "n_pairs": 4000, "n_traj": 400},
-        "grid": {"gamma": [0.0, 0.5, 1.0, 1.5]}}))
-    return subprocess.Popen([sys.executable, "-c", "from nonrev.cli import main; main()",
-                             "sweep", str(config), "--backend", backend, "--workers", "2",
-                             "--out", str(tmp_path / "out")],
-                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "experiment": "regime",
+                "fixed": {"dim": 8, "n_pairs": 4000, "n_traj": 400},
+                "grid": {"gamma": [0.0, 0.5, 1.0, 1.5]},
+            }
+        )
+    )
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from nonrev.cli import main; main()",
+            "sweep",
+            str(config),
+            "--backend",
+            backend,
+            "--workers",
+            "2",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc (Linux)")
@@ -250,9 +333,12 @@ def test_local_sweep_workers_die_with_their_parent(tmp_path):
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and len(workers) < 2:
             time.sleep(0.5)
-            workers = [p for p in _children(proc.pid)
-                       if b"multiprocessing" in Path(f"/proc/{p}/cmdline").read_bytes()
-                       and b"resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes()]
+            workers = [
+                p
+                for p in _children(proc.pid)
+                if b"multiprocessing" in Path(f"/proc/{p}/cmdline").read_bytes()
+                and b"resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes()
+            ]
         assert len(workers) >= 2, "the pool did not start"
         everything = _children(proc.pid)
         time.sleep(2.0)  # the workers are importing or running cells
@@ -299,8 +385,11 @@ def test_ray_processes_die_with_the_sweep(tmp_path):
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
             seen |= _descendants(proc.pid)
-            if any(b"ray::" in Path(f"/proc/{p}/cmdline").read_bytes()
-                   for p in seen if Path(f"/proc/{p}").exists()):
+            if any(
+                b"ray::" in Path(f"/proc/{p}/cmdline").read_bytes()
+                for p in seen
+                if Path(f"/proc/{p}").exists()
+            ):
                 break  # a Ray worker runs a cell
             time.sleep(0.5)
         for _ in range(6):  # a few more seconds of recording
@@ -323,17 +412,20 @@ def test_ray_processes_die_with_the_sweep(tmp_path):
 
 
 def test_die_with_parent_exits_when_the_parent_is_already_gone():
-    code = ("import os; from nonrev.sweep.core import die_with_parent; "
-            "die_with_parent(os.getppid() + 10**6); print('survived')")
-    res = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True,
-                         timeout=60)
+    code = (
+        "import os; from nonrev.sweep.core import die_with_parent; "
+        "die_with_parent(os.getppid() + 10**6); print('survived')"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=60
+    )
     assert res.returncode == 1 and "survived" not in res.stdout
 
 
 # ----------------------------------------------------------------------------- 6. large inputs
 def test_optimal_q_of_a_multiple_of_the_identity_is_zero_without_o_d3_work():
-    from nonrev.process.currents import optimal_q
     from nonrev.linalg import is_diagonal
+    from nonrev.process.currents import optimal_q
 
     U = 2.5 * np.eye(6)
     assert is_diagonal(U) and not is_diagonal(U + 1e-3 * np.ones((6, 6)))
@@ -416,7 +508,7 @@ def test_a_header_that_announces_more_than_the_file_holds_is_refused_before_load
 
     np.save(tmp_path / "x.npy", np.ones((5, 3)))
     blob = (tmp_path / "x.npy").read_bytes()
-    (tmp_path / "huge.npy").write_bytes(blob.replace(b"(5, 3)", b"(9999999999, 3)", 1)[:len(blob)])
+    (tmp_path / "huge.npy").write_bytes(blob.replace(b"(5, 3)", b"(9999999999, 3)", 1)[: len(blob)])
     (tmp_path / "more.npy").write_bytes(blob.replace(b"(5, 3)", b"(9, 3)", 1))
     with pytest.raises(ValueError, match="needs .* GiB"):
         load_array(tmp_path / "huge.npy")
@@ -429,8 +521,11 @@ def test_complex_matrices_with_imaginary_parts_are_refused():
     from nonrev.process.ou import OUProcess
 
     U = np.eye(3) + 0.5j * np.eye(3)
-    for check in (lambda: as_spd("U", U), lambda: OUProcess(U),
-                  lambda: as_samples("X", np.ones((4, 3)) * 1j)):
+    for check in (
+        lambda: as_spd("U", U),
+        lambda: OUProcess(U),
+        lambda: as_samples("X", np.ones((4, 3)) * 1j),
+    ):
         with pytest.raises(ValueError, match="must be real"):
             check()
     assert np.array_equal(as_spd("U", np.eye(3) + 0j), np.eye(3))
@@ -528,12 +623,28 @@ def test_sigterm_stops_training_with_a_checkpoint(tmp_path):
     import threading
 
     out = tmp_path / "ck"
-    proc = subprocess.Popen([sys.executable, "-c", "from nonrev.cli import main; main()",
-                             "train", "--data", "moons", "--steps", "1000000", "--out", str(out)],
-                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from nonrev.cli import main; main()",
+            "train",
+            "--data",
+            "moons",
+            "--steps",
+            "1000000",
+            "--out",
+            str(out),
+        ],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     err = bytearray()
-    reader = threading.Thread(target=lambda: [err.extend(c) for c in iter(
-        lambda: proc.stderr.read1(4096), b"")], daemon=True)
+    reader = threading.Thread(
+        target=lambda: [err.extend(c) for c in iter(lambda: proc.stderr.read1(4096), b"")],
+        daemon=True,
+    )
     reader.start()
     try:
         deadline = time.monotonic() + 120

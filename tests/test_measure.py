@@ -7,8 +7,8 @@ within 15% of the predicted t_C (two sizes, two currents)."""
 import numpy as np
 import pytest
 import torch
-
 from problems import random_spd
+
 from nonrev import OUProcess, optimal_q
 from nonrev.regimes import collapse_time, speciation_time
 from nonrev.regimes.measure import (
@@ -41,8 +41,16 @@ def test_isotropic_phi_at_predicted_speciation_time():
     t_s = speciation_time(proc, np.outer(mu, mu), np.eye(d))
     assert t_s == pytest.approx(0.5 * np.log(40.0), rel=1e-4)
     score, classify = two_classes(proc, mu)
-    r = clone_agreement(score, proc, classify, [t_s], n_pairs=1500, T=6.0, steps=int(6.0 / DT),
-                        generator=torch.Generator().manual_seed(0))
+    r = clone_agreement(
+        score,
+        proc,
+        classify,
+        [t_s],
+        n_pairs=1500,
+        T=6.0,
+        steps=int(6.0 / DT),
+        generator=torch.Generator().manual_seed(0),
+    )
     assert 0.70 <= r["phi"][0] <= 0.85, r["phi"]
     assert r["ci_low"][0] <= r["phi"][0] <= r["ci_high"][0]
 
@@ -59,9 +67,16 @@ def test_anisotropic_speciation_measured_within_10_percent(direction, current):
     t_pred = speciation_time(proc, np.outer(mu, mu), np.eye(d))
     score, classify = two_classes(proc, mu)
     T = max(2.0 * t_pred, 6.0)
-    r = clone_agreement(score, proc, classify, t_pred * np.array([0.7, 0.85, 1.0, 1.15, 1.3]),
-                        n_pairs=800, T=T, steps=int(T / DT),
-                        generator=torch.Generator().manual_seed(1))
+    r = clone_agreement(
+        score,
+        proc,
+        classify,
+        t_pred * np.array([0.7, 0.85, 1.0, 1.15, 1.3]),
+        n_pairs=800,
+        T=T,
+        steps=int(T / DT),
+        generator=torch.Generator().manual_seed(1),
+    )
     meas = speciation_time_measured(r)
     assert meas["threshold"] == pytest.approx(0.775)
     assert meas["t"] == pytest.approx(t_pred, rel=0.10), (t_pred, meas, r["phi"])
@@ -76,8 +91,9 @@ def test_collapse_lock_time_within_15_percent(d, n_train, current):
     X = rng.standard_normal((n_train, d))
     t_pred = collapse_time(proc, np.cov(X.T), n_train)
     score = EmpiricalScore(proc, torch.tensor(X, dtype=torch.float32))
-    r = collapse_lock_times(score, proc, n=300, T=3.0, steps=600,
-                            generator=torch.Generator().manual_seed(0))
+    r = collapse_lock_times(
+        score, proc, n=300, T=3.0, steps=600, generator=torch.Generator().manual_seed(0)
+    )
     assert r["median"] == pytest.approx(t_pred, rel=0.15), (t_pred, r["median"])
     assert r["q25"] <= r["median"] <= r["q75"]
     # every sample ends on its training point
@@ -114,9 +130,13 @@ def test_memorised_fraction():
 
 
 def test_speciation_crossing_and_threshold():
-    r = {"branch_times": np.array([1.0, 2.0, 3.0]), "phi": np.array([0.95, 0.8, 0.6]),
-         "ci_low": np.array([0.93, 0.77, 0.55]), "ci_high": np.array([0.97, 0.83, 0.65]),
-         "n_classes": 2}
+    r = {
+        "branch_times": np.array([1.0, 2.0, 3.0]),
+        "phi": np.array([0.95, 0.8, 0.6]),
+        "ci_low": np.array([0.93, 0.77, 0.55]),
+        "ci_high": np.array([0.97, 0.83, 0.65]),
+        "n_classes": 2,
+    }
     m = speciation_time_measured(r)
     assert m["t"] == pytest.approx(2.0 + 0.025 / 0.2)
     assert m["t_low"] < m["t"] < m["t_high"]
@@ -141,7 +161,8 @@ def test_measure_bad_input():
     with pytest.raises(ValueError, match="one label per row"):
         clone_agreement(score, proc, lambda x: torch.zeros(3), [1.0], **kw)
     with pytest.raises(ValueError, match="fewer than two classes"):
-        clone_agreement(score, proc, lambda x: torch.zeros(x.shape[0], dtype=torch.long),
-                        [1.0], **kw)
+        clone_agreement(
+            score, proc, lambda x: torch.zeros(x.shape[0], dtype=torch.long), [1.0], **kw
+        )
     with pytest.raises(ValueError, match="nearest"):
         collapse_lock_times(score, proc, n=4, T=1.0, steps=10)

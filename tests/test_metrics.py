@@ -49,7 +49,8 @@ def test_sliced_wasserstein_between_shifted_gaussians(d):
     # SW2 = |m| / sqrt(d); sampling error ~ sqrt(2 / n) * |m| ~ 0.05 (tolerance 0.15).
     x, y = gaussian_pair(d, 3000, 2.0, seed=2)
     assert sliced_wasserstein(x, y, n_projections=1000, seed=0) == pytest.approx(
-        2.0 / math.sqrt(d), abs=0.15)
+        2.0 / math.sqrt(d), abs=0.15
+    )
 
 
 def test_sliced_wasserstein_is_deterministic_for_a_seed():
@@ -72,8 +73,11 @@ def test_mmd_matches_brute_force_u_statistic():
 
     kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
     n, m = len(x), len(y)
-    expected = ((kxx.sum() - np.trace(kxx)) / (n * (n - 1))
-                + (kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean())
+    expected = (
+        (kxx.sum() - np.trace(kxx)) / (n * (n - 1))
+        + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+        - 2 * kxy.mean()
+    )
     assert mmd_rbf(x, y, bandwidth=h) == pytest.approx(expected, rel=1e-12)
     # The median heuristic on a small set uses every pair.
     z = np.concatenate([x, y])

@@ -4,16 +4,15 @@ kind="data_frame") against closed forms, and trained with every sampler."""
 import numpy as np
 import pytest
 import torch
+from problems import random_spd
 
 from nonrev import OUProcess, optimal_q, random_q
 from nonrev.config import from_dict
+from nonrev.metrics import sliced_wasserstein
 from nonrev.samplers import METHODS
 from nonrev.scores import GaussianMixtureScore
 from nonrev.scores.neural import MLPNet, NeuralScore, Parameterisation
-from nonrev.metrics import sliced_wasserstein
 from nonrev.training.loop import TrainConfig, prepare_data, train
-
-from problems import random_spd
 
 T_MIN, T_MAX = 1e-3, 3.0
 
@@ -50,8 +49,9 @@ def test_zero_network_is_exact_for_gaussian_data(rng, current, singular):
     x = torch.tensor(rng.standard_normal((6, d)))
     for t in (grid[0], grid[9], 0.0173, 1.234, grid[-1]):
         np.testing.assert_allclose(score(x, t).numpy(), exact(x, t).numpy(), rtol=1e-7, atol=1e-8)
-        np.testing.assert_allclose(score.denoise(x, t).numpy(), exact.denoise(x, t).numpy(),
-                                   rtol=1e-7, atol=1e-9)
+        np.testing.assert_allclose(
+            score.denoise(x, t).numpy(), exact.denoise(x, t).numpy(), rtol=1e-7, atol=1e-9
+        )
 
 
 def test_data_frame_factors_and_noise_level(rng):
@@ -94,10 +94,26 @@ def test_trained_data_frame_model_works_with_every_sampler():
     anisotropic U; every sampler gives finite samples near the data (measured sliced
     W2 to the training set: 0.14-0.15 for the exact-kernel methods, 0.21 Euler-
     Maruyama, 0.35 Heun at 40 steps; samples of the data's Gaussian fit: 0.19)."""
-    cfg = from_dict(TrainConfig, dict(
-        data="moons", n_points=400, hidden=32, depth=2, emb_dim=8, batch_size=64,
-        time_groups=4, n_times=40, t_max=4.0, checkpoint_minutes=0.0, warmup=5, steps=150,
-        u="data", q="optimal", parametrisation="data_frame"))
+    cfg = from_dict(
+        TrainConfig,
+        dict(
+            data="moons",
+            n_points=400,
+            hidden=32,
+            depth=2,
+            emb_dim=8,
+            batch_size=64,
+            time_groups=4,
+            n_times=40,
+            t_max=4.0,
+            checkpoint_minutes=0.0,
+            warmup=5,
+            steps=150,
+            u="data",
+            q="optimal",
+            parametrisation="data_frame",
+        ),
+    )
     model = train(cfg)
     assert model.param.kind == "data_frame"
     ds, _ = prepare_data(cfg)

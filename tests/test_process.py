@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from problems import random_spd
 from scipy.linalg import expm
 
-from problems import random_spd
 from nonrev import OUProcess, optimal_q, random_q
 
 TIMES = [1e-8, 1e-6, 1e-4, 1e-2, 0.3, 1.0, 10.0, 100.0]
@@ -79,8 +80,12 @@ def test_scalar_and_stacked_shapes(rng):
 
 
 @settings(max_examples=25, deadline=None)
-@given(d=st.integers(1, 6), seed=st.integers(0, 2**31 - 1),
-       qnorm=st.floats(0.0, 5.0), t=st.floats(1e-6, 20.0))
+@given(
+    d=st.integers(1, 6),
+    seed=st.integers(0, 2**31 - 1),
+    qnorm=st.floats(0.0, 5.0),
+    t=st.floats(1e-6, 20.0),
+)
 def test_properties_over_random_u_and_q(d, seed, qnorm, t):
     rng = np.random.default_rng(seed)
     U, _, lam = random_spd(d, rng, 0.1, 3.0)
@@ -88,7 +93,9 @@ def test_properties_over_random_u_and_q(d, seed, qnorm, t):
     M, S = proc.mean_and_cov(t)
     # stationary Lyapunov equation, for every Q
     P = proc.stationary_cov
-    assert np.abs(proc.A @ P + P @ proc.A.T - 2 * np.eye(d)).max() < 1e-10 * max(1, np.abs(proc.A).max())
+    assert np.abs(proc.A @ P + P @ proc.A.T - 2 * np.eye(d)).max() < 1e-10 * max(
+        1, np.abs(proc.A).max()
+    )
     # det M_t = exp(-t Tr U), independent of Q (a small eigenvalue of M_t carries an
     # absolute error ~ eps ||M_t||, hence the tolerance scaled by cond(M_t))
     cond = np.linalg.cond(M)
@@ -168,8 +175,13 @@ def test_rates_and_kl(rng):
             M, S = proc.mean_and_cov(t)
             m, C = M @ m0, M @ C0 @ M.T + S
             P_inv = proc.U
-            ref = 0.5 * (np.trace(P_inv @ C) - d + m @ P_inv @ m
-                         - np.linalg.slogdet(C)[1] - np.linalg.slogdet(P_inv)[1])
+            ref = 0.5 * (
+                np.trace(P_inv @ C)
+                - d
+                + m @ P_inv @ m
+                - np.linalg.slogdet(C)[1]
+                - np.linalg.slogdet(P_inv)[1]
+            )
             assert np.isclose(proc.kl_to_stationary(t, m0, C0), ref, rtol=1e-8)
         # decays at twice the relaxation rate (averaged over a long window: with a
         # current the complex eigenvalues make it oscillate), and stays accurate when tiny
@@ -179,13 +191,16 @@ def test_rates_and_kl(rng):
     assert rev.kl_to_stationary(0.0) == np.inf
 
 
-@pytest.mark.parametrize("U,match", [
-    (np.ones((2, 3)), "square"),
-    (np.array([[1.0, 0.5], [0.0, 1.0]]), "symmetric"),
-    (np.array([[1.0, 2.0], [2.0, 1.0]]), "positive definite"),
-    (np.array([[1.0, np.nan], [np.nan, 1.0]]), "NaN"),
-    ("abc", "numeric"),
-])
+@pytest.mark.parametrize(
+    "U,match",
+    [
+        (np.ones((2, 3)), "square"),
+        (np.array([[1.0, 0.5], [0.0, 1.0]]), "symmetric"),
+        (np.array([[1.0, 2.0], [2.0, 1.0]]), "positive definite"),
+        (np.array([[1.0, np.nan], [np.nan, 1.0]]), "NaN"),
+        ("abc", "numeric"),
+    ],
+)
 def test_bad_u(U, match):
     with pytest.raises(ValueError, match=f"U.*{match}|{match}.*U|^U"):
         OUProcess(U)

@@ -5,8 +5,8 @@ scores, and large steps in float32."""
 import numpy as np
 import pytest
 import torch
-
 from problems import check_exact_error_by_monte_carlo, gaussian_case, random_spd
+
 from nonrev import OUProcess, optimal_q
 from nonrev.samplers import METHODS, gaussian_error, optimise_grid, sample, time_grid
 from nonrev.scores import EmpiricalScore, GaussianMixtureScore
@@ -30,8 +30,15 @@ def test_gaussian_error_matches_monte_carlo(rng, method):
     proc, m, C = gaussian_case(rng)
     explicit = method in ("euler_maruyama", "heun")
     exact, se_cov = check_exact_error_by_monte_carlo(
-        proc, m, C, method, T=6.0, steps=400 if explicit else 6, t_min=1e-3,
-        spacing="uniform" if explicit else "log")
+        proc,
+        m,
+        C,
+        method,
+        T=6.0,
+        steps=400 if explicit else 6,
+        t_min=1e-3,
+        spacing="uniform" if explicit else "log",
+    )
     # the few-step deterministic methods are visibly off the target here, so the
     # comparison above is not trivially the target law
     if method in ("ddim", "gddim"):
@@ -148,8 +155,9 @@ def test_learned_score_path(method):
     x_T = x_T @ torch.as_tensor(np.linalg.cholesky(proc.stationary_cov)).T
     kw = dict(T=6.0, steps=8, spacing="log", method=method)
     a, _ = sample(score, proc, x_T=x_T, generator=torch.Generator().manual_seed(1), **kw)
-    b, _ = sample(lambda x, t: score(x, t), proc, x_T=x_T,
-                  generator=torch.Generator().manual_seed(1), **kw)
+    b, _ = sample(
+        lambda x, t: score(x, t), proc, x_T=x_T, generator=torch.Generator().manual_seed(1), **kw
+    )
     assert (a - b).abs().max() < 1e-8
     exact = gaussian_error(proc, np.zeros(d), C, method, start="stationary", T=6.0, steps=8)
     cov = exact["cov"]

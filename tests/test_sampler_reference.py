@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from sampler_reference import compute
 
 REFERENCE = Path(__file__).parent / "data" / "sampler_reference.npz"

@@ -9,11 +9,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from problems import check_exact_error_by_monte_carlo, gaussian_case
 
 import nonrev
-from problems import check_exact_error_by_monte_carlo, gaussian_case
-from nonrev.samplers import (METHODS, Method, gaussian_error, get_method, method_names,
-                             register, sample, unregister)
+from nonrev.samplers import (
+    METHODS,
+    Method,
+    gaussian_error,
+    get_method,
+    method_names,
+    register,
+    sample,
+    unregister,
+)
 from nonrev.samplers.update import affine_step, finish
 from nonrev.scores import GaussianMixtureScore
 
@@ -31,20 +39,30 @@ def _build_exp_euler(ker, options):
 
 @pytest.fixture
 def exp_euler():
-    method = register(Method("exp_euler_test", build=_build_exp_euler, step=affine_step,
-                             output="score", summary="exponential Euler, frozen score"))
+    method = register(
+        Method(
+            "exp_euler_test",
+            build=_build_exp_euler,
+            step=affine_step,
+            output="score",
+            summary="exponential Euler, frozen score",
+        )
+    )
     yield method
     unregister(method.name)
 
 
 def test_a_method_registered_here_runs_through_sample_and_the_exact_error(exp_euler):
     proc, m, C = gaussian_case(np.random.default_rng(0))
-    errs = [gaussian_error(proc, m, C, "exp_euler_test", steps=n, T=6.0, t_min=1e-2)["w2"]
-            for n in (20, 80)]
+    errs = [
+        gaussian_error(proc, m, C, "exp_euler_test", steps=n, T=6.0, t_min=1e-2)["w2"]
+        for n in (20, 80)
+    ]
     assert errs[1] < errs[0] / 2.5  # first order: 4x the steps, ~4x less error
     # the exact law of its output is what sample() produces (5 standard errors)
-    check_exact_error_by_monte_carlo(proc, m, C, "exp_euler_test", n=20_000, T=6.0, steps=30,
-                                     t_min=1e-2, spacing="log")
+    check_exact_error_by_monte_carlo(
+        proc, m, C, "exp_euler_test", n=20_000, T=6.0, steps=30, t_min=1e-2, spacing="log"
+    )
     assert "exp_euler_test" in method_names(output="score", explicit=False)
 
 
@@ -53,9 +71,14 @@ def test_a_method_registered_here_runs_in_the_diffusers_scheduler(exp_euler):
     from nonrev.integrations.diffusers import NonReversibleScheduler
 
     proc, m, C = gaussian_case(np.random.default_rng(1))
-    sch = NonReversibleScheduler(U=proc.U, Q=proc.Q, num_train_timesteps=400,
-                                 method="exp_euler_test", prediction_type="sample",
-                                 timestep_spacing="trailing")
+    sch = NonReversibleScheduler(
+        U=proc.U,
+        Q=proc.Q,
+        num_train_timesteps=400,
+        method="exp_euler_test",
+        prediction_type="sample",
+        timestep_spacing="trailing",
+    )
     sch.set_timesteps(40)
     grid = np.concatenate([[0.0], sch.train_times[sch.timesteps.numpy()[::-1]]])
     exact = gaussian_error(proc, m, C, "exp_euler_test", times=grid, start="stationary")
@@ -72,7 +95,9 @@ def test_a_method_registered_here_runs_in_the_diffusers_scheduler(exp_euler):
     x = x.numpy()
     se = np.sqrt(np.diag(exact["cov"]) / n)
     assert np.all(np.abs(x.mean(0) - exact["mean"]) < 5 * se)
-    assert np.allclose(np.cov(x.T), exact["cov"], atol=5 * np.sqrt(2 / n) * np.abs(exact["cov"]).max())
+    assert np.allclose(
+        np.cov(x.T), exact["cov"], atol=5 * np.sqrt(2 / n) * np.abs(exact["cov"]).max()
+    )
 
 
 def test_registry_refuses_duplicates_and_names_what_it_knows():
@@ -100,8 +125,18 @@ def test_a_score_object_with_only_a_score_drives_every_method():
         if get_method(name).explicit:
             continue  # their stability guard wants more steps than this
         gen = torch.Generator().manual_seed(0)
-        x, info = sample(plain, proc, 8, steps=10, method=name, T=4.0, t_min=1e-2,
-                         spacing="log", generator=gen, dtype=torch.float64)
+        x, info = sample(
+            plain,
+            proc,
+            8,
+            steps=10,
+            method=name,
+            T=4.0,
+            t_min=1e-2,
+            spacing="log",
+            generator=gen,
+            dtype=torch.float64,
+        )
         assert torch.isfinite(x).all() and info["nfe"] == 10 * get_method(name).evaluations
 
 
@@ -110,8 +145,10 @@ def test_no_method_name_is_compared_outside_the_registry():
     compares a method's name (``== "gddim"``, ``in ("ancestral", ...)``, a config's
     ``choices=(...)``); defaults such as a study's list of methods are fine."""
     src = Path(nonrev.__file__).parent
-    allowed = {src / "samplers" / f for f in ("registry.py", "explicit.py", "affine.py",
-                                              "dpmpp.py", "prior.py", "update.py")}
+    allowed = {
+        src / "samplers" / f
+        for f in ("registry.py", "explicit.py", "affine.py", "dpmpp.py", "prior.py", "update.py")
+    }
     names = "|".join(map(re.escape, METHODS))
     bad = []
     for f in src.rglob("*.py"):
@@ -119,13 +156,23 @@ def test_no_method_name_is_compared_outside_the_registry():
             continue
         for node in ast.walk(ast.parse(f.read_text())):
             if isinstance(node, ast.Compare):
-                consts = [c for c in ast.walk(node) if isinstance(c, ast.Constant)
-                          and isinstance(c.value, str) and re.fullmatch(names, c.value)]
+                consts = [
+                    c
+                    for c in ast.walk(node)
+                    if isinstance(c, ast.Constant)
+                    and isinstance(c.value, str)
+                    and re.fullmatch(names, c.value)
+                ]
                 if consts:
                     bad.append(f"{f.relative_to(src)}:{node.lineno}")
             if isinstance(node, ast.keyword) and node.arg == "choices":  # validation
-                consts = [c for c in ast.walk(node.value) if isinstance(c, ast.Constant)
-                          and isinstance(c.value, str) and re.fullmatch(names, c.value)]
+                consts = [
+                    c
+                    for c in ast.walk(node.value)
+                    if isinstance(c, ast.Constant)
+                    and isinstance(c.value, str)
+                    and re.fullmatch(names, c.value)
+                ]
                 if consts:
                     bad.append(f"{f.relative_to(src)}:{node.value.lineno} (choices)")
     assert not bad, "\n".join(bad)

@@ -6,8 +6,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
-
 from problems import random_spd
+
 from nonrev import OUProcess, optimal_q
 from nonrev.samplers.driver import METHODS, sample, time_grid
 
@@ -45,8 +45,16 @@ def test_exact_methods_are_exact_for_a_point_mass(problem, method):
     # land on N(M_s m, Sigma_s) at any step count: check with 5 steps.
     proc, m = problem
     score = GaussianScore(proc, m, np.zeros((proc.dim, proc.dim)))
-    x, info = sample(score, proc, n=40_000, T=8.0, steps=5, method=method,
-                     generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x, info = sample(
+        score,
+        proc,
+        n=40_000,
+        T=8.0,
+        steps=5,
+        method=method,
+        generator=torch.Generator().manual_seed(0),
+        dtype=torch.float64,
+    )
     M, S = proc.mean_and_cov(1e-3)
     assert info["nfe"] == 5
     np.testing.assert_allclose(x.mean(0).numpy(), M @ m, atol=0.01)
@@ -63,10 +71,17 @@ def test_gaussian_data_converges(problem, method, rng):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         # Euler-Maruyama is explicit in A: its O(h ||A||) error needs more steps
-        x, _ = sample(score, proc, n=20_000, T=10.0, steps=1600 if method == "euler_maruyama"
-                      else 400, method=method, spacing="uniform"
-                      if method in ("euler_maruyama", "heun") else "log",
-                      generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        x, _ = sample(
+            score,
+            proc,
+            n=20_000,
+            T=10.0,
+            steps=1600 if method == "euler_maruyama" else 400,
+            method=method,
+            spacing="uniform" if method in ("euler_maruyama", "heun") else "log",
+            generator=torch.Generator().manual_seed(1),
+            dtype=torch.float64,
+        )
     M, S = proc.mean_and_cov(1e-3)
     # first-order methods, |m| ~ 5 and covariance scale ~ 3: the bias is O(h),
     # Monte Carlo error ~ 0.015
@@ -80,19 +95,47 @@ def test_determinism_and_same_seed(problem):
     for method in METHODS:
         # explicit methods: enough steps for the stability guard (60 are refused here)
         steps = 400 if method in ("euler_maruyama", "heun") else 60
-        a, _ = sample(score, proc, n=50, steps=steps, method=method, T=6.0,
-                      generator=torch.Generator().manual_seed(3))
-        b, _ = sample(score, proc, n=50, steps=steps, method=method, T=6.0,
-                      generator=torch.Generator().manual_seed(3))
+        a, _ = sample(
+            score,
+            proc,
+            n=50,
+            steps=steps,
+            method=method,
+            T=6.0,
+            generator=torch.Generator().manual_seed(3),
+        )
+        b, _ = sample(
+            score,
+            proc,
+            n=50,
+            steps=steps,
+            method=method,
+            T=6.0,
+            generator=torch.Generator().manual_seed(3),
+        )
         assert torch.equal(a, b), method
     # probability-flow samplers are deterministic given x_T
     x_T = torch.randn(30, proc.dim, generator=torch.Generator().manual_seed(9))
     for method in ("ddim", "heun", "gddim", "dpmpp_2m"):
         steps = 400 if method == "heun" else 60
-        a, _ = sample(score, proc, x_T=x_T, steps=steps, method=method, T=6.0,
-                      generator=torch.Generator().manual_seed(1))
-        b, _ = sample(score, proc, x_T=x_T, steps=steps, method=method, T=6.0,
-                      generator=torch.Generator().manual_seed(2))
+        a, _ = sample(
+            score,
+            proc,
+            x_T=x_T,
+            steps=steps,
+            method=method,
+            T=6.0,
+            generator=torch.Generator().manual_seed(1),
+        )
+        b, _ = sample(
+            score,
+            proc,
+            x_T=x_T,
+            steps=steps,
+            method=method,
+            T=6.0,
+            generator=torch.Generator().manual_seed(2),
+        )
         assert torch.equal(a, b), method
 
 
@@ -100,16 +143,33 @@ def test_save_times_callback_and_denoise(problem):
     proc, m = problem
     score = GaussianScore(proc, m, np.zeros((proc.dim, proc.dim)))
     seen = []
-    x, info = sample(score, proc, n=8, T=4.0, steps=10, method="ancestral",
-                     save_times=[2.05, 0.5], callback=lambda i, t, x: seen.append((i, t)),
-                     generator=torch.Generator().manual_seed(0))
+    x, info = sample(
+        score,
+        proc,
+        n=8,
+        T=4.0,
+        steps=10,
+        method="ancestral",
+        save_times=[2.05, 0.5],
+        callback=lambda i, t, x: seen.append((i, t)),
+        generator=torch.Generator().manual_seed(0),
+    )
     assert info["trajectory"].shape == (2, 8, proc.dim)
     assert 2.05 in info["times"] and 0.5 in info["times"]
     assert seen[0] == (0, 4.0) and seen[-1][1] == pytest.approx(1e-3)
     assert len(seen) == len(info["times"])
     # denoise: for a point mass, the Tweedie mean is the point itself
-    x, info = sample(score, proc, n=8, T=4.0, steps=10, method="ddim", denoise=True,
-                     dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x, info = sample(
+        score,
+        proc,
+        n=8,
+        T=4.0,
+        steps=10,
+        method="ddim",
+        denoise=True,
+        dtype=torch.float64,
+        generator=torch.Generator().manual_seed(0),
+    )
     np.testing.assert_allclose(x.numpy(), np.tile(m, (8, 1)), atol=1e-6)
     assert info["nfe"] == 11
 
@@ -168,11 +228,15 @@ def test_bad_input(problem):
 from benchmarks.samplers import draw_mixture as _draw_mixture  # noqa: E402
 from benchmarks.samplers import mixture_problem as _mixture_problem  # noqa: E402
 
-
 # Steps and grid per method: first-order Euler-Maruyama needs the most steps.
-MIXTURE_RUNS = {"euler_maruyama": (2000, "uniform"), "heun": (400, "uniform"),
-                "ancestral": (400, "log"), "ddim": (400, "log"), "gddim": (100, "log"),
-                "dpmpp_2m": (50, "log")}
+MIXTURE_RUNS = {
+    "euler_maruyama": (2000, "uniform"),
+    "heun": (400, "uniform"),
+    "ancestral": (400, "log"),
+    "ddim": (400, "log"),
+    "gddim": (100, "log"),
+    "dpmpp_2m": (50, "log"),
+}
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -191,8 +255,18 @@ def test_every_method_reproduces_the_mixture(method):
     steps, spacing = MIXTURE_RUNS[method]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        x, _ = sample(score, proc, n=n, T=12.0, steps=steps, method=method, spacing=spacing,
-                      t_min=t_min, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        x, _ = sample(
+            score,
+            proc,
+            n=n,
+            T=12.0,
+            steps=steps,
+            method=method,
+            spacing=spacing,
+            t_min=t_min,
+            generator=torch.Generator().manual_seed(0),
+            dtype=torch.float64,
+        )
     label = score.posterior(x, t_min).argmax(1).numpy()
     x = x.numpy()
     np.testing.assert_allclose(np.bincount(label, minlength=3) / n, w, atol=0.02)

@@ -12,8 +12,12 @@ import torch
 pytest.importorskip("diffusers")
 
 import nonrev  # noqa: E402
-from nonrev.integrations.diffusers import (CHECKSUM_KEY, PROCESS_FILE,  # noqa: E402
-                                           NonReversibleScheduler, SchedulerFileError)
+from nonrev.integrations.diffusers import (
+    CHECKSUM_KEY,
+    PROCESS_FILE,  # noqa: E402
+    NonReversibleScheduler,
+    SchedulerFileError,
+)
 
 CONFIG = NonReversibleScheduler.config_name
 

@@ -40,12 +40,11 @@ def test_a_schedule_grid_drives_the_samplers(schedule):
     """A user's clock reaches the samplers as a time grid: sample(times=schedule.grid())
     and the exact Gaussian error on the same grid agree with Monte Carlo."""
     import torch
+    from problems import random_spd
 
     from nonrev import OUProcess, optimal_q, sample
     from nonrev.samplers import gaussian_error
     from nonrev.scores import GaussianMixtureScore
-
-    from problems import random_spd
 
     rng = np.random.default_rng(0)
     U, _, _ = random_spd(3, rng)
@@ -53,10 +52,16 @@ def test_a_schedule_grid_drives_the_samplers(schedule):
     cov = np.diag([2.0, 1.0, 0.3])
     times = schedule.grid(40, tau_min=0.02)
     score = GaussianMixtureScore(proc, np.zeros((1, 3)), cov[None])
-    exact = gaussian_error(proc, np.zeros(3), cov, method="gddim", times=times,
-                           start="stationary")
-    x, info = sample(score, proc, n=20000, times=times, method="gddim",
-                     generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    exact = gaussian_error(proc, np.zeros(3), cov, method="gddim", times=times, start="stationary")
+    x, info = sample(
+        score,
+        proc,
+        n=20000,
+        times=times,
+        method="gddim",
+        generator=torch.Generator().manual_seed(0),
+        dtype=torch.float64,
+    )
     assert info["nfe"] == 40
     emp = np.cov(x.numpy(), rowvar=False)
     np.testing.assert_allclose(emp, exact["cov"], atol=0.06)

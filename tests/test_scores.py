@@ -10,9 +10,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from problems import random_spd
 from scipy.stats import multivariate_normal
 
-from problems import random_spd
 from nonrev import OUProcess, optimal_q
 from nonrev.scores import EmpiricalScore, GaussianMixtureScore, default_chunk_size
 
@@ -70,8 +70,10 @@ def test_mixture_log_prob_matches_scipy(process, mixture, t):
     score = GaussianMixtureScore(process, means, covs, weights)
     x = marginal_samples(process, *mixture, t, 16, seed=2)
     M, S = process.mean_and_cov(t)
-    dens = sum(w * multivariate_normal(M @ m, M @ C @ M.T + S).pdf(x.numpy())
-               for m, C, w in zip(means, covs, weights))
+    dens = sum(
+        w * multivariate_normal(M @ m, M @ C @ M.T + S).pdf(x.numpy())
+        for m, C, w in zip(means, covs, weights)
+    )
     assert np.allclose(score.log_prob(x, t).numpy(), np.log(dens), rtol=1e-10, atol=1e-10)
 
 
@@ -116,7 +118,8 @@ def test_empirical_equals_mixture_of_point_masses(process, points, chunk_size, t
     M, S = process.mean_and_cov(t)
     g = torch.Generator().manual_seed(5)
     x = points[:20] @ torch.as_tensor(M).T + 1.5 * math.sqrt(np.trace(S) / D) * torch.randn(
-        20, D, generator=g, dtype=torch.float64)
+        20, D, generator=g, dtype=torch.float64
+    )
     x = torch.cat([x, 3.0 * torch.randn(5, D, generator=g, dtype=torch.float64)])
     assert rel(emp(x, t), mix(x, t)) < 1e-10
     assert torch.allclose(emp.log_prob(x, t), mix.log_prob(x, t), rtol=1e-10, atol=1e-9)
@@ -181,8 +184,9 @@ def test_float32_agrees_with_float64(process, mixture, points):
         s64, s32 = sc(x, t), sc(x.float(), t)
         assert s32.dtype == torch.float32 and s64.dtype == torch.float64
         assert rel(s32.double(), s64) < 1e-5
-        assert torch.allclose(sc.log_prob(x.float(), t).double(), sc.log_prob(x, t),
-                              rtol=1e-5, atol=1e-4)
+        assert torch.allclose(
+            sc.log_prob(x.float(), t).double(), sc.log_prob(x, t), rtol=1e-5, atol=1e-4
+        )
 
 
 def test_points_in_float32_and_x_in_float64(process, points):

@@ -49,13 +49,16 @@ def test_q_specs(X):
     assert np.allclose(proc.Q, 0.5 * optimal_q(u_from_spec("data:10", X)))
 
 
-@pytest.mark.parametrize("spec, option, match", [
-    ("data:0.5", "--u", "--u: data:<x> needs a finite number x >= 1"),
-    ("data:nan", "--u", "--u: data:<x>"),
-    ("gamma:inf", "--q", "--q: gamma:<x> needs a finite number"),
-    ("gamma:abc", "--q", "--q: gamma:<x>"),
-    ("no-such-file.npy", "--u", "--u"),
-])
+@pytest.mark.parametrize(
+    "spec, option, match",
+    [
+        ("data:0.5", "--u", "--u: data:<x> needs a finite number x >= 1"),
+        ("data:nan", "--u", "--u: data:<x>"),
+        ("gamma:inf", "--q", "--q: gamma:<x> needs a finite number"),
+        ("gamma:abc", "--q", "--q: gamma:<x>"),
+        ("no-such-file.npy", "--u", "--u"),
+    ],
+)
 def test_bad_specs_name_the_option(X, spec, option, match):
     with pytest.raises(ValueError, match=match):
         if option == "--u":

@@ -11,7 +11,13 @@ import torch
 from nonrev.process import OUProcess, SpectralProcess
 from nonrev.process.currents import optimal_q
 from nonrev.process.spectral import (
-    DCTBasis, OPPONENT, as_groups, balanced_groups, optimal_blocks, pair_groups)
+    OPPONENT,
+    DCTBasis,
+    as_groups,
+    balanced_groups,
+    optimal_blocks,
+    pair_groups,
+)
 
 
 def _u(shape, rng, lo=-3.0, hi=2.0):
@@ -24,9 +30,16 @@ def _rotation(C, rng):
 
 
 # ----------------------------------------------------------------------------- basis
-@pytest.mark.parametrize("shape, colour", [((1, 8, 8), None), ((3, 5, 7), "opponent"),
-                                           ((2, 1, 4), "random"), ((1, 1, 1), None),
-                                           ((3, 6, 4), None)])
+@pytest.mark.parametrize(
+    "shape, colour",
+    [
+        ((1, 8, 8), None),
+        ((3, 5, 7), "opponent"),
+        ((2, 1, 4), "random"),
+        ((1, 1, 1), None),
+        ((3, 6, 4), None),
+    ],
+)
 def test_basis_is_orthogonal_and_torch_matches_numpy(shape, colour, rng):
     if colour == "random":
         colour = _rotation(shape[0], rng)
@@ -47,8 +60,7 @@ def test_basis_is_the_per_channel_dct_then_the_colour_transform(rng):
     # The coefficient order is (channel', k_h, k_w) with scipy's orthonormal DCT-II.
     x = rng.standard_normal((2, 3, 4, 6))
     y = DCTBasis((3, 4, 6), "opponent").forward(torch.from_numpy(x.reshape(2, -1))).numpy()
-    ref = np.einsum("ij,bjhw->bihw", OPPONENT,
-                    scipy.fft.dctn(x, axes=(-2, -1), norm="ortho"))
+    ref = np.einsum("ij,bjhw->bihw", OPPONENT, scipy.fft.dctn(x, axes=(-2, -1), norm="ortho"))
     assert np.abs(y - ref.reshape(2, -1)).max() < 1e-12
 
 
@@ -90,7 +102,7 @@ def _pairings(items):
         yield []
         return
     for k in range(1, len(items)):
-        rest = items[1:k] + items[k + 1:]
+        rest = items[1:k] + items[k + 1 :]
         for tail in _pairings(rest):
             yield [(items[0], items[k])] + tail
 
@@ -112,8 +124,9 @@ def test_balanced_groups_partition_and_beat_the_serpentine(rng):
         as_groups(G, u.size)
         order = np.argsort(u)
         m = u.size // g
-        snake = np.stack([order[r * m:(r + 1) * m][:: 1 if r % 2 == 0 else -1]
-                          for r in range(g)], axis=1)
+        snake = np.stack(
+            [order[r * m : (r + 1) * m][:: 1 if r % 2 == 0 else -1] for r in range(g)], axis=1
+        )
         assert _min_group_mean(u, G) >= _min_group_mean(u, snake)
         assert _min_group_mean(u, G) <= u.mean()
 
@@ -129,6 +142,7 @@ def test_balanced_groups_near_the_brute_force_optimum(rng):
             left = [i for i in rest if i not in others]
             for tail in partitions(left):
                 yield [(first, *others)] + tail
+
     for _ in range(3):
         u = np.exp(rng.uniform(-5, 2, 12))
         best = max(_min_group_mean(u, np.array(p)) for p in partitions(list(range(12))))
@@ -175,9 +189,15 @@ def test_optimal_current_real_parts_per_group(g, rng):
     assert SpectralProcess(shape, p.u, "none", groups=g).relaxation_rate() == p.u.min()
 
 
-@pytest.mark.parametrize("shape, g, colour", [((1, 8, 8), 2, None), ((1, 8, 8), 4, None),
-                                              ((3, 4, 4), 2, "opponent"),
-                                              ((3, 4, 4), 4, "random")])
+@pytest.mark.parametrize(
+    "shape, g, colour",
+    [
+        ((1, 8, 8), 2, None),
+        ((1, 8, 8), 4, None),
+        ((3, 4, 4), 2, "opponent"),
+        ((3, 4, 4), 4, "random"),
+    ],
+)
 @pytest.mark.parametrize("current", ["none", "optimal", "gamma:0.2", "blocks"])
 def test_dense_twin_rates_and_matrices(shape, g, colour, current, rng):
     if colour == "random":
@@ -195,8 +215,11 @@ def test_dense_twin_rates_and_matrices(shape, g, colour, current, rng):
     np.testing.assert_allclose(D.A, p.to_pixels(p.drift_blocks), atol=1e-12 * np.abs(D.A).max())
     assert p.relaxation_rate() == pytest.approx(D.relaxation_rate(), rel=1e-9)
     assert p.contraction_rate() == pytest.approx(D.contraction_rate(), rel=1e-12)
-    np.testing.assert_allclose(V @ D.stationary_cov @ V.T, np.diag(p.stationary_var.reshape(-1)),
-                               atol=1e-12 * p.stationary_var.max())
+    np.testing.assert_allclose(
+        V @ D.stationary_cov @ V.T,
+        np.diag(p.stationary_var.reshape(-1)),
+        atol=1e-12 * p.stationary_var.max(),
+    )
 
 
 def test_apply_matches_the_dense_operator(rng):
@@ -285,9 +308,15 @@ def _close(a, ref, tol=1e-10):
     return float((err / scale).max()) <= tol, float((err / scale).max())
 
 
-@pytest.mark.parametrize("shape, g, colour", [((1, 8, 8), 2, None), ((1, 16, 16), 2, None),
-                                              ((1, 16, 16), 4, None),
-                                              ((3, 4, 4), 2, "opponent")])
+@pytest.mark.parametrize(
+    "shape, g, colour",
+    [
+        ((1, 8, 8), 2, None),
+        ((1, 16, 16), 2, None),
+        ((1, 16, 16), 4, None),
+        ((3, 4, 4), 2, "opponent"),
+    ],
+)
 @pytest.mark.parametrize("current", ["none", "optimal"])
 def test_kernel_blocks_equal_the_dense_kernel(shape, g, colour, current, rng):
     p = SpectralProcess(shape, _u(shape, rng), current, groups=g, colour=colour)
@@ -385,8 +414,9 @@ def test_kernel_blocks_and_gddim_factor_equal_the_dense_ones(grid, rng):
     np.testing.assert_allclose(L @ np.swapaxes(L, -1, -2), S, rtol=0, atol=1e-14 * big)
     # the gap kernels step the grid: M_{i+1} = step_M M_i, Sigma_{i+1} = ... + step_Sigma
     np.testing.assert_allclose(sM @ M[:-1], M[1:], rtol=0, atol=1e-12 * np.abs(M).max())
-    np.testing.assert_allclose(sM @ S[:-1] @ np.swapaxes(sM, -1, -2) + sS, S[1:], rtol=0,
-                               atol=1e-12 * big)
+    np.testing.assert_allclose(
+        sM @ S[:-1] @ np.swapaxes(sM, -1, -2) + sS, S[1:], rtol=0, atol=1e-12 * big
+    )
 
 
 def test_gddim_blocks_equal_the_dense_factor(rng):
@@ -407,8 +437,9 @@ def test_block_interface_conversions_and_operators(rng):
     p = SpectralProcess(shape, _u(shape, rng), "optimal", groups=4, colour="opponent")
     D = p.dense()
     np.testing.assert_allclose(p.to_pixels(p.precision_blocks), D.U, atol=1e-12 * D.U.max())
-    np.testing.assert_allclose(p.to_pixels(p.stationary_cov_blocks), D.stationary_cov,
-                               atol=1e-12 * D.stationary_cov.max())
+    np.testing.assert_allclose(
+        p.to_pixels(p.stationary_cov_blocks), D.stationary_cov, atol=1e-12 * D.stationary_cov.max()
+    )
     A_back = p.to_blocks("A", D.A)
     np.testing.assert_allclose(A_back, p.drift_blocks, atol=1e-12 * np.abs(D.A).max())
     with pytest.raises(ValueError, match="cov is not block-diagonal"):
@@ -471,20 +502,25 @@ def test_arrays_round_trip_through_safetensors(tmp_path, rng):
     p = SpectralProcess(shape, _u(shape, rng), "gamma:0.5", groups=4, colour="opponent")
     save_file(p.to_arrays(), tmp_path / "process.safetensors")
     q = SpectralProcess.from_arrays(load_file(tmp_path / "process.safetensors"), shape=shape)
-    for a, b in zip((p.u, p.groups, p.drift_blocks, p.dct.colour),
-                    (q.u, q.groups, q.drift_blocks, q.dct.colour)):
+    for a, b in zip(
+        (p.u, p.groups, p.drift_blocks, p.dct.colour), (q.u, q.groups, q.drift_blocks, q.dct.colour)
+    ):
         np.testing.assert_array_equal(a, b)
     x = torch.from_numpy(rng.standard_normal((2, p.dim)))
     gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
     np.testing.assert_array_equal(p.sample(x, 0.4, gen()).numpy(), q.sample(x, 0.4, gen()).numpy())
     r = SpectralProcess.from_arrays(SpectralProcess(shape, p.u).to_arrays())
     assert r.dct.colour is None and r.is_reversible
-    with pytest.raises(ValueError, match=r"ckpt: written for images of shape \(3, 4, 4\), "
-                                         r"not \(1, 8, 8\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"ckpt: written for images of shape \(3, 4, 4\), "
+        r"not \(1, 8, 8\)",
+    ):
         SpectralProcess.from_arrays(p.to_arrays(), shape=(1, 8, 8), source="ckpt")
     with pytest.raises(ValueError, match="ckpt: not a spectral process .missing groups"):
-        SpectralProcess.from_arrays({"shape": np.array([3, 4, 4]), "u": p.u,
-                                     "current": p.current_blocks}, source="ckpt")
+        SpectralProcess.from_arrays(
+            {"shape": np.array([3, 4, 4]), "u": p.u, "current": p.current_blocks}, source="ckpt"
+        )
     bad = p.to_arrays()
     bad["groups"] = bad["groups"][::-1] % 47
     with pytest.raises(ValueError, match="ckpt: groups must partition"):

@@ -49,9 +49,16 @@ def _smooth_images(n, shape, rng):
 
 
 # ----------------------------------------------------------------------------- dense twin
-@pytest.mark.parametrize("shape, current, groups", [
-    ((1, 8, 8), "none", None), ((1, 8, 8), "optimal", None), ((1, 8, 8), "optimal", 4),
-    ((1, 16, 16), "none", None), ((1, 16, 16), "optimal", None)])
+@pytest.mark.parametrize(
+    "shape, current, groups",
+    [
+        ((1, 8, 8), "none", None),
+        ((1, 8, 8), "optimal", None),
+        ((1, 8, 8), "optimal", 4),
+        ((1, 16, 16), "none", None),
+        ((1, 16, 16), "optimal", None),
+    ],
+)
 def test_times_equal_those_of_the_dense_twin(shape, current, groups, rng):
     sp = _process(shape, current, rng, groups)
     dn = sp.dense()
@@ -82,10 +89,12 @@ def test_curves_equal_those_of_the_dense_twin(rng):
     assert s.shape == (3, sp.dim)
     assert np.all(np.diff(s, axis=1) <= 0)  # descending, as the dense spectrum
     np.testing.assert_allclose(s, sd, rtol=1e-9, atol=1e-12 * sd.max())
-    np.testing.assert_allclose(collapse_entropy_gap(sp, C, times),
-                               collapse_entropy_gap(dn, Cd, times), rtol=1e-10)
-    np.testing.assert_allclose(speciation_snr(sp, Cb, Cw, times),
-                               speciation_snr(dn, Cbd, Cwd, times), rtol=1e-10)
+    np.testing.assert_allclose(
+        collapse_entropy_gap(sp, C, times), collapse_entropy_gap(dn, Cd, times), rtol=1e-10
+    )
+    np.testing.assert_allclose(
+        speciation_snr(sp, Cb, Cw, times), speciation_snr(dn, Cbd, Cwd, times), rtol=1e-10
+    )
 
 
 def test_both_block_routes_agree_and_are_chosen_as_in_the_dense_frame(rng):
@@ -135,8 +144,11 @@ def test_covariances_that_are_not_block_diagonal_are_refused_by_name(rng):
         collapse_time(sp, full, 100)
     with pytest.raises(ValueError, match="data_cov is not block-diagonal"):
         collapse_entropy_gap(sp, full, 1.0)
-    with pytest.raises(ValueError, match=r"data_cov must be a \(64, 64\) matrix or its "
-                                         r"\(32, 2, 2\) blocks"):
+    with pytest.raises(
+        ValueError,
+        match=r"data_cov must be a \(64, 64\) matrix or its "
+        r"\(32, 2, 2\) blocks",
+    ):
         collapse_time(sp, np.ones((16, 4, 4)), 100)
     bad = _spd_blocks(m, g, rng)
     bad[3] = -np.eye(g)
@@ -167,8 +179,9 @@ def test_covariance_blocks_are_the_blocks_of_the_rotated_covariance(rng):
         return np.stack([W[np.ix_(grp, grp)] for grp in G])
 
     C = sample_covariance(X)
-    np.testing.assert_allclose(covariance_blocks(sp, X), blocks_of(C), rtol=0,
-                               atol=1e-12 * np.abs(C).max())
+    np.testing.assert_allclose(
+        covariance_blocks(sp, X), blocks_of(C), rtol=0, atol=1e-12 * np.abs(C).max()
+    )
     Cb, Cw, w = class_covariance_blocks(sp, X, labels)
     Cbd, Cwd, wd = class_covariances(X, labels)
     np.testing.assert_array_equal(w, wd)
@@ -212,8 +225,9 @@ def test_predict_regimes_with_dense_processes_equals_the_u_currents_call(rng):
     U = np.diag(np.linspace(0.3, 2.0, d))
     Q = optimal_q(U)
     old = predict_regimes(X, U, {"none": None, "optimal": Q}, labels=labels)
-    new = predict_regimes(X, processes={"none": OUProcess(U), "optimal": OUProcess(U, Q)},
-                          labels=labels)
+    new = predict_regimes(
+        X, processes={"none": OUProcess(U), "optimal": OUProcess(U, Q)}, labels=labels
+    )
     assert new == old
 
 
@@ -297,5 +311,6 @@ def test_32x32_collapse_equals_the_dense_twin_without_current(rng):
     imgs = _smooth_images(200, shape, rng)
     sp = SpectralProcess.from_data(imgs, k=1e3)
     C = covariance_blocks(sp, imgs.reshape(200, -1))
-    assert _rel(collapse_time(sp, C, 200),
-                collapse_time(sp.dense(), sp.basis.dense_np(C), 200)) < REL
+    assert (
+        _rel(collapse_time(sp, C, 200), collapse_time(sp.dense(), sp.basis.dense_np(C), 200)) < REL
+    )

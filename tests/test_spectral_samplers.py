@@ -50,8 +50,9 @@ def test_mixture_covariance_that_is_not_block_diagonal_is_refused(rng):
         GaussianMixtureScore(proc, means, bad)
 
 
-@pytest.mark.parametrize("method", ["gddim", "dpmpp_2m", "ddim", "euler_maruyama", "heun",
-                                    "ancestral"])
+@pytest.mark.parametrize(
+    "method", ["gddim", "dpmpp_2m", "ddim", "euler_maruyama", "heun", "ancestral"]
+)
 def test_every_sampler_runs_the_structured_kernel_as_the_dense_one(method, rng):
     """Deterministic methods and Euler-Maruyama (isotropic noise): the same samples as
     the dense twin to 1e-10 from the same start and noise. ancestral and ddim take
@@ -69,15 +70,22 @@ def test_every_sampler_runs_the_structured_kernel_as_the_dense_one(method, rng):
         # the same sampler error (W2 to the law it aims at), though not the same samples
         assert abs(a["w2"] - b["w2"]) < 0.25 * b["w2"] + 1e-6
         assert np.abs(a["mean"] - b["mean"]).max() < 1e-8 or method == "ancestral"
-        x, _ = sample(GaussianMixtureScore(proc, means, blocks), proc, x_T=x_T,
-                      generator=torch.Generator().manual_seed(0), method=method, **kw)
+        x, _ = sample(
+            GaussianMixtureScore(proc, means, blocks),
+            proc,
+            x_T=x_T,
+            generator=torch.Generator().manual_seed(0),
+            method=method,
+            **kw,
+        )
         assert torch.isfinite(x).all()
         return
     xs = []
     for p, c in ((proc, blocks), (dense, covs)):
         gen = torch.Generator().manual_seed(0)
-        x, info = sample(GaussianMixtureScore(p, means, c), p, x_T=x_T, generator=gen,
-                         method=method, **kw)
+        x, info = sample(
+            GaussianMixtureScore(p, means, c), p, x_T=x_T, generator=gen, method=method, **kw
+        )
         xs.append(x)
     torch.testing.assert_close(xs[0], xs[1], rtol=1e-10, atol=1e-10)
 
@@ -86,13 +94,30 @@ def test_the_structured_kernel_samples_from_its_prior_and_with_a_prior(rng):
     proc, dense, means, blocks, covs = _case(rng, shape=(1, 8, 8))
     score = GaussianMixtureScore(proc, means[:1], blocks[:1])
     gen = torch.Generator().manual_seed(1)
-    x, info = sample(score, proc, 2000, method="dpmpp_2m", steps=10, spacing="log",
-                     t_min=1e-2, generator=gen, dtype=torch.float64,
-                     prior=(means[0], covs[0]))
+    x, info = sample(
+        score,
+        proc,
+        2000,
+        method="dpmpp_2m",
+        steps=10,
+        spacing="log",
+        t_min=1e-2,
+        generator=gen,
+        dtype=torch.float64,
+        prior=(means[0], covs[0]),
+    )
     # with the data's own law as prior every step is exact: the output is N(M m, G) at
     # t_min up to Monte Carlo (5 standard errors on the mean)
-    exact = gaussian_error(proc, means[0], covs[0], "dpmpp_2m", steps=10, t_min=1e-2,
-                           start="stationary", prior=(means[0], covs[0]))
+    exact = gaussian_error(
+        proc,
+        means[0],
+        covs[0],
+        "dpmpp_2m",
+        steps=10,
+        t_min=1e-2,
+        start="stationary",
+        prior=(means[0], covs[0]),
+    )
     se = np.sqrt(np.diag(exact["cov"]) / 2000)
     assert np.all(np.abs(x.numpy().mean(0) - exact["mean"]) < 5 * se)
     assert "heun" in method_names(explicit=True)

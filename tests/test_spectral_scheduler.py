@@ -9,29 +9,40 @@ import torch
 pytest.importorskip("diffusers")
 
 from nonrev.integrations.diffusers import (  # noqa: E402
-    PROCESS_FILE, NonReversibleScheduler, SchedulerFileError)
+    PROCESS_FILE,
+    NonReversibleScheduler,
+    SchedulerFileError,
+)
 from nonrev.process import SpectralProcess  # noqa: E402
 
 
 def _pair(rng, method, prediction_type="sample", shape=(1, 4, 4)):
     proc = SpectralProcess(shape, np.exp(rng.uniform(-2, 1, shape)), current="optimal")
     dense = proc.dense()
-    kw = dict(num_train_timesteps=200, method=method, prediction_type=prediction_type,
-              timestep_spacing="trailing")
-    return (NonReversibleScheduler(process=proc, **kw),
-            NonReversibleScheduler(U=dense.U, Q=dense.Q, **kw))
+    kw = dict(
+        num_train_timesteps=200,
+        method=method,
+        prediction_type=prediction_type,
+        timestep_spacing="trailing",
+    )
+    return (
+        NonReversibleScheduler(process=proc, **kw),
+        NonReversibleScheduler(U=dense.U, Q=dense.Q, **kw),
+    )
 
 
-@pytest.mark.parametrize("method, prediction_type", [("gddim", "sample"), ("gddim", "epsilon"),
-                                                     ("dpmpp_2m", "sample"),
-                                                     ("dpmpp_2m", "epsilon")])
+@pytest.mark.parametrize(
+    "method, prediction_type",
+    [("gddim", "sample"), ("gddim", "epsilon"), ("dpmpp_2m", "sample"), ("dpmpp_2m", "epsilon")],
+)
 def test_spectral_scheduler_steps_as_its_dense_twin(method, prediction_type, rng):
     spec, dense = _pair(rng, method, prediction_type)
     x0 = torch.as_tensor(rng.standard_normal((8, 1, 4, 4)))
     noise = torch.as_tensor(rng.standard_normal((8, 1, 4, 4)))
     ks = torch.as_tensor(rng.integers(0, 200, 8))
-    torch.testing.assert_close(spec.add_noise(x0, noise, ks), dense.add_noise(x0, noise, ks),
-                               rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(
+        spec.add_noise(x0, noise, ks), dense.add_noise(x0, noise, ks), rtol=1e-9, atol=1e-9
+    )
     outs = []
     x_T = torch.as_tensor(rng.standard_normal((8, 1, 4, 4)))  # sample_prior's square
     for s in (spec, dense):  # root of U^{-1} differs between the two: start both here
@@ -58,8 +69,13 @@ def test_spectral_tables_are_blocks(rng):
         x = x.prev_sample
     assert torch.isfinite(x).all() and x.dtype == torch.float32
     # the prior's draws have covariance U^{-1} = V^T diag(1/u) V
-    z = spec.sample_prior((20000, 1, 4, 4), generator=torch.Generator().manual_seed(3),
-                          dtype=torch.float64).reshape(20000, 16).numpy()
+    z = (
+        spec.sample_prior(
+            (20000, 1, 4, 4), generator=torch.Generator().manual_seed(3), dtype=torch.float64
+        )
+        .reshape(20000, 16)
+        .numpy()
+    )
     cov = dense.process.stationary_cov
     se = np.sqrt((np.outer(np.diag(cov), np.diag(cov)) + cov**2) / 20000)
     assert np.all(np.abs(np.cov(z.T) - cov) < 5 * se)

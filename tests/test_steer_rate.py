@@ -2,11 +2,10 @@
 
 import numpy as np
 import pytest
+from problems import random_spd
 
 from nonrev import OUProcess, optimal_q, random_q, steer_q
 from nonrev.regimes.steering import _soft_min_rate, q_from_theta, theta_from_q
-
-from problems import random_spd
 
 
 @pytest.fixture

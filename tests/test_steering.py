@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from problems import random_spd
 from scipy.optimize import brentq
 
-from problems import random_spd
 from nonrev import OUProcess, optimal_q, random_q, steer_q
 from nonrev.cli import main
 from nonrev.data.files import u_from_data
@@ -21,11 +21,11 @@ from nonrev.regimes import (
     collapse_time,
     speciation_snr,
     speciation_time,
+    steering,
 )
 from nonrev.regimes.measure import clone_agreement, speciation_time_measured
-from nonrev.scores import GaussianMixtureScore
-from nonrev.regimes import steering
 from nonrev.regimes.steering import _problem, _project_ball, _q_norm, criteria_gradient
+from nonrev.scores import GaussianMixtureScore
 
 
 def mixture(d, seed, mu_norm2=20.0, sigma2=0.5):
@@ -54,8 +54,10 @@ def test_steered_beats_zero_and_optimal_under_the_same_budget(d, seed, budget):
         assert np.linalg.norm(Q, 2) <= b * (1 + 1e-12)
         got = t_s(U, Q, Cb, Cw)  # recomputed by the library's own root search
         assert info["t_speciation"] == pytest.approx(got, rel=1e-9)
-        assert [info["references"]["zero"]["t_speciation"],
-                info["references"]["optimal"]["t_speciation"]] == pytest.approx(refs, rel=1e-9)
+        assert [
+            info["references"]["zero"]["t_speciation"],
+            info["references"]["optimal"]["t_speciation"],
+        ] == pytest.approx(refs, rel=1e-9)
         if objective == "speciation_early":
             assert got >= 1.05 * max(refs), (got, refs)
         else:
@@ -71,8 +73,9 @@ def test_window_and_target_objectives():
     U, _, Cb, Cw = mixture(d, 4)
     C, N = Cb + Cw, 1000
     b = np.linalg.norm(optimal_q(U), 2)
-    Q, info = steer_q(U, Cb, Cw, objective="window", q_norm_max=b, data_cov=C, n_train=N,
-                      generator=0)
+    Q, info = steer_q(
+        U, Cb, Cw, objective="window", q_norm_max=b, data_cov=C, n_train=N, generator=0
+    )
     proc = OUProcess(U, Q)
     window = speciation_time(proc, Cb, Cw) - collapse_time(proc, C, N)
     assert info["value"] == pytest.approx(window, rel=1e-8)
@@ -84,8 +87,9 @@ def test_window_and_target_objectives():
     # between them, so the target objective must hit it.
     lo, hi = sorted(r["t_speciation"] for r in info["references"].values())
     target = lo + 0.3 * (hi - lo)
-    Q, info = steer_q(U, Cb, Cw, objective="target_speciation", target=target, q_norm_max=b,
-                      generator=0)
+    Q, info = steer_q(
+        U, Cb, Cw, objective="target_speciation", target=target, q_norm_max=b, generator=0
+    )
     assert t_s(U, Q, Cb, Cw) == pytest.approx(target, rel=1e-6)
     assert info["value"] < 1e-6 * target
 
@@ -117,8 +121,7 @@ def test_constraints_hold_at_the_returned_current(objective):
     bound = np.trace(U) / d
     b = np.linalg.norm(optimal_q(U), 2)
     min_rate = 0.95 * bound
-    Q, info = steer_q(U, Cb, Cw, objective=objective, q_norm_max=b, min_rate=min_rate,
-                      generator=1)
+    Q, info = steer_q(U, Cb, Cw, objective=objective, q_norm_max=b, min_rate=min_rate, generator=1)
     proc = OUProcess(U, Q)
     assert np.linalg.norm(Q, 2) <= b * (1 + 1e-12)
     assert proc.relaxation_rate() >= min_rate
@@ -212,8 +215,13 @@ def test_infeasible_requests_raise_before_any_optimisation(monkeypatch):
 # ----------------------------------------------------------------------------- gradients
 def _root(f, t0):
     """Root of the decreasing ``f`` near ``t0`` to full precision (brentq on log t)."""
-    return float(np.exp(brentq(lambda x: f(np.exp(x)), np.log(t0) - 0.5, np.log(t0) + 0.5,
-                               xtol=1e-14, rtol=1e-15)))
+    return float(
+        np.exp(
+            brentq(
+                lambda x: f(np.exp(x)), np.log(t0) - 0.5, np.log(t0) + 0.5, xtol=1e-14, rtol=1e-15
+            )
+        )
+    )
 
 
 @pytest.mark.parametrize("case", ["two_classes", "three_classes_no_within"])
@@ -236,8 +244,9 @@ def test_implicit_gradient_matches_finite_differences(case):
     def times(Qx):
         proc = OUProcess(U, Qx)
         ts = _root(lambda t: np.log(speciation_snr(proc, Cb, Cw, t)), out["t_speciation"])
-        tc = _root(lambda t: np.log(collapse_entropy_gap(proc, C, t) / np.log(N)),
-                   out["t_collapse"])
+        tc = _root(
+            lambda t: np.log(collapse_entropy_gap(proc, C, t) / np.log(N)), out["t_collapse"]
+        )
         return ts, tc
 
     assert times(Q) == pytest.approx((out["t_speciation"], out["t_collapse"]), rel=1e-9)
@@ -259,8 +268,10 @@ def test_speciation_ratio_time_derivative():
     for t in (0.3, 1.0, 3.0):
         h = 1e-5 * t
         F, dF_dx, _ = prob.speciation_at(proc, t)
-        fd = (np.log(speciation_snr(proc, Cb, Cw, t + h))
-              - np.log(speciation_snr(proc, Cb, Cw, t - h))) / (2 * h)
+        fd = (
+            np.log(speciation_snr(proc, Cb, Cw, t + h))
+            - np.log(speciation_snr(proc, Cb, Cw, t - h))
+        ) / (2 * h)
         assert dF_dx / t == pytest.approx(fd, rel=1e-6)
         assert dF_dx < 0
     assert _q_norm(random_q(d, 2.5, seed=0)) == pytest.approx(2.5)
@@ -275,17 +286,30 @@ def test_cloning_confirms_the_steered_speciation_time():
     d, dt = 16, 0.01
     U, V, _ = random_spd(d, np.random.default_rng(0))
     mu = V[:, d - 1] * np.sqrt(40.0)
-    Q, info = steer_q(U, np.outer(mu, mu), np.eye(d), objective="speciation_early",
-                      q_norm_max=np.linalg.norm(optimal_q(U), 2), generator=0)
+    Q, info = steer_q(
+        U,
+        np.outer(mu, mu),
+        np.eye(d),
+        objective="speciation_early",
+        q_norm_max=np.linalg.norm(optimal_q(U), 2),
+        generator=0,
+    )
     t_pred = info["t_speciation"]
     assert t_pred > 1.5 * info["references"]["optimal"]["t_speciation"]
     proc = OUProcess(U, Q)
     score = GaussianMixtureScore(proc, np.stack([mu, -mu]), np.stack([np.eye(d)] * 2))
     axis = torch.tensor(mu, dtype=torch.float32)
     T = 2.0 * t_pred
-    r = clone_agreement(score, proc, lambda x: (x @ axis > 0).long(),
-                        t_pred * np.array([0.7, 0.85, 1.0, 1.15, 1.3]), n_pairs=800, T=T,
-                        steps=int(T / dt), generator=torch.Generator().manual_seed(1))
+    r = clone_agreement(
+        score,
+        proc,
+        lambda x: (x @ axis > 0).long(),
+        t_pred * np.array([0.7, 0.85, 1.0, 1.15, 1.3]),
+        n_pairs=800,
+        T=T,
+        steps=int(T / dt),
+        generator=torch.Generator().manual_seed(1),
+    )
     meas = speciation_time_measured(r)
     assert meas["t"] == pytest.approx(t_pred, rel=0.10), (t_pred, meas, r["phi"])
 
@@ -313,8 +337,17 @@ def assert_one_line_error(result, fragment):
 def test_cli_steer_end_to_end(data):
     path, X, labels = data
     out = path / "q.npy"
-    res = invoke("steer", path / "x.npy", "--labels", path / "y.npy", "--objective",
-                 "speciation_early", "--out", out, "--json")
+    res = invoke(
+        "steer",
+        path / "x.npy",
+        "--labels",
+        path / "y.npy",
+        "--objective",
+        "speciation_early",
+        "--out",
+        out,
+        "--json",
+    )
     assert res.exit_code == 0, res.output
     info = json.loads(res.output)
     Q = np.load(out)
@@ -327,19 +360,39 @@ def test_cli_steer_end_to_end(data):
     assert info["reuse"].startswith("nonrev analyze")
     assert [p.name for p in path.iterdir() if "partial" in p.name] == []
     # `nonrev analyze --q` reads the file back and predicts the same times.
-    ana = invoke("analyze", path / "x.npy", "--labels", path / "y.npy", "--u", "data",
-                 "--q", out, "--json")
+    ana = invoke(
+        "analyze", path / "x.npy", "--labels", path / "y.npy", "--u", "data", "--q", out, "--json"
+    )
     rep = json.loads(ana.output)
     assert rep["speciation"]["file"] == pytest.approx(info["t_speciation"], rel=1e-9)
     assert rep["collapse"]["file"] == pytest.approx(info["t_collapse"], rel=1e-9)
     assert rep["speciation"]["none"] == pytest.approx(
-        info["references"]["zero"]["t_speciation"], rel=1e-9)
+        info["references"]["zero"]["t_speciation"], rel=1e-9
+    )
     # The table: before and after.
-    table = invoke("steer", path / "x.npy", "--objective", "speciation_late", "--min-rate",
-                   0.8, "--q-norm-max", 3.0, "--out", path / "late.npy")
+    table = invoke(
+        "steer",
+        path / "x.npy",
+        "--objective",
+        "speciation_late",
+        "--min-rate",
+        0.8,
+        "--q-norm-max",
+        3.0,
+        "--out",
+        path / "late.npy",
+    )
     assert table.exit_code == 0, table.output
-    for text in ("Q = none", "Q = optimal", "Q = steered", "t_S speciation", "t_C collapse",
-                 "rate >= 0.8", "||Q||_2 <= 3", "nonrev analyze"):
+    for text in (
+        "Q = none",
+        "Q = optimal",
+        "Q = steered",
+        "t_S speciation",
+        "t_C collapse",
+        "rate >= 0.8",
+        "||Q||_2 <= 3",
+        "nonrev analyze",
+    ):
         assert text in table.output, table.output
     late = np.load(path / "late.npy")
     assert np.linalg.norm(late, 2) <= 3.0 * (1 + 1e-12)
@@ -360,15 +413,20 @@ def test_cli_steer_errors(data):
         (base + ["--min-rate", 5.0], "not below Tr(U)/d"),
         (base + ["--q-norm-max", -1], "q_norm_max must be >= 0"),
         ([path / "x.npy", "--objective", "target_speciation"], "needs target"),
-        ([path / "x.npy", "--objective", "window", "--q-norm-max", 0.01, "--min-rate", 0.9],
-         "out of reach"),
+        (
+            [path / "x.npy", "--objective", "window", "--q-norm-max", 0.01, "--min-rate", 0.9],
+            "out of reach",
+        ),
     ]
     for args, fragment in cases:
         assert_one_line_error(invoke("steer", *args, "--out", path / "q_old.npy"), fragment)
     # A failed run leaves an existing --out untouched and nothing beside it.
     assert np.array_equal(np.load(path / "q_old.npy"), np.zeros((4, 4)))
-    for out, fragment in ((path / "nodir" / "q.npy", "does not exist"), (path / "q.txt", ".npy"),
-                          (path, "must end in .npy")):
+    for out, fragment in (
+        (path / "nodir" / "q.npy", "does not exist"),
+        (path / "q.txt", ".npy"),
+        (path, "must end in .npy"),
+    ):
         assert_one_line_error(invoke("steer", *base, "--out", out), fragment)
     usage = invoke("steer", path / "x.npy", "--out", path / "q.npy")
     assert usage.exit_code == 2 and "--objective" in usage.output
@@ -378,16 +436,25 @@ def test_cli_steer_errors(data):
 # ----------------------------------------------------------------------------- demo section
 def test_demo_steering_section_and_switch(tmp_path):
     from nonrev.config import from_dict
+    from nonrev.experiments.cell import spectrum_u
     from nonrev.experiments.headline import HeadlineConfig, run_headline
     from nonrev.experiments.steering import run_steering
-    from nonrev.experiments.cell import spectrum_u
     from nonrev.reports.headline import write_report
 
-    tiny = {"dim": 4, "gammas": [0.0, 1.0],
-            "speciation": {"n_pairs": 40, "branch_factors": [0.8, 1.2], "dt": 0.02},
-            "collapse": {"dim": 4, "n_train": 20, "n_traj": 10, "dt": 0.05, "n_mc": 10,
-                         "entropy_times": 2},
-            "steering": {"n_random": 1, "max_iter": 20}}
+    tiny = {
+        "dim": 4,
+        "gammas": [0.0, 1.0],
+        "speciation": {"n_pairs": 40, "branch_factors": [0.8, 1.2], "dt": 0.02},
+        "collapse": {
+            "dim": 4,
+            "n_train": 20,
+            "n_traj": 10,
+            "dt": 0.05,
+            "n_mc": 10,
+            "entropy_times": 2,
+        },
+        "steering": {"n_random": 1, "max_iter": 20},
+    }
     cfg = from_dict(HeadlineConfig, tiny)
     U, V, _ = spectrum_u(cfg.dim, cfg.spectrum_min, cfg.spectrum_max, cfg.seed)
     st = run_steering(cfg, U, V)

@@ -15,23 +15,38 @@ import yaml
 from click.testing import CliRunner
 
 from nonrev.cli import main
+from nonrev.config import ConfigError, from_dict
 from nonrev.experiments import cell as cell_mod
 from nonrev.experiments import headline
-from nonrev.config import ConfigError, from_dict
 from nonrev.sweep.core import cell_id, load_sweep, parse_sweep
 
 # Tiny cells: d = 4, 40 clone pairs, big steps; about 0.2 s each.
-TINY = {"dim": 4, "n_train": 30, "mu_norm2": 10.0, "n_pairs": 40,
-        "branch_factors": [0.6, 1.0, 1.6], "speciation_dt": 0.05, "n_traj": 20,
-        "collapse_dt": 0.02, "seed": 1}
+TINY = {
+    "dim": 4,
+    "n_train": 30,
+    "mu_norm2": 10.0,
+    "n_pairs": 40,
+    "branch_factors": [0.6, 1.0, 1.6],
+    "speciation_dt": 0.05,
+    "n_traj": 20,
+    "collapse_dt": 0.02,
+    "seed": 1,
+}
 GRID = {"gamma": [0.0, 1.0], "direction": ["slow", "fast"]}
-RESULT_COLUMNS = ["t_S_predicted", "t_S_measured", "t_C_predicted", "t_C_measured",
-                  "memorised_fraction", "rate", "rate_reversible", "rate_bound"]
+RESULT_COLUMNS = [
+    "t_S_predicted",
+    "t_S_measured",
+    "t_C_predicted",
+    "t_C_measured",
+    "memorised_fraction",
+    "rate",
+    "rate_reversible",
+    "rate_bound",
+]
 
 
 def write_config(path, content):
-    path.write_text(yaml.safe_dump(content, sort_keys=False) if path.suffix == ".yaml"
-                    else content)
+    path.write_text(yaml.safe_dump(content, sort_keys=False) if path.suffix == ".yaml" else content)
     return path
 
 
@@ -48,41 +63,69 @@ def test_cells_of_a_grid_and_stable_ids():
     sw = parse_sweep({"experiment": "regime", "fixed": TINY, "grid": GRID})
     assert sw.varying == ("gamma", "direction")
     assert [(c.params["gamma"], c.params["direction"]) for c in sw.cells] == [
-        (0.0, "slow"), (0.0, "fast"), (1.0, "slow"), (1.0, "fast")]
+        (0.0, "slow"),
+        (0.0, "fast"),
+        (1.0, "slow"),
+        (1.0, "fast"),
+    ]
     assert all(c.params["dim"] == 4 and c.params["spectrum_max"] == 1.75 for c in sw.cells)
     assert len({c.id for c in sw.cells}) == 4
     # the id depends on the computation, not on how the file spells it
-    same = parse_sweep({"experiment": "regime", "fixed": {**TINY, "sigma": 1},
-                        "cells": [{"direction": "fast", "gamma": 1}]})
+    same = parse_sweep(
+        {
+            "experiment": "regime",
+            "fixed": {**TINY, "sigma": 1},
+            "cells": [{"direction": "fast", "gamma": 1}],
+        }
+    )
     assert same.cells[0].id == sw.cells[3].id
     assert same.cells[0].id == cell_id("regime", sw.cells[3].params)
-    other = parse_sweep({"experiment": "regime", "fixed": {**TINY, "seed": 2},
-                         "cells": [{"direction": "fast", "gamma": 1}]})
+    other = parse_sweep(
+        {
+            "experiment": "regime",
+            "fixed": {**TINY, "seed": 2},
+            "cells": [{"direction": "fast", "gamma": 1}],
+        }
+    )
     assert other.cells[0].id != sw.cells[3].id
 
 
-@pytest.mark.parametrize("content,match", [
-    ({"grid": GRID}, "experiment: missing"),
-    ({"experiment": "regimes", "grid": GRID}, "experiment: unknown experiment 'regimes'"),
-    ({"experiment": "regime", "gird": GRID}, "unknown key gird"),
-    ({"experiment": "regime", "fixed": {"dimm": 3}, "grid": GRID}, "unknown key fixed.dimm"),
-    ({"experiment": "regime", "fixed": {"dim": "four"}, "grid": GRID},
-     "fixed.dim: must be an integer"),
-    ({"experiment": "regime", "grid": {"gama": [0.0]}}, "unknown key grid.gama (valid keys: dim"),
-    ({"experiment": "regime", "grid": {"gamma": ["x"]}}, "grid.gamma[0]: must be a number"),
-    ({"experiment": "regime", "grid": {"gamma": 0.5}}, "grid.gamma: must be a non-empty list"),
-    ({"experiment": "regime", "grid": {"direction": ["slow", "up"]}},
-     "grid.direction[1]: must be one of slow, fast"),
-    ({"experiment": "regime", "grid": {"gamma": [0, 0.0]}}, "grid.gamma[1]: repeats"),
-    ({"experiment": "regime", "fixed": {"gamma": 0.0}, "grid": GRID}, "grid.gamma: also set"),
-    ({"experiment": "regime", "fixed": TINY}, "give exactly one"),
-    ({"experiment": "regime", "grid": GRID, "cells": [{"gamma": 0.0}]}, "give exactly one"),
-    ({"experiment": "regime", "cells": [{"gamma": 1}, {"gamma": 1.0}]},
-     "cells[1]: same parameters as cells[0]"),
-    ({"experiment": "regime", "cells": [{"n_pairs": 3}]}, "cells[0].n_pairs: must be >= 10"),
-    ({"experiment": "regime", "fixed": {"spectrum_min": 2.0}, "grid": {"gamma": [0.0]}},
-     "grid cell gamma=0.0: spectrum_max: must be >= spectrum_min"),
-])
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        ({"grid": GRID}, "experiment: missing"),
+        ({"experiment": "regimes", "grid": GRID}, "experiment: unknown experiment 'regimes'"),
+        ({"experiment": "regime", "gird": GRID}, "unknown key gird"),
+        ({"experiment": "regime", "fixed": {"dimm": 3}, "grid": GRID}, "unknown key fixed.dimm"),
+        (
+            {"experiment": "regime", "fixed": {"dim": "four"}, "grid": GRID},
+            "fixed.dim: must be an integer",
+        ),
+        (
+            {"experiment": "regime", "grid": {"gama": [0.0]}},
+            "unknown key grid.gama (valid keys: dim",
+        ),
+        ({"experiment": "regime", "grid": {"gamma": ["x"]}}, "grid.gamma[0]: must be a number"),
+        ({"experiment": "regime", "grid": {"gamma": 0.5}}, "grid.gamma: must be a non-empty list"),
+        (
+            {"experiment": "regime", "grid": {"direction": ["slow", "up"]}},
+            "grid.direction[1]: must be one of slow, fast",
+        ),
+        ({"experiment": "regime", "grid": {"gamma": [0, 0.0]}}, "grid.gamma[1]: repeats"),
+        ({"experiment": "regime", "fixed": {"gamma": 0.0}, "grid": GRID}, "grid.gamma: also set"),
+        ({"experiment": "regime", "fixed": TINY}, "give exactly one"),
+        ({"experiment": "regime", "grid": GRID, "cells": [{"gamma": 0.0}]}, "give exactly one"),
+        (
+            {"experiment": "regime", "cells": [{"gamma": 1}, {"gamma": 1.0}]},
+            "cells[1]: same parameters as cells[0]",
+        ),
+        ({"experiment": "regime", "cells": [{"n_pairs": 3}]}, "cells[0].n_pairs: must be >= 10"),
+        (
+            {"experiment": "regime", "fixed": {"spectrum_min": 2.0}, "grid": {"gamma": [0.0]}},
+            "grid cell gamma=0.0: spectrum_max: must be >= spectrum_min",
+        ),
+    ],
+)
 def test_bad_sweep_file_one_line_error(tmp_path, content, match):
     cfg = write_config(tmp_path / "bad.yaml", content)
     res = sweep(cfg, "--out", tmp_path / "o", "--backend", "local")
@@ -103,8 +146,9 @@ def test_unparseable_or_missing_sweep_file(tmp_path):
 
 
 def test_toml_sweep_file(tmp_path):
-    cfg = write_config(tmp_path / "s.toml", 'experiment = "regime"\n[fixed]\ndim = 4\n'
-                                            '[grid]\ngamma = [0, 0.5]\n')
+    cfg = write_config(
+        tmp_path / "s.toml", 'experiment = "regime"\n[fixed]\ndim = 4\n[grid]\ngamma = [0, 0.5]\n'
+    )
     sw = load_sweep(cfg)
     assert [c.params["gamma"] for c in sw.cells] == [0.0, 0.5]
 
@@ -116,8 +160,14 @@ def test_sweep_end_to_end_and_resume_guard(tmp_path):
     res = sweep(cfg, "--out", out, "--backend", "local", "--workers", "1")
     assert res.exit_code == 0, res.output
     assert "4 run now" in res.output and "0 failed" in res.output
-    assert {"sweep.json", "cells", "results.parquet", "results.csv", "t_S_vs_gamma.png",
-            "t_C_vs_gamma.png"} <= {p.name for p in out.iterdir()}
+    assert {
+        "sweep.json",
+        "cells",
+        "results.parquet",
+        "results.csv",
+        "t_S_vs_gamma.png",
+        "t_C_vs_gamma.png",
+    } <= {p.name for p in out.iterdir()}
     spec = load_sweep(cfg)
     assert cell_files(out) == sorted(f"{c.id}.json" for c in spec.cells)
 
@@ -144,8 +194,10 @@ def test_sweep_end_to_end_and_resume_guard(tmp_path):
     assert stamps == {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()}
 
     # a changed sweep into the same folder needs --resume, then runs only the new cells
-    wider = write_config(tmp_path / "w.yaml", {"experiment": "regime", "fixed": TINY,
-                                               "grid": {**GRID, "gamma": [0.0, 0.5, 1.0]}})
+    wider = write_config(
+        tmp_path / "w.yaml",
+        {"experiment": "regime", "fixed": TINY, "grid": {**GRID, "gamma": [0.0, 0.5, 1.0]}},
+    )
     res = sweep(wider, "--out", out, "--backend", "local", "--workers", "1")
     assert res.exit_code == 1 and "holds a different sweep" in res.output
     res = sweep(wider, "--out", out, "--backend", "local", "--workers", "1", "--resume")
@@ -161,11 +213,15 @@ def test_sweep_end_to_end_and_resume_guard(tmp_path):
 
 def test_failed_cell_is_recorded_and_the_rest_complete(tmp_path):
     # |mu|^2 < sigma^2: the classes never speciate, the experiment raises
-    cells = [{"gamma": 0.0, "mu_norm2": 10.0}, {"gamma": 1.0, "mu_norm2": 0.5},
-             {"gamma": 1.0, "mu_norm2": 10.0}]
+    cells = [
+        {"gamma": 0.0, "mu_norm2": 10.0},
+        {"gamma": 1.0, "mu_norm2": 0.5},
+        {"gamma": 1.0, "mu_norm2": 10.0},
+    ]
     fixed = {k: v for k, v in TINY.items() if k != "mu_norm2"}
-    cfg = write_config(tmp_path / "s.yaml", {"experiment": "regime", "fixed": fixed,
-                                             "cells": cells})
+    cfg = write_config(
+        tmp_path / "s.yaml", {"experiment": "regime", "fixed": fixed, "cells": cells}
+    )
     out = tmp_path / "run"
     res = sweep(cfg, "--out", out, "--backend", "local", "--workers", "2")  # a process pool
     assert res.exit_code == 1, res.output
@@ -216,13 +272,28 @@ def test_sweep_killed_with_sigkill_resumes_without_loss_or_duplicates(tmp_path):
     # slower cells (about 0.7 s each) so that the kill lands in the middle
     slow = {**TINY, "n_pairs": 250, "speciation_dt": 0.01}
     del slow["seed"]
-    cfg = write_config(tmp_path / "s.yaml", {"experiment": "regime", "fixed": slow,
-                                             "grid": {"seed": [0, 1, 2, 3, 4]}})
+    cfg = write_config(
+        tmp_path / "s.yaml",
+        {"experiment": "regime", "fixed": slow, "grid": {"seed": [0, 1, 2, 3, 4]}},
+    )
     out = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from nonrev.cli import main; main()", "sweep", str(cfg),
-         "--out", str(out), "--backend", "local", "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-c",
+            "from nonrev.cli import main; main()",
+            "sweep",
+            str(cfg),
+            "--out",
+            str(out),
+            "--backend",
+            "local",
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and proc.poll() is None:
@@ -234,8 +305,9 @@ def test_sweep_killed_with_sigkill_resumes_without_loss_or_duplicates(tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     # finished cells only: a cell being written when the kill lands is a hidden partial file
-    done = {p.name: (p.stat().st_mtime_ns, p.read_bytes())
-            for p in (out / "cells").glob("[!.]*.json")}
+    done = {
+        p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (out / "cells").glob("[!.]*.json")
+    }
     assert 2 <= len(done) < 5, "the kill should land between the second and the last cell"
     assert not (out / "results.parquet").exists()
     for p in (out / "cells").glob("[!.]*.json"):
@@ -276,12 +348,14 @@ def test_local_and_ray_backends_give_identical_tables(tmp_path):
 def test_regime_cell_reproduces_the_demo_row():
     """With the demo's sizes, a cell's speciation equals the demo's first row."""
     sizes = {"n_pairs": 40, "branch_factors": [0.6, 1.0, 1.6], "dt": 0.05, "mu_norm2": 10.0}
-    cfg = from_dict(headline.HeadlineConfig, {"dim": 4, "gammas": [1.0], "seed": 5,
-                                              "speciation": sizes})
+    cfg = from_dict(
+        headline.HeadlineConfig, {"dim": 4, "gammas": [1.0], "seed": 5, "speciation": sizes}
+    )
     U, V, _ = headline._spectrum_u(cfg.dim, cfg.spectrum_min, cfg.spectrum_max, cfg.seed)
     proc = headline.OUProcess(U, headline.optimal_q(U))
-    demo_rows = headline._speciation(cfg, V, {1.0: proc}, torch.Generator().manual_seed(5),
-                                     lambda name: None)
+    demo_rows = headline._speciation(
+        cfg, V, {1.0: proc}, torch.Generator().manual_seed(5), lambda name: None
+    )
     res = cell_mod.regime_cell({**TINY, "seed": 5, "gamma": 1.0, "direction": "slow"})
     assert demo_rows[0]["direction"] == "slow"
     assert res["t_S_predicted"] == demo_rows[0]["t_predicted"]

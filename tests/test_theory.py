@@ -4,9 +4,9 @@ import time
 
 import numpy as np
 import pytest
+from problems import random_spd
 from scipy.optimize import brentq
 
-from problems import random_spd
 from nonrev import OUProcess, optimal_q, random_q
 from nonrev.linalg import sample_covariance
 from nonrev.regimes import (
@@ -16,11 +16,12 @@ from nonrev.regimes import (
     collapse_time,
     collapse_time_from_data,
     isotropic_collapse_time,
+    predict_regimes,
     speciation_snr,
     speciation_time,
     speciation_time_from_data,
+    theory,
 )
-from nonrev.regimes import predict_regimes, theory
 
 
 def biroli_collapse(N, d, sigma2=1.0, c=1.0):
@@ -51,8 +52,9 @@ def test_biroli_isotropic_collapse(d, expected):
         assert abs(collapse_time(OUProcess(np.eye(d)), np.eye(d), 20000) - ref) < 1e-4 * ref
 
 
-@pytest.mark.parametrize("c,sigma2,N,d", [(1.0, 1.0, 500, 32), (2.5, 0.3, 2000, 16),
-                                          (0.4, 4.0, 50, 8)])
+@pytest.mark.parametrize(
+    "c,sigma2,N,d", [(1.0, 1.0, 500, 32), (2.5, 0.3, 2000, 16), (0.4, 4.0, 50, 8)]
+)
 def test_isotropic_collapse_any_q_general_route(c, sigma2, N, d):
     # U = c I: every Q gives the same t_C; the general route (matrix exponentials)
     # with a strong random current must reproduce the scalar closed form.
@@ -79,8 +81,7 @@ def test_u_identity_any_q_leaves_times_unchanged(rng):
         assert abs(general(collapse_time, proc, C, 300) - t_c) < 1e-6 * t_c
         assert abs(general(speciation_time, proc, 10 * Cb, Cw) - t_s) < 1e-6 * t_s
         s_gen = general(collapse_snr_spectrum, proc, C, [0.1, 1.0])
-        np.testing.assert_allclose(s_gen, collapse_snr_spectrum(rev, C, [0.1, 1.0]),
-                                   rtol=1e-8)
+        np.testing.assert_allclose(s_gen, collapse_snr_spectrum(rev, C, [0.1, 1.0]), rtol=1e-8)
 
 
 def test_reversible_collapse_against_eigen_formula(rng):
@@ -88,8 +89,12 @@ def test_reversible_collapse_against_eigen_formula(rng):
     # whatever the basis. Both routes must find the same root of (1/2) sum log(1 + s_i).
     d, N = 32, 500
     U, _, lam = random_spd(d, rng)
-    ref = brentq(lambda t: 0.5 * np.log1p(lam / np.expm1(2 * t * lam)).sum() - np.log(N),
-                 0.01, 10, xtol=1e-14)
+    ref = brentq(
+        lambda t: 0.5 * np.log1p(lam / np.expm1(2 * t * lam)).sum() - np.log(N),
+        0.01,
+        10,
+        xtol=1e-14,
+    )
     proc = OUProcess(U)
     assert abs(collapse_time(proc, np.eye(d), N) - ref) < 1e-6 * ref
     assert abs(general(collapse_time, proc, np.eye(d), N) - ref) < 1e-6 * ref
@@ -357,6 +362,7 @@ def test_ill_conditioned_u_speciation_and_collapse(lam):
     # Tr(U C) is ~4, so the envelope time is ~1e8 and the old scan floor ~100, far
     # above the crossing. Q = 0, U and C diagonal: r(t) = max_i lam_i c_i / (e^{2 lam_i t} - 1).
     lams, cs = np.diag(U), np.array([1.0 + mu2, 1.0, 1.0, 1.0, 1.0])
+
     def r(t):
         return np.max(lams * cs / np.expm1(2 * lams * t))
 
@@ -368,6 +374,7 @@ def test_ill_conditioned_u_speciation_and_collapse(lam):
     # Collapse, checked against a direct root of g(t) = log N on the same U.
     C = np.diag([4.0, 1.0, 1.0, 1.0, 1.0])
     t_c = collapse_time(proc, C, 50)
+
     def g(t):
         return collapse_entropy_gap(proc, C, t) - np.log(50)
 
@@ -387,8 +394,7 @@ def test_ill_conditioned_u_from_data_matches_closed_form(rng):
     for lab, args in ((labels, (between, within)), (None, (total, None))):
         out = predict_regimes(X, U, {"none": None}, labels=lab)
         # r(t) from the whitened pair, its crossing solved directly by brentq here.
-        ref = brentq(lambda t, args=args: np.log(speciation_snr(OUProcess(U), *args, t)),
-                     1e-3, 50)
+        ref = brentq(lambda t, args=args: np.log(speciation_snr(OUProcess(U), *args, t)), 1e-3, 50)
         assert abs(out["speciation"]["none"] - ref) < 1e-6 * ref
         assert 0.5 < out["speciation"]["none"] < 3.0
 
@@ -403,14 +409,15 @@ def test_constant_data_is_an_error_not_never():
 
 def test_root_finder_brackets_by_expansion_and_says_when_it_cannot():
     from nonrev.regimes.criteria import solve_decreasing
+
     # A root far from the start, on either side, with and without derivative.
     for root in (-200.0, -3.0, 0.5, 150.0):
         for x0 in (-100.0, 0.0, 100.0):
             x, _ = solve_decreasing(lambda x, root=root: (root - x, None, None), x0, "t")
             assert abs(x - root) < 1e-8
-            x, _ = solve_decreasing(lambda x, root=root: (np.tanh(root - x),
-                                                          -1 / np.cosh(root - x) ** 2, None),
-                                    x0, "t")
+            x, _ = solve_decreasing(
+                lambda x, root=root: (np.tanh(root - x), -1 / np.cosh(root - x) ** 2, None), x0, "t"
+            )
             assert abs(x - root) < 1e-8
     with pytest.raises(ValueError, match="no crossing"):
         solve_decreasing(lambda x: (-1.0 - np.exp(-x), None, None), 0.0, "speciation time")

@@ -36,8 +36,14 @@ def test_limited_scopes_both_pools_and_restores(two_threads):
 def test_sample_restores_the_callers_threads(two_threads):
     seen = []
     proc = nonrev.OUProcess(np.eye(2))
-    nonrev.sample(lambda x, t: -x, proc, n=4, steps=3, method="euler_maruyama",
-                  callback=lambda i, t, x: seen.append(torch.get_num_threads()))
+    nonrev.sample(
+        lambda x, t: -x,
+        proc,
+        n=4,
+        steps=3,
+        method="euler_maruyama",
+        callback=lambda i, t, x: seen.append(torch.get_num_threads()),
+    )
     assert seen == [1] * 4
     assert torch.get_num_threads() == 2 and _blas_threads() == [2]
 

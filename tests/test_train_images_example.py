@@ -30,8 +30,26 @@ def _example():
     return mod
 
 
-TINY = ["--patches", "64", "--size", "16", "--iters", "20", "--width", "8", "--batch", "8",
-        "--train-timesteps", "50", "--nfe", "4", "--n-samples", "9", "--log-every", "10"]
+TINY = [
+    "--patches",
+    "64",
+    "--size",
+    "16",
+    "--iters",
+    "20",
+    "--width",
+    "8",
+    "--batch",
+    "8",
+    "--train-timesteps",
+    "50",
+    "--nfe",
+    "4",
+    "--n-samples",
+    "9",
+    "--log-every",
+    "10",
+]
 
 
 def test_trains_saves_and_samples(tmp_path, capsys):
@@ -47,13 +65,19 @@ def test_trains_saves_and_samples(tmp_path, capsys):
     assert isinstance(proc, SpectralProcess) and proc.shape == (1, 16, 16)
     assert proc.current == "blocks" and np.abs(proc.current_blocks).max() > 0
     pipe.set_progress_bar_config(disable=True)
-    x = pipe(batch_size=3, num_inference_steps=3, output_type="pt",
-             generator=torch.Generator().manual_seed(0)).images
+    x = pipe(
+        batch_size=3,
+        num_inference_steps=3,
+        output_type="pt",
+        generator=torch.Generator().manual_seed(0),
+    ).images
     assert x.shape == (3, 1, 16, 16) and torch.isfinite(x).all()
     # a scheduler folder written for 1x16x16 with a unet of another shape: refused
     sch = NonReversibleScheduler.from_pretrained(out / "scheduler")
-    for unet, words in ((ex.make_unet(8, 1, 8), "values"),  # 64 values, not 256
-                        (ex.make_unet(8, 4, 8), "built for images of shape")):  # 4x8x8 = 256
+    for unet, words in (
+        (ex.make_unet(8, 1, 8), "values"),  # 64 values, not 256
+        (ex.make_unet(8, 4, 8), "built for images of shape"),
+    ):  # 4x8x8 = 256
         with pytest.raises(ValueError, match=words) as info:
             NonReversiblePipeline(unet=unet, scheduler=sch)(batch_size=1, num_inference_steps=2)
         assert "\n" not in str(info.value)
@@ -64,23 +88,37 @@ def test_trains_saves_and_samples(tmp_path, capsys):
         ex.main(["--out", str(bad), "--sample-only", "--nfe", "2", "--n-samples", "1"])
     assert "\n" not in str(info.value)
     # sampling again from the saved folder with another method
-    again = ex.main(["--out", str(out), "--sample-only", "--method", "ancestral", "--nfe", "3",
-                     "--n-samples", "4"])
+    again = ex.main(
+        [
+            "--out",
+            str(out),
+            "--sample-only",
+            "--method",
+            "ancestral",
+            "--nfe",
+            "3",
+            "--n-samples",
+            "4",
+        ]
+    )
     assert Path(again["grid"]).name == "samples_ancestral3.png"
 
 
-@pytest.mark.parametrize("argv, option", [
-    (["--size", "18"], "--size"),
-    (["--patches", "1"], "--patches"),
-    (["--patches", "10", "--size", "432"], "--size"),
-    (["--channels", "3"], "--channels"),
-    (["--u", "pca"], "--u"),
-    (["--u", "data:x"], "--u"),
-    (["--current", "gamma"], "--current"),
-    (["--groups", "3", "--size", "16"], "--groups"),
-    (["--method", "heun"], "--method"),
-    (["--nfe", "60", "--train-timesteps", "50"], "--nfe"),
-])
+@pytest.mark.parametrize(
+    "argv, option",
+    [
+        (["--size", "18"], "--size"),
+        (["--patches", "1"], "--patches"),
+        (["--patches", "10", "--size", "432"], "--size"),
+        (["--channels", "3"], "--channels"),
+        (["--u", "pca"], "--u"),
+        (["--u", "data:x"], "--u"),
+        (["--current", "gamma"], "--current"),
+        (["--groups", "3", "--size", "16"], "--groups"),
+        (["--method", "heun"], "--method"),
+        (["--nfe", "60", "--train-timesteps", "50"], "--nfe"),
+    ],
+)
 def test_bad_options_name_the_option(argv, option, tmp_path):
     ex = _example()
     with pytest.raises(ValueError, match=option) as info:

@@ -9,20 +9,30 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
+from problems import random_spd
 
 from nonrev import OUProcess, optimal_q
 from nonrev.cli import main
-from nonrev.data.datasets import load_dataset, write_image_grid
 from nonrev.config import from_dict
+from nonrev.data.datasets import load_dataset, write_image_grid
 from nonrev.metrics import sliced_wasserstein
 from nonrev.scores import GaussianMixtureScore
 from nonrev.scores.neural import MLPNet, NeuralScore, Parameterisation
 from nonrev.training.loop import CheckpointError, TrainConfig, load_checkpoint, train
 
-from problems import random_spd
-
-TINY = dict(data="moons", n_points=300, hidden=16, depth=1, emb_dim=8, batch_size=32,
-            time_groups=4, n_times=40, t_max=4.0, checkpoint_minutes=0.0, warmup=5)
+TINY = dict(
+    data="moons",
+    n_points=300,
+    hidden=16,
+    depth=1,
+    emb_dim=8,
+    batch_size=32,
+    time_groups=4,
+    n_times=40,
+    t_max=4.0,
+    checkpoint_minutes=0.0,
+    warmup=5,
+)
 
 
 def tiny(**kw):
@@ -82,8 +92,18 @@ def test_dsm_loss_decreases():
     """Plain noise prediction on eight Gaussians: the loss falls from about 0.9 (an
     untrained network) to about 0.5 in 200 steps."""
     torch.manual_seed(0)
-    model = train(tiny(data="ring", steps=200, precondition=False, log_every=20, lr=3e-3,
-                       batch_size=128, hidden=32, t_min=0.01))
+    model = train(
+        tiny(
+            data="ring",
+            steps=200,
+            precondition=False,
+            log_every=20,
+            lr=3e-3,
+            batch_size=128,
+            hidden=32,
+            t_min=0.01,
+        )
+    )
     h = np.array(model.loss_history)
     assert h[:, 0].tolist() == list(range(20, 201, 20))
     assert h[-2:, 1].mean() < 0.75 * h[:2, 1].mean()
@@ -94,8 +114,19 @@ def test_trained_model_samples_a_gaussian_mixture():
     4000 true points below 0.25. For scale: 1000 other true points are 0.09-0.11
     away, the trained model about 0.18, and the best Gaussian fit (the same model
     with F = 0) 0.46, so the test fails for a model that learned only the moments."""
-    cfg = tiny(data="ring", n_points=4000, steps=800, hidden=64, depth=2, emb_dim=16,
-               batch_size=128, time_groups=8, n_times=200, lr=3e-3, ema_decay=0.99)
+    cfg = tiny(
+        data="ring",
+        n_points=4000,
+        steps=800,
+        hidden=64,
+        depth=2,
+        emb_dim=16,
+        batch_size=128,
+        time_groups=8,
+        n_times=200,
+        lr=3e-3,
+        ema_decay=0.99,
+    )
     torch.manual_seed(0)
     model = train(cfg)
     x, nfe = model.sample(1000, 100, "ancestral", seed=1)
@@ -143,7 +174,10 @@ def test_checkpoint_from_before_the_parametrisation_key_loads_as_gaussian(tmp_pa
     model = train(tiny(steps=5, parametrisation="gaussian"), tmp_path / "ck")
     _edit_json(tmp_path / "ck", lambda doc: doc["config"].pop("parametrisation"))
     loaded = load_checkpoint(tmp_path / "ck")
-    assert loaded.config.parametrisation == "gaussian" and TrainConfig().parametrisation == "data_frame"
+    assert (
+        loaded.config.parametrisation == "gaussian"
+        and TrainConfig().parametrisation == "data_frame"
+    )
     np.testing.assert_array_equal(model.sample(20, 5, seed=1)[0], loaded.sample(20, 5, seed=1)[0])
 
 
@@ -224,21 +258,28 @@ def _truncate_with_matching_sha(folder):
     _edit_json(folder, lambda d: d["weights"].update(sha256=hashlib.sha256(blob).hexdigest()))
 
 
-@pytest.mark.parametrize("damage,match", [
-    (_truncate_weights, "sha256 differs"),
-    (_truncate_with_matching_sha, "not a readable safetensors file"),
-    (_rename_tensor, "tensors do not match"),
-    (lambda f: (f / "checkpoint.json").write_text((f / "checkpoint.json").read_text()[:200]),
-     "not valid JSON"),
-    (lambda f: _edit_json(f, lambda d: d.pop("process")), "missing key 'process'"),
-    (lambda f: _edit_json(f, lambda d: d["config"].update(hidden=32)), "wrong shape"),
-    (lambda f: _edit_json(f, lambda d: d["config"].update(hidden="wide")), "config: hidden"),
-    (lambda f: _edit_json(f, lambda d: d["process"].update(U=[[1.0, 2.0], [2.0, 1.0]])),
-     "positive definite"),
-    (lambda f: _edit_json(f, lambda d: d.update(format_version=99)), "version 99"),
-    (lambda f: _edit_json(f, lambda d: d["normalisation"].update(scale=-1)), "scale"),
-    (lambda f: (f / "checkpoint.json").unlink(), "not a checkpoint folder"),
-])
+@pytest.mark.parametrize(
+    "damage,match",
+    [
+        (_truncate_weights, "sha256 differs"),
+        (_truncate_with_matching_sha, "not a readable safetensors file"),
+        (_rename_tensor, "tensors do not match"),
+        (
+            lambda f: (f / "checkpoint.json").write_text((f / "checkpoint.json").read_text()[:200]),
+            "not valid JSON",
+        ),
+        (lambda f: _edit_json(f, lambda d: d.pop("process")), "missing key 'process'"),
+        (lambda f: _edit_json(f, lambda d: d["config"].update(hidden=32)), "wrong shape"),
+        (lambda f: _edit_json(f, lambda d: d["config"].update(hidden="wide")), "config: hidden"),
+        (
+            lambda f: _edit_json(f, lambda d: d["process"].update(U=[[1.0, 2.0], [2.0, 1.0]])),
+            "positive definite",
+        ),
+        (lambda f: _edit_json(f, lambda d: d.update(format_version=99)), "version 99"),
+        (lambda f: _edit_json(f, lambda d: d["normalisation"].update(scale=-1)), "scale"),
+        (lambda f: (f / "checkpoint.json").unlink(), "not a checkpoint folder"),
+    ],
+)
 def test_damaged_checkpoints_give_one_line_errors(tmp_path, checkpoint, damage, match):
     folder = _copy(checkpoint, tmp_path / "ck")
     damage(folder)
@@ -287,7 +328,7 @@ def test_digits_split_is_seeded_and_disjoint():
     b = load_dataset("digits", split_seed=3)
     np.testing.assert_array_equal(a.test, b.test)
     assert a.shape == (1, 8, 8) and a.train.shape == (1438, 64) and a.test.shape == (359, 64)
-    assert sorted(np.bincount(np.concatenate([a.train_labels, a.test_labels]))) [0] >= 170
+    assert sorted(np.bincount(np.concatenate([a.train_labels, a.test_labels])))[0] >= 170
 
 
 # ---------------------------------------------------------------------------- commands
@@ -301,8 +342,24 @@ def test_train_sample_and_resume_commands(tmp_path):
     runner = CliRunner()
     cfg = _config_file(tmp_path, n_times=30)
     out = tmp_path / "run"
-    res = runner.invoke(main, ["train", "--data", "digits", "--u", "data", "--q", "gamma:0.5",
-                               "--out", str(out), "--steps", "4", "--config", str(cfg)])
+    res = runner.invoke(
+        main,
+        [
+            "train",
+            "--data",
+            "digits",
+            "--u",
+            "data",
+            "--q",
+            "gamma:0.5",
+            "--out",
+            str(out),
+            "--steps",
+            "4",
+            "--config",
+            str(cfg),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "trained 4 steps" in res.output
     doc = json.loads((out / "checkpoint.json").read_text())
@@ -315,9 +372,23 @@ def test_train_sample_and_resume_commands(tmp_path):
     res = runner.invoke(main, ["train", "--out", str(out), "--resume", "--steps", "6"])
     assert res.exit_code == 0, res.output
     assert json.loads((out / "checkpoint.json").read_text())["step"] == 6
-    res = runner.invoke(main, ["sample", str(out), "--n", "12", "--steps", "5", "--out",
-                               str(tmp_path / "s.npy"), "--grid", str(tmp_path / "s.png"),
-                               "--method", "ddim"])
+    res = runner.invoke(
+        main,
+        [
+            "sample",
+            str(out),
+            "--n",
+            "12",
+            "--steps",
+            "5",
+            "--out",
+            str(tmp_path / "s.npy"),
+            "--grid",
+            str(tmp_path / "s.png"),
+            "--method",
+            "ddim",
+        ],
+    )
     assert res.exit_code == 0, res.output
     x = np.load(tmp_path / "s.npy")
     assert x.shape == (12, 64) and np.isfinite(x).all()
@@ -338,20 +409,47 @@ def test_train_print_config_quick():
 
 
 def test_sample_scatter_for_2d_data(tmp_path, checkpoint):
-    res = CliRunner().invoke(main, ["sample", str(checkpoint), "--n", "20", "--steps", "4",
-                                    "--out", str(tmp_path / "m.npy"), "--grid",
-                                    str(tmp_path / "m.png"), "--seed", "2"])
+    res = CliRunner().invoke(
+        main,
+        [
+            "sample",
+            str(checkpoint),
+            "--n",
+            "20",
+            "--steps",
+            "4",
+            "--out",
+            str(tmp_path / "m.npy"),
+            "--grid",
+            str(tmp_path / "m.png"),
+            "--seed",
+            "2",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert np.load(tmp_path / "m.npy").shape == (20, 2) and (tmp_path / "m.png").exists()
 
 
 STUDY = {
     "models": ["identity/none", "data/optimal"],
-    "train": {"steps": 20, "hidden": 16, "depth": 1, "emb_dim": 8, "batch_size": 32,
-              "time_groups": 4, "n_times": 30, "t_max": 3.0},
-    "n_samples": 40, "nfe": [3, 6], "horizons": [1.0, 3.0], "horizon_nfe": 3,
+    "train": {
+        "steps": 20,
+        "hidden": 16,
+        "depth": 1,
+        "emb_dim": 8,
+        "batch_size": 32,
+        "time_groups": 4,
+        "n_times": 30,
+        "t_max": 3.0,
+    },
+    "n_samples": 40,
+    "nfe": [3, 6],
+    "horizons": [1.0, 3.0],
+    "horizon_nfe": 3,
     "speciation": {"branch_times": [0.1, 0.5], "n_pairs": 10, "T": 1.0, "steps": 10},
-    "memorisation_sizes": [30], "memorisation_samples": 20, "memorisation_nfe": 3,
+    "memorisation_sizes": [30],
+    "memorisation_samples": 20,
+    "memorisation_nfe": 3,
     "n_reference": 2,
 }
 
@@ -363,8 +461,15 @@ def test_study_command_end_to_end(tmp_path):
     res = CliRunner().invoke(main, ["study", "digits", "--config", str(path), "--out", str(out)])
     assert res.exit_code == 0, res.output
     files = {p.name for p in out.iterdir()}
-    assert {"results.json", "report.md", "quality_vs_nfe.png", "quality_vs_horizon.png",
-            "speciation.png", "memorisation.png", "samples_test.png"} <= files
+    assert {
+        "results.json",
+        "report.md",
+        "quality_vs_nfe.png",
+        "quality_vs_horizon.png",
+        "speciation.png",
+        "memorisation.png",
+        "samples_test.png",
+    } <= files
     r = json.loads((out / "results.json").read_text())
     assert [m["spec"] for m in r["models"]] == STUDY["models"]
     for m in r["models"]:
@@ -380,6 +485,7 @@ def test_study_command_end_to_end(tmp_path):
     res = CliRunner().invoke(main, ["study", "digits", "--config", str(path), "--out", str(out)])
     assert res.exit_code == 1 and "already exists" in res.output
     path.write_text(yaml.safe_dump({**STUDY, "horizons": [5.0]}))
-    res = CliRunner().invoke(main, ["study", "digits", "--config", str(path), "--out",
-                                    str(tmp_path / "o2")])
+    res = CliRunner().invoke(
+        main, ["study", "digits", "--config", str(path), "--out", str(tmp_path / "o2")]
+    )
     assert res.exit_code == 1 and "horizons" in res.output

@@ -6,13 +6,19 @@ antisymmetric ``Q`` adds probability currents that leave it unchanged.
 See docs/THEORY.md in the repository for the math, docs/ARCHITECTURE.md for the rooms.
 """
 
-from nonrev.version import __version__
-
-from nonrev.process import Kernel, OUProcess, current_summary, optimal_q, random_q, scaled_q
-from nonrev.process import schedules
-from nonrev.samplers import sample, time_grid
-from nonrev.regimes import steer_q
 from nonrev import regimes, scores
+from nonrev.process import (
+    Kernel,
+    OUProcess,
+    current_summary,
+    optimal_q,
+    random_q,
+    scaled_q,
+    schedules,
+)
+from nonrev.regimes import steer_q
+from nonrev.samplers import sample, time_grid
+from nonrev.version import __version__
 
 __all__ = [
     "__version__",

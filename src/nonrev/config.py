@@ -66,8 +66,9 @@ def show(value) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def check_size(data, where: str, *, max_values: int = MAX_VALUES,
-               max_depth: int = MAX_DEPTH) -> None:
+def check_size(
+    data, where: str, *, max_values: int = MAX_VALUES, max_depth: int = MAX_DEPTH
+) -> None:
     """ConfigError unless ``data`` (lists and mappings, shared references counted
     each time they occur, as YAML anchors expand) holds at most ``max_values``
     values nested at most ``max_depth`` deep. Stops counting at the first excess,
@@ -78,8 +79,10 @@ def check_size(data, where: str, *, max_values: int = MAX_VALUES,
         obj, depth = stack.pop()
         budget[0] -= 1
         if budget[0] < 0:
-            raise ConfigError(f"{where}: more than {max_values} values (anchors and aliases "
-                              "expanded); a configuration holds a few dozen")
+            raise ConfigError(
+                f"{where}: more than {max_values} values (anchors and aliases "
+                "expanded); a configuration holds a few dozen"
+            )
         if isinstance(obj, (dict, list, tuple)):
             if depth >= max_depth:
                 raise ConfigError(f"{where}: nested more than {max_depth} levels deep")
@@ -102,12 +105,20 @@ def load_file(path) -> dict:
         raise ConfigError(f"{where}: use a .yaml, .yml or .toml file")
     try:
         if path.stat().st_size > MAX_FILE_BYTES:
-            raise ConfigError(f"{where}: larger than {MAX_FILE_BYTES >> 20} MiB; a "
-                              "configuration is a few hundred bytes")
+            raise ConfigError(
+                f"{where}: larger than {MAX_FILE_BYTES >> 20} MiB; a "
+                "configuration is a few hundred bytes"
+            )
         text = path.read_text()
         data = tomllib.loads(text) if suffix == ".toml" else yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, tomllib.TOMLDecodeError,
-            ValueError, RecursionError) as exc:
+    except (
+        OSError,
+        UnicodeDecodeError,
+        yaml.YAMLError,
+        tomllib.TOMLDecodeError,
+        ValueError,
+        RecursionError,
+    ) as exc:
         if isinstance(exc, ConfigError):
             raise
         msg = str(exc).strip()
@@ -180,11 +191,14 @@ def from_dict(cls, data: dict, *, prefix: str = ""):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: must be a mapping, got {show(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted((show(k) if not isinstance(k, str) else show(k)[1:-1])
-                     for k in data if k not in fields)
+    unknown = sorted(
+        (show(k) if not isinstance(k, str) else show(k)[1:-1]) for k in data if k not in fields
+    )
     if unknown:
-        raise ConfigError(f"unknown key {prefix}{unknown[0]} (valid keys: "
-                          f"{', '.join(prefix + k for k in fields)})")
+        raise ConfigError(
+            f"unknown key {prefix}{unknown[0]} (valid keys: "
+            f"{', '.join(prefix + k for k in fields)})"
+        )
     base = cls()
     values = {}
     for name, f in fields.items():
@@ -209,7 +223,9 @@ def field(default, **meta):
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     if dataclasses.is_dataclass(default):
-        return dataclasses.field(default_factory=lambda: dataclasses.replace(default), metadata=meta)
+        return dataclasses.field(
+            default_factory=lambda: dataclasses.replace(default), metadata=meta
+        )
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -267,8 +283,10 @@ def check_memory(key: str, n_bytes: float, what: str) -> None:
     before anything is allocated."""
     total = physical_memory()
     if total is not None and n_bytes > total:
-        raise ConfigError(f"{key}: needs about {n_bytes / 2**30:.3g} GiB for {what}, more than "
-                          f"this machine's {total / 2**30:.3g} GiB of memory")
+        raise ConfigError(
+            f"{key}: needs about {n_bytes / 2**30:.3g} GiB for {what}, more than "
+            f"this machine's {total / 2**30:.3g} GiB of memory"
+        )
 
 
 def check_device(prefix: str, device: str) -> None:

@@ -23,8 +23,9 @@ def _real(name: str, X):
         arr = np.asarray(X)
         if np.iscomplexobj(arr):
             if np.any(arr.imag != 0):
-                raise ValueError(f"{name} must be real, got complex entries with a non-zero "
-                                 "imaginary part")
+                raise ValueError(
+                    f"{name} must be real, got complex entries with a non-zero imaginary part"
+                )
             return arr.real
     return X
 
@@ -91,8 +92,9 @@ def as_psd(name: str, X, *, dim: int | None = None, tol: float = SYM_TOL) -> np.
         return psd_spectrum(name, arr, tol=tol)[0]
 
 
-def psd_spectrum(name: str, X, *, dim: int | None = None,
-                 tol: float = SYM_TOL) -> tuple[np.ndarray, np.ndarray]:
+def psd_spectrum(
+    name: str, X, *, dim: int | None = None, tol: float = SYM_TOL
+) -> tuple[np.ndarray, np.ndarray]:
     """:func:`as_psd` that also returns the eigenvalues it checked.
 
     Returns ``(X symmetrised, eigenvalues ascending with the small negative rounding
@@ -140,7 +142,8 @@ def check_current(name: str, Q) -> None:
         raise ValueError(
             f"{name}: the current is too strong for float64 (||Q||_F = {norm:.3g} > "
             f"{MAX_CURRENT_NORM:g}; the relaxation rate of A = (I + Q) U would be lost in "
-            "rounding); use a smaller scale")
+            "rounding); use a smaller scale"
+        )
 
 
 #: Largest eigenvalue of a data covariance that the exact Gaussian error accepts:
@@ -153,8 +156,10 @@ def check_scale(name: str, X, limit: float = MAX_COV_SCALE):
     size (where float64 products of it overflow)."""
     top = float(np.abs(X).max(initial=0.0))
     if top > limit:
-        raise ValueError(f"{name}: entries up to {top:.3g} exceed {limit:g}, where products "
-                         "of them overflow float64; rescale the data")
+        raise ValueError(
+            f"{name}: entries up to {top:.3g} exceed {limit:g}, where products "
+            "of them overflow float64; rescale the data"
+        )
     return X
 
 
@@ -362,8 +367,9 @@ def as_weights(name: str, w, n: int, *, tol: float = 1e-6) -> np.ndarray:
     return arr / total
 
 
-def as_samples(name: str, X, *, dim: int | None = None, min_rows: int = 2,
-               min_cols: int = 1) -> np.ndarray:
+def as_samples(
+    name: str, X, *, dim: int | None = None, min_rows: int = 2, min_cols: int = 1
+) -> np.ndarray:
     """A finite float64 data matrix of shape (n, d): one sample per row.
 
     ``dim`` fixes ``d``; ``min_rows`` and ``min_cols`` are the least ``n`` and ``d``
@@ -379,11 +385,11 @@ def as_samples(name: str, X, *, dim: int | None = None, min_rows: int = 2,
     if arr.ndim != 2 or (dim is not None and arr.shape[1] != dim):
         raise ValueError(f"{name} must have shape (n, {cols}), got {arr.shape}")
     if arr.shape[0] < min_rows:
-        raise ValueError(f"{name} must have at least {min_rows} rows (samples), "
-                         f"got {arr.shape[0]}")
+        raise ValueError(f"{name} must have at least {min_rows} rows (samples), got {arr.shape[0]}")
     if arr.shape[1] < min_cols:
-        raise ValueError(f"{name} must have at least {min_cols} columns (dimensions), "
-                         f"got {arr.shape[1]}")
+        raise ValueError(
+            f"{name} must have at least {min_cols} columns (dimensions), got {arr.shape[1]}"
+        )
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or inf")
     return arr
@@ -399,8 +405,9 @@ def as_labels(name: str, labels, n: int) -> np.ndarray:
     if arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]
     if arr.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array with one label per sample, "
-                         f"got shape {arr.shape}")
+        raise ValueError(
+            f"{name} must be a 1-D array with one label per sample, got shape {arr.shape}"
+        )
     if arr.shape[0] != n:
         raise ValueError(f"{name} must have one label per sample ({n}), got {arr.shape[0]}")
     if arr.dtype.kind not in "biufUS":
@@ -408,8 +415,10 @@ def as_labels(name: str, labels, n: int) -> np.ndarray:
     if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or inf")
     if arr.dtype.kind == "f" and not np.all(arr == np.round(arr)):
-        raise ValueError(f"{name} must be classes (integers or names), got non-integral numbers "
-                         f"such as {arr[arr != np.round(arr)][0]:.4g} (continuous values?)")
+        raise ValueError(
+            f"{name} must be classes (integers or names), got non-integral numbers "
+            f"such as {arr[arr != np.round(arr)][0]:.4g} (continuous values?)"
+        )
     return arr
 
 
@@ -441,8 +450,9 @@ def random_spd(eigenvalues, rng) -> tuple[np.ndarray, np.ndarray]:
     seed). The reference problems of the tests, benchmarks and experiments use it."""
     lam = np.asarray(eigenvalues, dtype=np.float64)
     if lam.ndim != 1 or lam.size == 0 or not np.all(np.isfinite(lam)):
-        raise ValueError(f"eigenvalues must be a non-empty 1-D array of finite numbers, "
-                         f"got shape {lam.shape}")
+        raise ValueError(
+            f"eigenvalues must be a non-empty 1-D array of finite numbers, got shape {lam.shape}"
+        )
     rng = np.random.default_rng(rng)
     V, _ = np.linalg.qr(rng.standard_normal((lam.size, lam.size)))
     return (V * lam) @ V.T, V

@@ -46,8 +46,9 @@ def _pair(x, y, *, min_rows: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     x = _as_set("x", x, min_rows=min_rows)
     y = _as_set("y", y, min_rows=min_rows)
     if x.shape[1] != y.shape[1]:
-        raise ValueError(f"x and y must have the same dimension, got x {tuple(x.shape)} "
-                         f"and y {tuple(y.shape)}")
+        raise ValueError(
+            f"x and y must have the same dimension, got x {tuple(x.shape)} and y {tuple(y.shape)}"
+        )
     return x.double(), y.to(device=x.device, dtype=torch.float64)
 
 
@@ -56,7 +57,7 @@ def _block_sum(a: torch.Tensor, b: torch.Tensor, fn) -> float:
     rows = max(1, _BLOCK // max(b.shape[0], 1))
     total = 0.0
     for s in range(0, a.shape[0], rows):
-        total += float(fn(torch.cdist(a[s:s + rows], b)).sum())
+        total += float(fn(torch.cdist(a[s : s + rows], b)).sum())
     return total
 
 
@@ -80,7 +81,10 @@ def sliced_wasserstein(x, y, n_projections: int = 200, p: float = 2, seed: int =
     import ot  # POT pulls in scikit-learn and pandas: imported only where it is used
 
     dist = ot.sliced_wasserstein_distance(
-        x.cpu().numpy(), y.cpu().numpy(), n_projections=n_projections, p=p,
+        x.cpu().numpy(),
+        y.cpu().numpy(),
+        n_projections=n_projections,
+        p=p,
         seed=as_count("seed", seed, minimum=0),
     )
     return float(dist)
@@ -172,8 +176,10 @@ def nearest_neighbour_distances(x, points, k: int = 2, chunk_size: int | None = 
     x = _as_set("x", x, min_rows=0)
     points = _as_set("points", points, min_rows=1)
     if x.shape[1] != points.shape[1]:
-        raise ValueError(f"x and points must have the same dimension, got x {tuple(x.shape)} "
-                         f"and points {tuple(points.shape)}")
+        raise ValueError(
+            f"x and points must have the same dimension, got x {tuple(x.shape)} "
+            f"and points {tuple(points.shape)}"
+        )
     k = as_count("k", k)
     N = points.shape[0]
     if k > N:
@@ -188,12 +194,13 @@ def nearest_neighbour_distances(x, points, k: int = 2, chunk_size: int | None = 
     best_d = torch.full((B, 0), math.inf, dtype=dtype, device=x.device)
     best_i = torch.zeros((B, 0), dtype=torch.int64, device=x.device)
     for s in range(0, N, chunk_size):
-        a = points[s:s + chunk_size]
+        a = points[s : s + chunk_size]
         # Squared distances up to the per-row constant |x|^2, which does not change the order.
         sq = torch.addmm((a * a).sum(1), x, a.T, alpha=-2.0)
         cand_d = torch.cat([best_d, sq], dim=1)
-        cand_i = torch.cat([best_i, torch.arange(s, s + a.shape[0], device=x.device).expand(B, -1)],
-                           dim=1)
+        cand_i = torch.cat(
+            [best_i, torch.arange(s, s + a.shape[0], device=x.device).expand(B, -1)], dim=1
+        )
         kk = min(k, cand_d.shape[1])
         best_d, pos = torch.topk(cand_d, kk, dim=1, largest=False)
         best_i = torch.gather(cand_i, 1, pos)
@@ -243,5 +250,9 @@ def frechet_distance(x, y) -> float:
     (:mod:`nonrev.experiments.digits_quality` does it for 8x8 digits)."""
     x, y = _pair(x, y, min_rows=2)
     xa, ya = x.cpu().numpy(), y.cpu().numpy()
-    return frechet_distance_gaussian(xa.mean(0), np.cov(xa, rowvar=False).reshape(x.shape[1], -1),
-                                     ya.mean(0), np.cov(ya, rowvar=False).reshape(y.shape[1], -1))
+    return frechet_distance_gaussian(
+        xa.mean(0),
+        np.cov(xa, rowvar=False).reshape(x.shape[1], -1),
+        ya.mean(0),
+        np.cov(ya, rowvar=False).reshape(y.shape[1], -1),
+    )

@@ -21,6 +21,9 @@ transform plus ``O(B d g)`` per application.
 
 from __future__ import annotations
 
+import functools
+import operator
+
 import numpy as np
 import torch
 
@@ -211,16 +214,9 @@ def apply_sum(k: int, terms) -> torch.Tensor:
     transformed back once (one inverse transform instead of one per term, the bulk of
     a structured step's cost); dense stacks are summed in order."""
     first = terms[0][0]
-    if isinstance(first, BlockStack) and all(isinstance(s, BlockStack) and s.basis is first.basis
-                                             for s, _ in terms):
-        acc = None
-        for s, x in terms:
-            y = torch.einsum("mij,bmj->bmi", s.blocks[k], s.basis.forward(x))
-            acc = y if acc is None else acc + y
-        return first.basis.inverse(acc)
-    out = None
-    for s, x in terms:
-        y = s.apply(k, x)
-        out = y if out is None else out + y
-    return out
-
+    if isinstance(first, BlockStack) and all(
+        isinstance(s, BlockStack) and s.basis is first.basis for s, _ in terms
+    ):
+        parts = [torch.einsum("mij,bmj->bmi", s.blocks[k], s.basis.forward(x)) for s, x in terms]
+        return first.basis.inverse(functools.reduce(operator.add, parts))
+    return functools.reduce(operator.add, [s.apply(k, x) for s, x in terms])

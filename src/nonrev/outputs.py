@@ -114,18 +114,24 @@ def _probe_folder(folder: Path, option: str, shown: Path) -> None:
     if not folder.is_dir():
         raise OutputError(f"{option} {shown}: {folder} is not a folder")
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{_owner_tag()}-", suffix=".partial-probe",
-                                    dir=folder)
+        fd, name = tempfile.mkstemp(prefix=f".{_owner_tag()}-", suffix=".partial-probe", dir=folder)
         os.close(fd)
         os.unlink(name)
     except OSError as exc:
-        raise OutputError(f"{option} {shown}: cannot write in {folder} "
-                          f"({exc.strerror or type(exc).__name__})") from None
+        raise OutputError(
+            f"{option} {shown}: cannot write in {folder} ({exc.strerror or type(exc).__name__})"
+        ) from None
 
 
-def check_output(path, *, option: str = "--out", folder: bool = False,
-                 overwrite: bool = False, suffixes: tuple[str, ...] = (),
-                 parents: bool = True) -> Path:
+def check_output(
+    path,
+    *,
+    option: str = "--out",
+    folder: bool = False,
+    overwrite: bool = False,
+    suffixes: tuple[str, ...] = (),
+    parents: bool = True,
+) -> Path:
     """Check, before any work, that the output ``path`` can be created; return it.
 
     ``folder``: ``path`` is an output folder; it may be new, an existing empty
@@ -143,10 +149,15 @@ def check_output(path, *, option: str = "--out", folder: bool = False,
     if folder:
         if path.exists() and not path.is_dir():
             raise OutputError(f"{option} {path}: exists and is not a folder")
-        if path.is_dir() and not overwrite and any(
-                not p.name.startswith(".") or not is_stale(p) for p in path.iterdir()):
-            raise OutputError(f"{option} {path}: already exists and is not empty; choose a new "
-                              "folder or pass --overwrite")
+        if (
+            path.is_dir()
+            and not overwrite
+            and any(not p.name.startswith(".") or not is_stale(p) for p in path.iterdir())
+        ):
+            raise OutputError(
+                f"{option} {path}: already exists and is not empty; choose a new "
+                "folder or pass --overwrite"
+            )
     elif path.is_dir():
         raise OutputError(f"{option} {path}: is a folder; give a file name")
     if not parents and not path.parent.is_dir():
@@ -209,16 +220,14 @@ def atomic_dir(out, *, overwrite: bool = False, option: str = "--out"):
         out.parent.mkdir(parents=True, exist_ok=True)
         remove_stale(out.parent, out.name)
         clean_folder(out.parent)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{_owner_tag()}-",
-                                    dir=out.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{_owner_tag()}-", dir=out.parent))
         _usual_mode(tmp, folder=True)
     except OSError as exc:
         raise OutputError(f"{option} {out}: cannot be created ({exc.strerror or exc})") from None
     try:
         yield tmp
         if out.is_dir() and any(out.iterdir()):
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-{_owner_tag()}-",
-                                        dir=out.parent))
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-{_owner_tag()}-", dir=out.parent))
             os.replace(out, old / out.name)
             os.replace(tmp, out)
             shutil.rmtree(old, ignore_errors=True)
@@ -238,8 +247,11 @@ def remove_partials(folder) -> int:
     """Delete temporary files left in ``folder`` by killed writers; returns how many.
 
     A file whose name tags a writer of this host that still runs is kept."""
-    stale = [p for p in Path(folder).glob(PARTIAL_GLOB)
-             if not p.is_dir() and (not _TAG.search(p.name) or is_stale(p))]
+    stale = [
+        p
+        for p in Path(folder).glob(PARTIAL_GLOB)
+        if not p.is_dir() and (not _TAG.search(p.name) or is_stale(p))
+    ]
     for p in stale:
         p.unlink(missing_ok=True)
     return len(stale)
@@ -254,8 +266,9 @@ def atomic_file(path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_folder(path.parent)
-    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.{_owner_tag()}-",
-                                suffix=f".partial{path.suffix}", dir=path.parent)
+    fd, name = tempfile.mkstemp(
+        prefix=f".{path.stem}.{_owner_tag()}-", suffix=f".partial{path.suffix}", dir=path.parent
+    )
     os.close(fd)
     tmp = Path(name)
     try:

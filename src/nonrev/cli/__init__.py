@@ -7,15 +7,15 @@ training checkpoint written)."""
 
 import click
 
-from nonrev.version import __version__
-from nonrev.cli.common import terminate_as_interrupt
 from nonrev.cli.analyze import analyze
+from nonrev.cli.common import terminate_as_interrupt
 from nonrev.cli.demo import demo
 from nonrev.cli.sample import sample
 from nonrev.cli.steer import steer
 from nonrev.cli.study import study
 from nonrev.cli.sweep import sweep
 from nonrev.cli.train import train
+from nonrev.version import __version__
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -5,7 +5,6 @@ imports no command."""
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -59,9 +58,12 @@ def warn_shape(X, data: str) -> None:
     the few directions the samples span."""
     n, d = X.shape
     if d > n:
-        click.echo(f"warning: {data} has d = {d} dimensions but only n = {n} samples; the "
-                   f"sample covariance has rank at most {n - 1}, so the predictions rest on "
-                   f"{n - 1} of the {d} directions", err=True)
+        click.echo(
+            f"warning: {data} has d = {d} dimensions but only n = {n} samples; the "
+            f"sample covariance has rank at most {n - 1}, so the predictions rest on "
+            f"{n - 1} of the {d} directions",
+            err=True,
+        )
 
 
 #: Dimension from which the data commands announce their expected cost.
@@ -103,8 +105,11 @@ def announce_cost(X, data: str, units: float = ANALYZE_EIGH_UNITS) -> None:
     if d < LARGE_D:
         return
     expected = units * eigh_seconds(d)
-    click.echo(f"{data}: d = {d}; this takes about {_duration(expected)} here (dense d x d "
-               f"linear algebra, O(d^3); {8 * d * d / 2**30:.2g} GiB per matrix)", err=True)
+    click.echo(
+        f"{data}: d = {d}; this takes about {_duration(expected)} here (dense d x d "
+        f"linear algebra, O(d^3); {8 * d * d / 2**30:.2g} GiB per matrix)",
+        err=True,
+    )
     stop = _heartbeat("nonrev", time.monotonic(), HEARTBEAT_S)
     ctx = click.get_current_context(silent=True)
     if ctx is not None:
@@ -142,18 +147,23 @@ def _duration(seconds: float) -> str:
 def user_errors(*types: type[BaseException]):
     """Report the ``types`` of errors (default ValueError) raised inside as one line,
     with exit code 1 and no traceback."""
+    caught = types or (ValueError,)
     try:
         yield
-    except types or (ValueError,) as exc:
+    except caught as exc:
         raise fail(exc) from None
 
 
-U_HELP = ("Noise precision U: identity; data (the inverse Ledoit-Wolf-shrunk covariance of "
-          "the data, scaled to Tr(U)/d = 1); data:<k> (the same with its condition number "
-          "capped at k); or FILE, a (d, d) SPD matrix (.npy/.npz/.csv).")
-Q_HELP = ("optimal (the fastest relaxation, rate Tr(U)/d); gamma:<x> (x times the optimal "
-          "current); rate:<x> (the fastest current whose norm is at most x times the "
-          "optimal one's); or FILE, a (d, d) antisymmetric matrix.")
+U_HELP = (
+    "Noise precision U: identity; data (the inverse Ledoit-Wolf-shrunk covariance of "
+    "the data, scaled to Tr(U)/d = 1); data:<k> (the same with its condition number "
+    "capped at k); or FILE, a (d, d) SPD matrix (.npy/.npz/.csv)."
+)
+Q_HELP = (
+    "optimal (the fastest relaxation, rate Tr(U)/d); gamma:<x> (x times the optimal "
+    "current); rate:<x> (the fastest current whose norm is at most x times the "
+    "optimal one's); or FILE, a (d, d) antisymmetric matrix."
+)
 
 
 def format_time(t: float) -> str:
@@ -166,29 +176,42 @@ def data_options(command):
     commands that read a user's data set (analyze, steer)."""
     decorators = [
         click.argument("data", type=click.Path(dir_okay=True, path_type=str)),
-        click.option("--key", default=None, metavar="NAME",
-                     help="Array to use in an .npz DATA file."),
-        click.option("--labels", "labels_path", default=None, metavar="FILE",
-                     help="Class labels, one per sample (.npy/.npz/.csv/.txt). Without "
-                          "labels the total covariance plays the between-class covariance."),
-        click.option("--labels-key", default=None, metavar="NAME",
-                     help="Array to use in an .npz labels file."),
+        click.option(
+            "--key", default=None, metavar="NAME", help="Array to use in an .npz DATA file."
+        ),
+        click.option(
+            "--labels",
+            "labels_path",
+            default=None,
+            metavar="FILE",
+            help="Class labels, one per sample (.npy/.npz/.csv/.txt). Without "
+            "labels the total covariance plays the between-class covariance.",
+        ),
+        click.option(
+            "--labels-key",
+            default=None,
+            metavar="NAME",
+            help="Array to use in an .npz labels file.",
+        ),
     ]
     for decorate in reversed(decorators):
         command = decorate(command)
     return command
 
 
-THREADS_HELP = ("CPU threads for torch and for numpy's BLAS. Small matrices and two thread "
-                "pools (torch's and numpy's) contend on few cores, so 1 is the default; "
-                "raise it on an idle machine with large problems (README: notes on "
-                "performance).")
+THREADS_HELP = (
+    "CPU threads for torch and for numpy's BLAS. Small matrices and two thread "
+    "pools (torch's and numpy's) contend on few cores, so 1 is the default; "
+    "raise it on an idle machine with large problems (README: notes on "
+    "performance)."
+)
 
 
 def threads_option(command):
     """The --threads option (default 1)."""
-    return click.option("--threads", type=count(1, MAX_THREADS), default=1, show_default=True,
-                        help=THREADS_HELP)(command)
+    return click.option(
+        "--threads", type=count(1, MAX_THREADS), default=1, show_default=True, help=THREADS_HELP
+    )(command)
 
 
 def limit_threads(threads: int):
@@ -204,15 +227,29 @@ def experiment_options(command):
     """The options of the commands that run an experiment into an output folder
     (demo, study): --overwrite, --seed, --device, --config and --print-config."""
     decorators = [
-        click.option("--overwrite", is_flag=True,
-                     help="Replace OUT if it exists (only once the new run has finished)."),
+        click.option(
+            "--overwrite",
+            is_flag=True,
+            help="Replace OUT if it exists (only once the new run has finished).",
+        ),
         click.option("--seed", type=SEED, default=None, help="Overrides the config's seed."),
-        click.option("--device", default=None,
-                     help="torch device, e.g. cpu or cuda (default: the config's, cpu)."),
-        click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-                     help="YAML or TOML file with any subset of the configuration keys."),
-        click.option("--print-config", is_flag=True,
-                     help="Print the configuration that would run (YAML) and exit."),
+        click.option(
+            "--device",
+            default=None,
+            help="torch device, e.g. cpu or cuda (default: the config's, cpu).",
+        ),
+        click.option(
+            "--config",
+            "config_file",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="YAML or TOML file with any subset of the configuration keys.",
+        ),
+        click.option(
+            "--print-config",
+            is_flag=True,
+            help="Print the configuration that would run (YAML) and exit.",
+        ),
     ]
     for decorate in reversed(decorators):
         command = decorate(command)

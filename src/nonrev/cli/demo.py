@@ -11,15 +11,24 @@ def _headline_config(quick: bool, config_file, seed, device):
     from nonrev.config import build
     from nonrev.experiments.headline import HeadlineConfig, quick_config
 
-    return build(HeadlineConfig, quick_config() if quick else HeadlineConfig(), config_file,
-                 seed=seed, device=device)
+    return build(
+        HeadlineConfig,
+        quick_config() if quick else HeadlineConfig(),
+        config_file,
+        seed=seed,
+        device=device,
+    )
 
 
 @click.command()
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Output folder. Default: runs/demo-<timestamp>.")
-@click.option("--quick", is_flag=True,
-              help="Small sizes, same story (README: measured run times).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Output folder. Default: runs/demo-<timestamp>.",
+)
+@click.option("--quick", is_flag=True, help="Small sizes, same story (README: measured run times).")
 @experiment_options
 @threads_option
 def demo(out_dir, quick, seed, device, config_file, print_config, threads, overwrite):
@@ -36,6 +45,7 @@ def demo(out_dir, quick, seed, device, config_file, print_config, threads, overw
     import os
     from pathlib import Path
 
+    import torch
     import yaml
     from tqdm import tqdm
 
@@ -43,8 +53,6 @@ def demo(out_dir, quick, seed, device, config_file, print_config, threads, overw
     from nonrev.experiments.headline import run_headline, stage_count
     from nonrev.outputs import OutputError, atomic_dir
     from nonrev.reports.headline import summary_rows, write_report
-
-    import torch
 
     torch.set_num_threads(threads)
     try:
@@ -61,6 +69,7 @@ def demo(out_dir, quick, seed, device, config_file, print_config, threads, overw
     try:
         with atomic_dir(out, overwrite=overwrite) as tmp:
             with tqdm(total=stage_count(cfg), desc="nonrev demo", unit="stage") as bar:
+
                 def progress(name):
                     bar.set_postfix_str(name)
                     bar.update(1)
@@ -76,6 +85,8 @@ def demo(out_dir, quick, seed, device, config_file, print_config, threads, overw
     for regime, case, tp, tm, err in summary_rows(results):
         click.echo(f"{regime:<11} {case:<26} {tp:9.3f} {tm:9.3f} {100 * err:6.1f}%")
     rel = results["relaxation"]
-    click.echo(f"\nrelaxation rate: reversible {rel['reversible_rate']:.3g}, optimal "
-               f"{rel['optimal_rate']:.3g}, bound Tr(U)/d {rel['bound']:.3g}")
+    click.echo(
+        f"\nrelaxation rate: reversible {rel['reversible_rate']:.3g}, optimal "
+        f"{rel['optimal_rate']:.3g}, bound Tr(U)/d {rel['bound']:.3g}"
+    )
     click.echo(f"runtime {results['runtime_s']:.0f} s; report: {out / 'report.md'}")

@@ -11,9 +11,16 @@ from nonrev.cli.common import experiment_options, fail, limit_threads, threads_o
 
 @click.command()
 @click.argument("name", type=click.Choice(["digits"]))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
-              help="Output folder (results.json, figures, report.md).")
-@click.option("--quick", is_flag=True, help="Smaller budget, same story (README: measured run times).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="Output folder (results.json, figures, report.md).",
+)
+@click.option(
+    "--quick", is_flag=True, help="Smaller budget, same story (README: measured run times)."
+)
 @experiment_options
 @threads_option
 def study(name, out_dir, quick, overwrite, seed, device, config_file, print_config, threads):
@@ -36,8 +43,13 @@ def study(name, out_dir, quick, overwrite, seed, device, config_file, print_conf
     from nonrev.reports.learned import summary_lines, write_digits_report
 
     try:
-        cfg = build(DigitsStudyConfig, quick_config() if quick else DigitsStudyConfig(),
-                    config_file, seed=seed, device=device)
+        cfg = build(
+            DigitsStudyConfig,
+            quick_config() if quick else DigitsStudyConfig(),
+            config_file,
+            seed=seed,
+            device=device,
+        )
     except ConfigError as exc:
         raise fail(exc) from None
     if print_config:
@@ -47,6 +59,7 @@ def study(name, out_dir, quick, overwrite, seed, device, config_file, print_conf
     try:
         with atomic_dir(out, overwrite=overwrite) as tmp:
             with tqdm(desc=f"nonrev study {name}", unit="stage") as bar:
+
                 def progress(stage, done, total):
                     bar.total = total
                     bar.n = done

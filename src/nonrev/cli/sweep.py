@@ -7,32 +7,61 @@ import click
 
 from nonrev.cli.common import MAX_THREADS, count, fail
 
-@click.command(epilog="Exit code: the number of failed cells (at most 100), 0 when every "
-                      "cell succeeded; 1 also for an unusable CONFIG or --out (nothing runs "
-                      "then), 130 when interrupted.")
+
+@click.command(
+    epilog="Exit code: the number of failed cells (at most 100), 0 when every "
+    "cell succeeded; 1 also for an unusable CONFIG or --out (nothing runs "
+    "then), 130 when interrupted."
+)
 @click.argument("config", type=click.Path(dir_okay=False))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Sweep folder: cells/<id>.json, results.parquet, results.csv, figures.")
-@click.option("--backend", type=click.Choice(["ray", "local"]), default="ray", show_default=True,
-              help="ray: each cell a Ray task (a Ray instance is started here on 127.0.0.1 "
-                   "unless --address is given). local: cells in this process (--workers 1) "
-                   "or in a process pool.")
-@click.option("--address", default=None, metavar="HOST:PORT",
-              help="Join an existing Ray cluster instead of starting one: run "
-                   "'ray start --head --port 6379' on the head machine ('ray start "
-                   "--address HEAD:6379' on the others), then pass --address HEAD:6379. "
-                   "With Ray's token authentication (the default of ray start) set "
-                   "RAY_AUTH_MODE=token here too; the token is read from ~/.ray/auth_token.")
-@click.option("--workers", type=count(1, MAX_THREADS), default=None,
-              help="Cells run at once [default: the number of CPUs; with --address, as "
-                   "many as the cluster takes].")
-@click.option("--threads", type=count(1, MAX_THREADS), default=1, show_default=True,
-              help="BLAS/torch threads per cell (a Ray cell then asks for as many CPUs).")
-@click.option("--resume", is_flag=True,
-              help="Also run into an --out that holds a different sweep (e.g. after adding "
-                   "grid values), keeping its finished cells with the same parameters. "
-                   "Rerunning the same command always resumes: only cells without a "
-                   "finished record (missing or failed) run.")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Sweep folder: cells/<id>.json, results.parquet, results.csv, figures.",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["ray", "local"]),
+    default="ray",
+    show_default=True,
+    help="ray: each cell a Ray task (a Ray instance is started here on 127.0.0.1 "
+    "unless --address is given). local: cells in this process (--workers 1) "
+    "or in a process pool.",
+)
+@click.option(
+    "--address",
+    default=None,
+    metavar="HOST:PORT",
+    help="Join an existing Ray cluster instead of starting one: run "
+    "'ray start --head --port 6379' on the head machine ('ray start "
+    "--address HEAD:6379' on the others), then pass --address HEAD:6379. "
+    "With Ray's token authentication (the default of ray start) set "
+    "RAY_AUTH_MODE=token here too; the token is read from ~/.ray/auth_token.",
+)
+@click.option(
+    "--workers",
+    type=count(1, MAX_THREADS),
+    default=None,
+    help="Cells run at once [default: the number of CPUs; with --address, as "
+    "many as the cluster takes].",
+)
+@click.option(
+    "--threads",
+    type=count(1, MAX_THREADS),
+    default=1,
+    show_default=True,
+    help="BLAS/torch threads per cell (a Ray cell then asks for as many CPUs).",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Also run into an --out that holds a different sweep (e.g. after adding "
+    "grid values), keeping its finished cells with the same parameters. "
+    "Rerunning the same command always resumes: only cells without a "
+    "finished record (missing or failed) run.",
+)
 def sweep(config, out_dir, backend, address, workers, threads, resume):
     """Run the experiment named in CONFIG for every cell of its grid.
 
@@ -85,13 +114,25 @@ def sweep(config, out_dir, backend, address, workers, threads, resume):
         bar.update(1)
 
     try:
-        outcome = run_sweep(spec, out_dir, backend=backend, address=address, workers=workers,
-                            threads=threads, resume=resume, on_start=on_start, on_cell=on_cell)
+        outcome = run_sweep(
+            spec,
+            out_dir,
+            backend=backend,
+            address=address,
+            workers=workers,
+            threads=threads,
+            resume=resume,
+            on_start=on_start,
+            on_cell=on_cell,
+        )
     except SweepError as exc:
         raise fail(exc) from None
     except KeyboardInterrupt:
-        click.echo(f"\ninterrupted; the finished cells are kept in {out_dir}/cells: run the "
-                   "same command again to finish the sweep", err=True)
+        click.echo(
+            f"\ninterrupted; the finished cells are kept in {out_dir}/cells: run the "
+            "same command again to finish the sweep",
+            err=True,
+        )
         click.get_current_context().exit(130)
     finally:
         if bar is not None:
@@ -104,9 +145,11 @@ def sweep(config, out_dir, backend, address, workers, threads, resume):
         click.echo("\n" + table[cols].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     if failed_now:
         click.echo("\nfailed in this run:\n" + "\n".join(failed_now))
-    click.echo(f"\n{len(table)} cells: {outcome.n_run} run now, {outcome.n_reused} already "
-               f"finished, {outcome.n_failed} failed. Table: {out_dir}/results.parquet "
-               "(and .csv)" + "".join(f"; {p.name}" for p in figures))
+    click.echo(
+        f"\n{len(table)} cells: {outcome.n_run} run now, {outcome.n_reused} already "
+        f"finished, {outcome.n_failed} failed. Table: {out_dir}/results.parquet "
+        "(and .csv)" + "".join(f"; {p.name}" for p in figures)
+    )
     click.get_current_context().exit(min(outcome.n_failed, 100))
 
 

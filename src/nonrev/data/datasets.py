@@ -37,8 +37,15 @@ import numpy as np
 from nonrev.data.files import _read
 from nonrev.linalg import as_samples
 
-__all__ = ["BUNDLED", "Dataset", "Normaliser", "IMAGE_SUFFIXES", "load_dataset",
-           "to_source_layout", "write_image_grid"]
+__all__ = [
+    "BUNDLED",
+    "Dataset",
+    "Normaliser",
+    "IMAGE_SUFFIXES",
+    "load_dataset",
+    "to_source_layout",
+    "write_image_grid",
+]
 
 BUNDLED = ("digits", "moons", "circles", "ring")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -143,7 +150,9 @@ def _sha256_file(path: Path) -> str:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
 
 
 def _load_folder(folder: Path, image_size: int, color: str):
@@ -151,8 +160,9 @@ def _load_folder(folder: Path, image_size: int, color: str):
 
     files = _image_files(folder)
     if len(files) < 2:
-        raise ValueError(f"{folder}: needs at least 2 images ({', '.join(IMAGE_SUFFIXES)}), "
-                         f"found {len(files)}")
+        raise ValueError(
+            f"{folder}: needs at least 2 images ({', '.join(IMAGE_SUFFIXES)}), found {len(files)}"
+        )
     images, h = [], hashlib.sha256()
     with_color = color == "rgb"
     for p in files:
@@ -164,8 +174,10 @@ def _load_folder(folder: Path, image_size: int, color: str):
                 images.append(im.copy())
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
             # DecompressionBombError: more pixels than PIL's limit (Image.MAX_IMAGE_PIXELS)
-            raise ValueError(f"{p}: cannot read the image ({type(exc).__name__}: "
-                             f"{' '.join(str(exc).split())[:200]})") from None
+            raise ValueError(
+                f"{p}: cannot read the image ({type(exc).__name__}: "
+                f"{' '.join(str(exc).split())[:200]})"
+            ) from None
         h.update(str(p.relative_to(folder)).encode() + b"\0" + _sha256_file(p).encode())
     mode = "RGB" if with_color else "L"
     arrs = []
@@ -192,15 +204,25 @@ def _array_layout(path: Path, arr: np.ndarray):
         if arr.shape[3] in (1, 3):
             chw = arr.transpose(0, 3, 1, 2)
             return chw.reshape(n, -1), tuple(chw.shape[1:]), arr.shape[1:], True
-        raise ValueError(f"{path}: a 4-D array must be (n, C, H, W) or (n, H, W, C) with "
-                         f"C = 1 or 3, got shape {arr.shape}")
-    raise ValueError(f"{path}: expected (n, d) vectors or (n, H, W) / (n, C, H, W) images, "
-                     f"got shape {arr.shape}")
+        raise ValueError(
+            f"{path}: a 4-D array must be (n, C, H, W) or (n, H, W, C) with "
+            f"C = 1 or 3, got shape {arr.shape}"
+        )
+    raise ValueError(
+        f"{path}: expected (n, d) vectors or (n, H, W) / (n, C, H, W) images, got shape {arr.shape}"
+    )
 
 
-def load_dataset(spec: str, *, split_seed: int = 0, test_fraction: float = 0.2,
-                 n_points: int = 4000, image_size: int = 16, color: str = "auto",
-                 key: str | None = None) -> Dataset:
+def load_dataset(
+    spec: str,
+    *,
+    split_seed: int = 0,
+    test_fraction: float = 0.2,
+    n_points: int = 4000,
+    image_size: int = 16,
+    color: str = "auto",
+    key: str | None = None,
+) -> Dataset:
     """Load ``spec`` (a name in :data:`BUNDLED`, a .npy/.npz file or a folder of
     images) and split it into train and test sets (see the module docstring).
 
@@ -216,8 +238,11 @@ def load_dataset(spec: str, *, split_seed: int = 0, test_fraction: float = 0.2,
     shape = None
     value_range = None
     channels_last = False
-    source: dict = {"name": spec, "split_seed": int(split_seed),
-                    "test_fraction": float(test_fraction)}
+    source: dict = {
+        "name": spec,
+        "split_seed": int(split_seed),
+        "test_fraction": float(test_fraction),
+    }
     if spec == "digits":
         from sklearn.datasets import load_digits
 
@@ -232,16 +257,21 @@ def load_dataset(spec: str, *, split_seed: int = 0, test_fraction: float = 0.2,
         if path.is_dir():
             X, shape, digest = _load_folder(path, int(image_size), color)
             sample_shape, value_range = shape, (0.0, 255.0)
-            source.update(kind="folder", path=str(path.resolve()), sha256=digest,
-                          image_size=int(image_size), color=color)
+            source.update(
+                kind="folder",
+                path=str(path.resolve()),
+                sha256=digest,
+                image_size=int(image_size),
+                color=color,
+            )
         elif path.suffix.lower() in (".npy", ".npz"):
             arr = _read(path, key)
             X, shape, sample_shape, channels_last = _array_layout(path, np.asarray(arr))
-            source.update(kind="file", path=str(path.resolve()), sha256=_sha256_file(path),
-                          key=key)
+            source.update(kind="file", path=str(path.resolve()), sha256=_sha256_file(path), key=key)
         elif not path.exists():
-            raise ValueError(f"data {spec!r}: not one of {', '.join(BUNDLED)}, and no such "
-                             "file or folder")
+            raise ValueError(
+                f"data {spec!r}: not one of {', '.join(BUNDLED)}, and no such file or folder"
+            )
         else:
             raise ValueError(f"{spec}: use a .npy or .npz file, or a folder of images")
     try:
@@ -254,17 +284,29 @@ def load_dataset(spec: str, *, split_seed: int = 0, test_fraction: float = 0.2,
     test, train = perm[:n_test], perm[n_test:]
     lab = None if labels is None else np.asarray(labels).astype(np.int64)
     return Dataset(
-        name=spec, train=X[train], test=X[test],
+        name=spec,
+        train=X[train],
+        test=X[test],
         train_labels=None if lab is None else lab[train],
         test_labels=None if lab is None else lab[test],
-        shape=shape, sample_shape=tuple(int(s) for s in sample_shape),
-        value_range=value_range, source=source, channels_last=channels_last,
+        shape=shape,
+        sample_shape=tuple(int(s) for s in sample_shape),
+        value_range=value_range,
+        source=source,
+        channels_last=channels_last,
     )
 
 
 # ---------------------------------------------------------------------------- output
-def write_image_grid(images: np.ndarray, shape, path, *, value_range=None, ncols: int | None = None,
-                     upscale: int | None = None) -> None:
+def write_image_grid(
+    images: np.ndarray,
+    shape,
+    path,
+    *,
+    value_range=None,
+    ncols: int | None = None,
+    upscale: int | None = None,
+) -> None:
     """Save up to 100 images (rows of length C H W, source units) as one PNG grid.
 
     Values are mapped linearly from ``value_range`` (default: the min and max of the
@@ -286,7 +328,9 @@ def write_image_grid(images: np.ndarray, shape, path, *, value_range=None, ncols
     canvas = np.ones((C, nrows * (H + 1) + 1, ncols * (W + 1) + 1))
     for k in range(n):
         r, c = divmod(k, ncols)
-        canvas[:, 1 + r * (H + 1):1 + r * (H + 1) + H, 1 + c * (W + 1):1 + c * (W + 1) + W] = x[k]
+        canvas[:, 1 + r * (H + 1) : 1 + r * (H + 1) + H, 1 + c * (W + 1) : 1 + c * (W + 1) + W] = x[
+            k
+        ]
     img = (255 * canvas).round().astype(np.uint8)
     img = img[0] if C == 1 else img.transpose(1, 2, 0)
     pil = Image.fromarray(img)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nonrev.linalg import as_labels, as_samples, sample_covariance, sym
 from nonrev.errors import one_line
+from nonrev.linalg import as_labels, as_samples, sample_covariance, sym
 
 __all__ = ["load_array", "load_labels", "ledoit_wolf_shrinkage", "u_from_data"]
 
@@ -35,9 +35,11 @@ def _check_npy_header(fh, size: int, where: str) -> None:
     import ast
 
     head = fh.read(len(NPY_MAGIC) + 2)
-    if head[:len(NPY_MAGIC)] != NPY_MAGIC or len(head) < len(NPY_MAGIC) + 2:
-        raise ValueError(f"{where}: cannot read: not a NumPy .npy array (it does not start "
-                         "with the .npy signature; a text or CSV file needs the .csv extension)")
+    if head[: len(NPY_MAGIC)] != NPY_MAGIC or len(head) < len(NPY_MAGIC) + 2:
+        raise ValueError(
+            f"{where}: cannot read: not a NumPy .npy array (it does not start "
+            "with the .npy signature; a text or CSV file needs the .csv extension)"
+        )
     version = (head[-2], head[-1])
     if version not in ((1, 0), (2, 0), (3, 0)):
         raise ValueError(f"{where}: cannot read: corrupted .npy header (format version {version})")
@@ -52,26 +54,42 @@ def _check_npy_header(fh, size: int, where: str) -> None:
         header = ast.literal_eval(text.decode("utf-8" if version == (3, 0) else "latin1"))
         shape, dtype = tuple(header["shape"]), np.dtype(header["descr"])
         if not isinstance(header["fortran_order"], bool) or not all(
-                isinstance(n, int) and n >= 0 for n in shape):
+            isinstance(n, int) and n >= 0 for n in shape
+        ):
             raise ValueError("bad shape or order")
-    except (ValueError, SyntaxError, TypeError, KeyError, MemoryError, RecursionError,
-            UnicodeDecodeError) as exc:
-        raise ValueError(f"{where}: cannot read: corrupted .npy header ({type(exc).__name__})") from None
+    except (
+        ValueError,
+        SyntaxError,
+        TypeError,
+        KeyError,
+        MemoryError,
+        RecursionError,
+        UnicodeDecodeError,
+    ) as exc:
+        raise ValueError(
+            f"{where}: cannot read: corrupted .npy header ({type(exc).__name__})"
+        ) from None
     if dtype.hasobject:
-        raise ValueError(f"{where}: holds Python objects (dtype {dtype}); nonrev reads numeric "
-                         "arrays only and never unpickles")
+        raise ValueError(
+            f"{where}: holds Python objects (dtype {dtype}); nonrev reads numeric "
+            "arrays only and never unpickles"
+        )
     need = math.prod(shape) * dtype.itemsize
     from nonrev.config import physical_memory
 
     memory = physical_memory()
     if memory is not None and 8 * math.prod(shape) > memory // 2:  # as float64
-        raise ValueError(f"{where}: an array of shape {shape} needs "
-                         f"{8 * math.prod(shape) / 2**30:.3g} GiB as float64, more than half "
-                         f"of this machine's {memory / 2**30:.3g} GiB")
+        raise ValueError(
+            f"{where}: an array of shape {shape} needs "
+            f"{8 * math.prod(shape) / 2**30:.3g} GiB as float64, more than half "
+            f"of this machine's {memory / 2**30:.3g} GiB"
+        )
     have = size - offset - hlen
     if need != have:
-        raise ValueError(f"{where}: truncated or corrupted .npy file (its header announces "
-                         f"shape {shape} of {dtype}, {need} bytes; the file holds {have})")
+        raise ValueError(
+            f"{where}: truncated or corrupted .npy file (its header announces "
+            f"shape {shape} of {dtype}, {need} bytes; the file holds {have})"
+        )
 
 
 def _read_npy(path: Path) -> np.ndarray:
@@ -102,13 +120,17 @@ def _read_npz(path: Path, key: str | None) -> np.ndarray:
     except zipfile.BadZipFile:
         raise ValueError(f"{path}: cannot read: not an .npz archive (not a zip file)") from None
     with zf:
-        members = {info.filename[:-4] if info.filename.endswith(".npy") else info.filename: info
-                   for info in zf.infolist()}
+        members = {
+            info.filename[:-4] if info.filename.endswith(".npy") else info.filename: info
+            for info in zf.infolist()
+        }
         keys = list(members)
         if key is None:
             if len(keys) != 1:
-                raise ValueError(f"{path}: holds {len(keys)} arrays ({_names(keys) or 'none'}); "
-                                 f"name one with key (--key on the command line)")
+                raise ValueError(
+                    f"{path}: holds {len(keys)} arrays ({_names(keys) or 'none'}); "
+                    f"name one with key (--key on the command line)"
+                )
             key = keys[0]
         elif key not in members:
             raise ValueError(f"{path}: no array named {key[:60]!r} (arrays: {_names(keys)})")
@@ -147,8 +169,9 @@ def _read_csv(path: Path) -> np.ndarray:
         for j, field in enumerate(row):
             val = _parse_float(field)
             if val is None:
-                raise ValueError(f"{path}: non-numeric value {field!r} in row {i + 1}, "
-                                 f"column {j + 1}")
+                raise ValueError(
+                    f"{path}: non-numeric value {field!r} in row {i + 1}, column {j + 1}"
+                )
             out[i, j] = val
     return out
 
@@ -161,8 +184,9 @@ def _read(path, key: str | None, *, labels_for: int | None = None) -> np.ndarray
     suffix = path.suffix.lower()
     allowed = (".npy", ".npz", ".csv") + ((".txt",) if text_labels else ())
     if suffix not in allowed:
-        raise ValueError(f"{path}: unsupported file type {suffix or '(none)'!r}; "
-                         f"use {', '.join(allowed)}")
+        raise ValueError(
+            f"{path}: unsupported file type {suffix or '(none)'!r}; use {', '.join(allowed)}"
+        )
     if not path.exists():
         raise ValueError(f"{path}: no such file")
     if not path.is_file():
@@ -179,10 +203,11 @@ def _read(path, key: str | None, *, labels_for: int | None = None) -> np.ndarray
         return _read_csv(path)
     except ValueError as exc:
         msg = str(exc)
-        raise ValueError(msg if msg.startswith(str(path)) else f"{path}: cannot read ({msg})") from None
+        raise ValueError(
+            msg if msg.startswith(str(path)) else f"{path}: cannot read ({msg})"
+        ) from None
     except Exception as exc:  # OSError, zipfile.BadZipFile, EOFError, UnicodeDecodeError...
         raise ValueError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from None
-
 
 
 #: Dense d x d float64 matrices that analyze, steer and train hold at once for data
@@ -195,8 +220,11 @@ def check_dense_memory(d: int, name: str, count: int = DENSE_MATRICES) -> None:
     matrices would not fit in this machine's memory; checked before any is made."""
     from nonrev.config import check_memory
 
-    check_memory(name, 8.0 * count * d * d, f"{count} dense {d} x {d} float64 matrices "
-                 "(U, Q, the covariances and their eigenvectors)")
+    check_memory(
+        name,
+        8.0 * count * d * d,
+        f"{count} dense {d} x {d} float64 matrices (U, Q, the covariances and their eigenvectors)",
+    )
 
 
 def load_array(path, key: str | None = None) -> np.ndarray:
@@ -225,8 +253,11 @@ def _read_label_text(path: Path, n: int) -> np.ndarray:
     integral), strings otherwise.
     """
     fields = [row[0] for row in _read_csv_rows(path)]
-    if len(fields) == n + 1 or (len(fields) > 1 and _parse_float(fields[0]) is None and all(
-            _parse_float(f) is not None for f in fields[1:])):
+    if len(fields) == n + 1 or (
+        len(fields) > 1
+        and _parse_float(fields[0]) is None
+        and all(_parse_float(f) is not None for f in fields[1:])
+    ):
         fields = fields[1:]
     numbers = [_parse_float(f) for f in fields]
     if fields and all(v is not None for v in numbers):
@@ -242,7 +273,8 @@ def load_labels(path, n: int, key: str | None = None) -> np.ndarray:
 
     ``.npy`` / ``.npz`` (``key`` as in :func:`load_array`) holding a 1-D (or (n, 1))
     array of integers, strings or finite numbers; ``.csv`` / ``.txt`` with one label
-    per line (an optional header line: see :func:`_read_label_text`). Integral numbers come back as int64.
+    per line (an optional header line: see :func:`_read_label_text`). Integral numbers come back
+    as int64.
     """
     arr = _read(path, key, labels_for=n)
     try:
@@ -251,8 +283,10 @@ def load_labels(path, n: int, key: str | None = None) -> np.ndarray:
         raise ValueError(one_line(exc)) from None
     k = np.unique(labels).size
     if n > 2 and k == n:
-        raise ValueError(f"{path}: labels name {k} classes for {n} samples, one sample each; "
-                         "labels must be classes (continuous values?)")
+        raise ValueError(
+            f"{path}: labels name {k} classes for {n} samples, one sample each; "
+            "labels must be classes (continuous values?)"
+        )
     return labels
 
 
@@ -281,7 +315,9 @@ def ledoit_wolf_shrinkage(X) -> float:
     return 0.0 if delta2 <= 0.0 else float(beta2 / delta2)
 
 
-def u_from_data(X, shrinkage: float | None = None, max_condition: float | None = None) -> np.ndarray:
+def u_from_data(
+    X, shrinkage: float | None = None, max_condition: float | None = None
+) -> np.ndarray:
     """A noise precision ``U`` shaped like the data: ``U ∝ (shrunk covariance)^{-1}``.
 
     ``C* = rho mu I + (1 - rho) S`` with ``S`` the sample covariance (1/n), ``mu =
@@ -314,8 +350,10 @@ def u_from_data(X, shrinkage: float | None = None, max_condition: float | None =
     C = rho * mu * np.eye(d) + (1.0 - rho) * S
     lam, V = np.linalg.eigh(C)
     if lam[0] <= 1e-12 * lam[-1]:
-        raise ValueError(f"the shrunk covariance is singular (shrinkage {rho:.3g}, n = {n}, "
-                         f"d = {d}); use shrinkage > 0")
+        raise ValueError(
+            f"the shrunk covariance is singular (shrinkage {rho:.3g}, n = {n}, "
+            f"d = {d}); use shrinkage > 0"
+        )
     prec = 1.0 / lam
     if max_condition is not None:
         try:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from nonrev.samplers import method_names
+from nonrev.config import COUNT_MAX, DIM_MAX, ConfigError, field, from_dict
 from nonrev.linalg import random_spd
 from nonrev.process.currents import current_summary, optimal_q, scaled_q
 from nonrev.process.ou import OUProcess
@@ -40,8 +40,8 @@ from nonrev.regimes.measure import (
     speciation_time_measured,
 )
 from nonrev.regimes.theory import collapse_entropy_gap, collapse_time, speciation_time
+from nonrev.samplers import method_names
 from nonrev.scores import EmpiricalScore, GaussianMixtureScore
-from nonrev.config import COUNT_MAX, DIM_MAX, ConfigError, field, from_dict
 
 DIRECTIONS = ("slow", "fast")
 
@@ -62,9 +62,18 @@ def class_mean(V: np.ndarray, direction: str, mu_norm2: float) -> np.ndarray:
     return V[:, 0 if direction == "slow" else -1] * np.sqrt(mu_norm2)
 
 
-def speciation_row(proc: OUProcess, mu: np.ndarray, *, sigma: float, n_pairs: int, dt: float,
-                   branch_factors, method: str, generator: torch.Generator,
-                   device="cpu") -> dict:
+def speciation_row(
+    proc: OUProcess,
+    mu: np.ndarray,
+    *,
+    sigma: float,
+    n_pairs: int,
+    dt: float,
+    branch_factors,
+    method: str,
+    generator: torch.Generator,
+    device="cpu",
+) -> dict:
     """Predicted and measured speciation time for the classes ``+-mu``.
 
     The data are the equal mixture of ``N(+-mu, sigma^2 I)``. The cloning curve is
@@ -89,33 +98,61 @@ def speciation_row(proc: OUProcess, mu: np.ndarray, *, sigma: float, n_pairs: in
 
     t_pred = speciation_time(proc, np.outer(mu, mu), sigma**2 * np.eye(d))
     if t_pred <= 0:
-        raise ValueError(f"the classes never speciate (predicted t_S = 0): |mu|^2 = "
-                         f"{float(mu @ mu):g} is too small against sigma^2 = {sigma**2:g}")
+        raise ValueError(
+            f"the classes never speciate (predicted t_S = 0): |mu|^2 = "
+            f"{float(mu @ mu):g} is too small against sigma^2 = {sigma**2:g}"
+        )
     branch = t_pred * np.asarray(branch_factors)
     T = 1.5 * float(branch.max())
     steps = max(1, int(round(T / dt)))
     # exact start: the mixture pushed forward to T
     signs = torch.randint(0, 2, (n_pairs,), generator=generator) * 2 - 1
-    x0 = signs[:, None].double() * torch.tensor(mu)[None, :] \
-        + sigma * torch.randn(n_pairs, d, generator=generator, dtype=torch.float64)
+    x0 = signs[:, None].double() * torch.tensor(mu)[None, :] + sigma * torch.randn(
+        n_pairs, d, generator=generator, dtype=torch.float64
+    )
     x_T = proc.sample(x0, T, generator=generator).float().to(device)
     score = GaussianMixtureScore(proc, means, covs)
-    res = clone_agreement(score, proc, classify, branch, n_pairs, T=T, steps=steps,
-                          method=method, generator=generator, x_T=x_T)
+    res = clone_agreement(
+        score,
+        proc,
+        classify,
+        branch,
+        n_pairs,
+        T=T,
+        steps=steps,
+        method=method,
+        generator=generator,
+        x_T=x_T,
+    )
     meas = speciation_time_measured(res)
     return {
-        "t_predicted": t_pred, "t_measured": meas["t"],
-        "t_measured_low": meas["t_low"], "t_measured_high": meas["t_high"],
+        "t_predicted": t_pred,
+        "t_measured": meas["t"],
+        "t_measured_low": meas["t_low"],
+        "t_measured_high": meas["t_high"],
         "rel_error": meas["t"] / t_pred - 1,
-        "threshold": meas["threshold"], "T": T, "steps": steps,
-        "branch_times": res["branch_times"].tolist(), "phi": res["phi"].tolist(),
-        "ci_low": res["ci_low"].tolist(), "ci_high": res["ci_high"].tolist(),
+        "threshold": meas["threshold"],
+        "T": T,
+        "steps": steps,
+        "branch_times": res["branch_times"].tolist(),
+        "phi": res["phi"].tolist(),
+        "ci_low": res["ci_low"].tolist(),
+        "ci_high": res["ci_high"].tolist(),
     }
 
 
-def collapse_row(proc: OUProcess, X: np.ndarray, *, n_traj: int, dt: float,
-                 start_factor: float, generator: torch.Generator, device="cpu",
-                 entropy_times: int | None = None, n_mc: int | None = None) -> dict:
+def collapse_row(
+    proc: OUProcess,
+    X: np.ndarray,
+    *,
+    n_traj: int,
+    dt: float,
+    start_factor: float,
+    generator: torch.Generator,
+    device="cpu",
+    entropy_times: int | None = None,
+    n_mc: int | None = None,
+) -> dict:
     """Predicted and measured collapse time for the training points ``X`` (N, d).
 
     ``n_traj`` reverse trajectories under the exact empirical score of ``X`` start
@@ -140,14 +177,19 @@ def collapse_row(proc: OUProcess, X: np.ndarray, *, n_traj: int, dt: float,
     steps = max(1, int(round(T / dt)))
     pick = torch.randint(0, n_train, (n_traj,), generator=generator)
     x_T = proc.sample(torch.tensor(X)[pick], T, generator=generator).float().to(device)
-    lock = collapse_lock_times(score, proc, n=n_traj, T=T, steps=steps, generator=generator,
-                               x_T=x_T)
+    lock = collapse_lock_times(
+        score, proc, n=n_traj, T=T, steps=steps, generator=generator, x_T=x_T
+    )
     mem = memorised_fraction(lock["samples"], pts)
     row = {
-        "t_predicted": t_pred, "t_measured": lock["median"],
-        "t_measured_q25": lock["q25"], "t_measured_q75": lock["q75"],
+        "t_predicted": t_pred,
+        "t_measured": lock["median"],
+        "t_measured_q25": lock["q25"],
+        "t_measured_q75": lock["q75"],
         "rel_error": lock["median"] / t_pred - 1,
-        "memorised_fraction": mem["fraction"], "T": T, "steps": steps,
+        "memorised_fraction": mem["fraction"],
+        "T": T,
+        "steps": steps,
         "lock_times": lock["lock_times"].tolist(),
     }
     if entropy_times is not None:
@@ -155,8 +197,11 @@ def collapse_row(proc: OUProcess, X: np.ndarray, *, n_traj: int, dt: float,
         f_mc = excess_entropy(score, proc, pts, e_times, n_mc=n_mc, generator=generator)
         gap = collapse_entropy_gap(proc, C, e_times)
         f_th = np.maximum(0.0, (np.log(n_train) - gap) / dim)
-        row["entropy"] = {"times": e_times.tolist(), "measured": f_mc.tolist(),
-                          "theory": f_th.tolist()}
+        row["entropy"] = {
+            "times": e_times.tolist(),
+            "measured": f_mc.tolist(),
+            "theory": f_th.tolist(),
+        }
     return row
 
 
@@ -165,20 +210,24 @@ class RegimeCellConfig:
     """One cell of the regime study: every key a scalar, so that a sweep can vary it."""
 
     dim: int = field(16, min=2, max=DIM_MAX, help="dimension d of the data and of the process")
-    n_train: int = field(500, min=2, max=COUNT_MAX, help="training points N (from N(0, I)) for collapse")
+    n_train: int = field(
+        500, min=2, max=COUNT_MAX, help="training points N (from N(0, I)) for collapse"
+    )
     spectrum_min: float = field(0.25, min=1e-6, help="smallest eigenvalue of U")
     spectrum_max: float = field(1.75, min=1e-6, help="largest eigenvalue of U")
     gamma: float = field(0.0, help="Q = gamma * Q_optimal(U)")
-    direction: str = field("slow", choices=DIRECTIONS,
-                           help="class split along the slowest or fastest eigenvector of U")
+    direction: str = field(
+        "slow", choices=DIRECTIONS, help="class split along the slowest or fastest eigenvector of U"
+    )
     seed: int = field(0, min=0)
     device: str = field("cpu", help="torch device of the reverse runs, e.g. cpu or cuda")
     mu_norm2: float = field(40.0, min=1e-6, help="|mu|^2 of the two class means +-mu")
     sigma: float = field(1.0, min=1e-6, help="within-class standard deviation")
     n_pairs: int = field(2000, min=10, max=COUNT_MAX, help="clone pairs per branch time")
     speciation_dt: float = field(0.01, min=1e-5, max=1.0, help="step of the cloning runs")
-    branch_factors: list[float] = field([0.7, 0.85, 1.0, 1.15, 1.3],
-                                        help="branch times as multiples of the predicted t_S")
+    branch_factors: list[float] = field(
+        [0.7, 0.85, 1.0, 1.15, 1.3], help="branch times as multiples of the predicted t_S"
+    )
     method: str = field("euler_maruyama", choices=method_names(stochastic=True))
     n_traj: int = field(400, min=10, max=COUNT_MAX, help="reverse trajectories of the collapse run")
     collapse_dt: float = field(0.005, min=1e-5, max=1.0, help="step of the collapse run")
@@ -220,26 +269,45 @@ def regime_cell(config) -> dict:
         raise ValueError(f"device {cfg.device!r} asked for, but CUDA is not available here")
     U, V, lam = spectrum_u(cfg.dim, cfg.spectrum_min, cfg.spectrum_max, cfg.seed)
     proc = OUProcess(U, scaled_q(optimal_q(U), cfg.gamma))
-    s = speciation_row(proc, class_mean(V, cfg.direction, cfg.mu_norm2), sigma=cfg.sigma,
-                       n_pairs=cfg.n_pairs, dt=cfg.speciation_dt,
-                       branch_factors=cfg.branch_factors, method=cfg.method,
-                       generator=torch.Generator().manual_seed(cfg.seed), device=cfg.device)
+    s = speciation_row(
+        proc,
+        class_mean(V, cfg.direction, cfg.mu_norm2),
+        sigma=cfg.sigma,
+        n_pairs=cfg.n_pairs,
+        dt=cfg.speciation_dt,
+        branch_factors=cfg.branch_factors,
+        method=cfg.method,
+        generator=torch.Generator().manual_seed(cfg.seed),
+        device=cfg.device,
+    )
     X = np.random.default_rng(cfg.seed + 2).standard_normal((cfg.n_train, cfg.dim))
-    c = collapse_row(proc, X, n_traj=cfg.n_traj, dt=cfg.collapse_dt,
-                     start_factor=cfg.start_factor,
-                     generator=torch.Generator().manual_seed(cfg.seed + 1), device=cfg.device)
+    c = collapse_row(
+        proc,
+        X,
+        n_traj=cfg.n_traj,
+        dt=cfg.collapse_dt,
+        start_factor=cfg.start_factor,
+        generator=torch.Generator().manual_seed(cfg.seed + 1),
+        device=cfg.device,
+    )
     fig = current_summary(U, proc.Q, transient=False)
     return {
-        "rate_reversible": fig["rate_reversible"], "rate": fig["rate"],
+        "rate_reversible": fig["rate_reversible"],
+        "rate": fig["rate"],
         "rate_bound": fig["bound"],
-        "t_S_predicted": s["t_predicted"], "t_S_measured": s["t_measured"],
-        "t_S_measured_low": s["t_measured_low"], "t_S_measured_high": s["t_measured_high"],
+        "t_S_predicted": s["t_predicted"],
+        "t_S_measured": s["t_measured"],
+        "t_S_measured_low": s["t_measured_low"],
+        "t_S_measured_high": s["t_measured_high"],
         "t_S_rel_error": s["rel_error"],
-        "t_C_predicted": c["t_predicted"], "t_C_measured": c["t_measured"],
-        "t_C_measured_q25": c["t_measured_q25"], "t_C_measured_q75": c["t_measured_q75"],
+        "t_C_predicted": c["t_predicted"],
+        "t_C_measured": c["t_measured"],
+        "t_C_measured_q25": c["t_measured_q25"],
+        "t_C_measured_q75": c["t_measured_q75"],
         "t_C_rel_error": c["rel_error"],
         "memorised_fraction": c["memorised_fraction"],
-        "speciation": {k: s[k] for k in ("threshold", "T", "steps", "branch_times", "phi",
-                                         "ci_low", "ci_high")},
+        "speciation": {
+            k: s[k] for k in ("threshold", "T", "steps", "branch_times", "phi", "ci_low", "ci_high")
+        },
         "collapse": {k: c[k] for k in ("T", "steps", "lock_times")},
     }

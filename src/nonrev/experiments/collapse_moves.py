@@ -53,8 +53,9 @@ class CollapseMovesConfig:
     finite: bool = field(False, help="also the finite-N prediction (a Monte Carlo)")
     measured: bool = field(False, help="also the measured median lock time")
     n_traj: int = field(2000, min=10, max=COUNT_MAX, help="paths of the finite-N/measured runs")
-    dt: float = field(0.0, min=0.0, max=1.0,
-                      help="recording grid of the lock times; 0: t_C(Q = 0) / 200")
+    dt: float = field(
+        0.0, min=0.0, max=1.0, help="recording grid of the lock times; 0: t_C(Q = 0) / 200"
+    )
 
     def validate(self, prefix=""):
         if self.spectrum_max < self.spectrum_min:
@@ -79,10 +80,18 @@ def measured_median(proc, C, n_train, n_traj: int = 2000, dt: float = 0.005, see
     X = torch.tensor(rng.standard_normal((n_train, proc.dim)) @ np.linalg.cholesky(C).T)
     g = torch.Generator().manual_seed(seed)
     from nonrev.scores.empirical import EmpiricalScore
+
     T = 1.8 * t_asym
     x_T = proc.sample(X[torch.randint(0, n_train, (n_traj,), generator=g)], T, generator=g)
-    r = collapse_lock_times(EmpiricalScore(proc, X.float()), proc, n=n_traj, T=T,
-                            steps=int(round(T / dt)), generator=g, x_T=x_T.float())
+    r = collapse_lock_times(
+        EmpiricalScore(proc, X.float()),
+        proc,
+        n=n_traj,
+        T=T,
+        steps=int(round(T / dt)),
+        generator=g,
+        x_T=x_T.float(),
+    )
     return r["median"]
 
 
@@ -90,8 +99,7 @@ def collapse_moves_cell(cfg: CollapseMovesConfig) -> dict:
     """The moves of one cell (module docstring), as a flat dict of floats:
     ``t_C_zero``, and per current ``<name>_dtC`` (asymptotic), ``<name>_dtC_finite``,
     ``<name>_dtC_measured``, ``<name>_dtS``, ``<name>_q_norm``."""
-    U, mu, Cw = random_problem(cfg.dim, cfg.seed, cfg.spectrum_min, cfg.spectrum_max,
-                               cfg.mu_norm2)
+    U, mu, Cw = random_problem(cfg.dim, cfg.seed, cfg.spectrum_min, cfg.spectrum_max, cfg.mu_norm2)
     Cb = np.outer(mu, mu)
     C = Cw + Cb
     n = cfg.n_train
@@ -103,8 +111,17 @@ def collapse_moves_cell(cfg: CollapseMovesConfig) -> dict:
     if cfg.steered:
         for obj in ("speciation_early", "window"):
             extra = {"data_cov": C, "n_train": n} if obj == "window" else {}
-            Q, _ = steer_q(U, Cb, Cw, objective=obj, q_norm_max=budget, generator=cfg.seed,
-                           n_random=1, max_iter=30, **extra)
+            Q, _ = steer_q(
+                U,
+                Cb,
+                Cw,
+                objective=obj,
+                q_norm_max=budget,
+                generator=cfg.seed,
+                n_random=1,
+                max_iter=30,
+                **extra,
+            )
             currents[obj] = Q
     out = {}
     base = {}
@@ -115,8 +132,9 @@ def collapse_moves_cell(cfg: CollapseMovesConfig) -> dict:
         t_s = speciation_time(proc, Cb, Cw)
         row = {"t_C": t_c, "t_S": t_s}
         if cfg.finite:
-            row["t_C_finite"] = collapse_time_finite(proc, C, n, n_traj=cfg.n_traj, dt=dt,
-                                                     seed=cfg.seed)
+            row["t_C_finite"] = collapse_time_finite(
+                proc, C, n, n_traj=cfg.n_traj, dt=dt, seed=cfg.seed
+            )
         if cfg.measured:
             row["t_C_measured"] = measured_median(proc, C, n, cfg.n_traj, dt, cfg.seed)
         if name == "zero":

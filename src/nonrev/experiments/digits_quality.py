@@ -37,21 +37,35 @@ class DigitsClassifier:
     was.
     """
 
-    def __init__(self, X, y, *, seed: int = 0, hidden: int = 128, features: int = 16,
-                 epochs: int = 200, lr: float = 3e-3, weight_decay: float = 1.0):
+    def __init__(
+        self,
+        X,
+        y,
+        *,
+        seed: int = 0,
+        hidden: int = 128,
+        features: int = 16,
+        epochs: int = 200,
+        lr: float = 3e-3,
+        weight_decay: float = 1.0,
+    ):
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y)
         if X.ndim != 2 or X.shape[0] != y.shape[0] or X.shape[0] < 2:
-            raise ValueError(f"X must be (n, d) with one label per row in y; got X "
-                             f"{X.shape} and y {y.shape}")
+            raise ValueError(
+                f"X must be (n, d) with one label per row in y; got X {X.shape} and y {y.shape}"
+            )
         if y.dtype.kind not in "iu" or y.min() < 0:
             raise ValueError("y must hold non-negative integer class labels")
         self.n_classes = int(y.max()) + 1
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.body = torch.nn.Sequential(
-                torch.nn.Linear(X.shape[1], hidden), torch.nn.ReLU(),
-                torch.nn.Linear(hidden, features), torch.nn.ReLU()).double()
+                torch.nn.Linear(X.shape[1], hidden),
+                torch.nn.ReLU(),
+                torch.nn.Linear(hidden, features),
+                torch.nn.ReLU(),
+            ).double()
             self.head = torch.nn.Linear(features, self.n_classes).double()
         params = list(self.body.parameters()) + list(self.head.parameters())
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
@@ -90,7 +104,12 @@ def digits_quality(samples, reference, clf: DigitsClassifier, reference_freq=Non
     p = clf.proba(samples)
     freq = np.bincount(p.argmax(1), minlength=clf.n_classes) / len(p)
     if reference_freq is None:
-        reference_freq = np.bincount(clf.predict(reference), minlength=clf.n_classes) / len(reference)
-    return {"frechet": frechet_distance(clf.features(samples), clf.features(reference)),
-            "confidence": float(p.max(1).mean()), "class_freq": freq.tolist(),
-            "class_tv": float(0.5 * np.abs(freq - np.asarray(reference_freq)).sum())}
+        reference_freq = np.bincount(clf.predict(reference), minlength=clf.n_classes) / len(
+            reference
+        )
+    return {
+        "frechet": frechet_distance(clf.features(samples), clf.features(reference)),
+        "confidence": float(p.max(1).mean()),
+        "class_freq": freq.tolist(),
+        "class_tv": float(0.5 * np.abs(freq - np.asarray(reference_freq)).sum()),
+    }

@@ -31,16 +31,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from nonrev.samplers import method_names
-from nonrev.version import __version__
-from nonrev.process.currents import current_summary, optimal_q, scaled_q
-from nonrev.linalg import sample_covariance
-from nonrev.process.ou import OUProcess
-from nonrev.regimes.finite import collapse_time_finite
+from nonrev.config import COUNT_MAX, DIM_MAX, ConfigError, check_device, check_memory, field
 from nonrev.experiments.cell import class_mean, collapse_row, speciation_row
 from nonrev.experiments.cell import spectrum_u as _spectrum_u
-from nonrev.config import COUNT_MAX, DIM_MAX, ConfigError, check_device, check_memory, field
 from nonrev.experiments.steering import run_steering
+from nonrev.linalg import sample_covariance
+from nonrev.process.currents import current_summary, optimal_q, scaled_q
+from nonrev.process.ou import OUProcess
+from nonrev.regimes.finite import collapse_time_finite
+from nonrev.samplers import method_names
+from nonrev.version import __version__
 
 KL_HORIZON = 1e-3
 
@@ -51,8 +51,10 @@ class SpeciationConfig:
     sigma: float = field(1.0, min=1e-6, help="within-class standard deviation")
     n_pairs: int = field(8000, min=10, max=COUNT_MAX, help="clone pairs per branch time")
     dt: float = field(0.01, min=1e-5, max=1.0, help="step of the reverse SDE")
-    branch_factors: list[float] = field([0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.35, 1.5],
-                                        help="branch times as multiples of the predicted t_S")
+    branch_factors: list[float] = field(
+        [0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.35, 1.5],
+        help="branch times as multiples of the predicted t_S",
+    )
     method: str = field("euler_maruyama", choices=method_names(stochastic=True))
 
     def validate(self, prefix=""):
@@ -73,8 +75,11 @@ class CollapseConfig:
     def validate(self, prefix=""):
         # the (n_train | n_traj | n_mc, dim) arrays (a few copies) and the (dim, dim)
         # matrices, in float64: refused before any of them is allocated
-        check_memory(f"{prefix}n_train", 32.0 * (self.n_train + self.n_traj + self.n_mc) * self.dim
-                     + 64.0 * self.dim**2, "the collapse study's arrays")
+        check_memory(
+            f"{prefix}n_train",
+            32.0 * (self.n_train + self.n_traj + self.n_mc) * self.dim + 64.0 * self.dim**2,
+            "the collapse study's arrays",
+        )
 
 
 @dataclass
@@ -83,13 +88,17 @@ class SteeringConfig:
 
     enabled: bool = field(True, help="steer Q to maximise t_S of the fast-direction split")
     n_train: int = field(2000, min=2, max=COUNT_MAX, help="training points N of the predicted t_C")
-    n_random: int = field(2, min=0, max=1000, help="random starts of the search (besides Q = 0, optimal)")
+    n_random: int = field(
+        2, min=0, max=1000, help="random starts of the search (besides Q = 0, optimal)"
+    )
     max_iter: int = field(100, min=1, max=COUNT_MAX, help="search iterations per start")
 
 
 @dataclass
 class HeadlineConfig:
-    dim: int = field(32, min=2, max=DIM_MAX, help="dimension of the relaxation and speciation studies")
+    dim: int = field(
+        32, min=2, max=DIM_MAX, help="dimension of the relaxation and speciation studies"
+    )
     spectrum_min: float = field(0.25, min=1e-6)
     spectrum_max: float = field(1.75, min=1e-6)
     gammas: list[float] = field([0.0, 0.5, 1.0], help="Q = gamma * Q_optimal for each gamma")
@@ -150,12 +159,19 @@ def _relaxation(cfg: HeadlineConfig, U, V, processes: dict) -> dict:
         summary = current_summary(U, proc.Q, t_max=t_max)
         norms = [float(np.linalg.norm(M, 2)) for M in proc.mean_matrix(times)]
         kl = proc.kl_to_stationary(times[1:], cov0=cov0)
-        rows.append({
-            "gamma": gamma, "q": current_label(gamma), "rate": proc.relaxation_rate(),
-            "q_norm": summary["q_norm"], "a_norm": summary["a_norm"],
-            "transient": summary["transient"], "horizon": _horizon(proc, cov0),
-            "norm_curve": norms, "kl_curve": [float("inf")] + kl.tolist(),
-        })
+        rows.append(
+            {
+                "gamma": gamma,
+                "q": current_label(gamma),
+                "rate": proc.relaxation_rate(),
+                "q_norm": summary["q_norm"],
+                "a_norm": summary["a_norm"],
+                "transient": summary["transient"],
+                "horizon": _horizon(proc, cov0),
+                "norm_curve": norms,
+                "kl_curve": [float("inf")] + kl.tolist(),
+            }
+        )
     opt = [r for r in rows if r["gamma"] == 1.0]
     return {
         "reversible_rate": rev_rate,
@@ -174,11 +190,18 @@ def _speciation(cfg: HeadlineConfig, V, processes: dict, gen: torch.Generator, p
     for direction in ("slow", "fast"):
         mu = class_mean(V, direction, sc.mu_norm2)
         for gamma, proc in processes.items():
-            row = speciation_row(proc, mu, sigma=sc.sigma, n_pairs=sc.n_pairs, dt=sc.dt,
-                                 branch_factors=sc.branch_factors, method=sc.method,
-                                 generator=gen, device=cfg.device)
-            rows.append({"direction": direction, "q": current_label(gamma), "gamma": gamma,
-                         **row})
+            row = speciation_row(
+                proc,
+                mu,
+                sigma=sc.sigma,
+                n_pairs=sc.n_pairs,
+                dt=sc.dt,
+                branch_factors=sc.branch_factors,
+                method=sc.method,
+                generator=gen,
+                device=cfg.device,
+            )
+            rows.append({"direction": direction, "q": current_label(gamma), "gamma": gamma, **row})
             progress(f"speciation {direction}/{current_label(gamma)}")
     return rows
 
@@ -192,17 +215,26 @@ def _collapse(cfg: HeadlineConfig, gen: torch.Generator, progress) -> dict:
     rows = []
     for gamma in cfg.gammas:
         proc = OUProcess(U, scaled_q(Q_opt, gamma))
-        row = collapse_row(proc, X, n_traj=cc.n_traj, dt=cc.dt, start_factor=cc.start_factor,
-                           generator=gen, device=cfg.device, entropy_times=cc.entropy_times,
-                           n_mc=cc.n_mc)
+        row = collapse_row(
+            proc,
+            X,
+            n_traj=cc.n_traj,
+            dt=cc.dt,
+            start_factor=cc.start_factor,
+            generator=gen,
+            device=cfg.device,
+            entropy_times=cc.entropy_times,
+            n_mc=cc.n_mc,
+        )
         # Finite-N prediction of the median lock time with as many paths as the
         # measurement (so about its cost and its Monte Carlo spread); its own seeded
         # generator, so the demo's generator and every other number are untouched.
-        row["t_predicted_finite"] = collapse_time_finite(proc, sample_covariance(X), cc.n_train,
-                                                         n_traj=cc.n_traj, dt=cc.dt,
-                                                         seed=cfg.seed)
-        rows.append({"q": current_label(gamma), "gamma": gamma, "n_train": cc.n_train,
-                     "dim": cc.dim, **row})
+        row["t_predicted_finite"] = collapse_time_finite(
+            proc, sample_covariance(X), cc.n_train, n_traj=cc.n_traj, dt=cc.dt, seed=cfg.seed
+        )
+        rows.append(
+            {"q": current_label(gamma), "gamma": gamma, "n_train": cc.n_train, "dim": cc.dim, **row}
+        )
         progress(f"collapse {current_label(gamma)}")
     return {"rows": rows, "rate_reversible": float(np.linalg.eigvalsh(U)[0])}
 

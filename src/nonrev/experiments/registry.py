@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from nonrev.config import ConfigError, from_dict
 from nonrev.experiments.cell import RegimeCellConfig, regime_cell
 from nonrev.experiments.collapse_moves import CollapseMovesConfig, collapse_moves_cell
 from nonrev.experiments.digits_grid import DigitsCellConfig, digits_cell
 from nonrev.experiments.digits_study import DigitsStudyConfig, run_digits_study
 from nonrev.experiments.headline import HeadlineConfig, run_headline
-from nonrev.config import ConfigError, from_dict
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,9 @@ def get_experiment(name: str) -> Experiment:
     try:
         return EXPERIMENTS[name]
     except (KeyError, TypeError):
-        raise ConfigError(f"experiment: unknown experiment {name!r} (known: "
-                          f"{', '.join(sorted(EXPERIMENTS))})") from None
+        raise ConfigError(
+            f"experiment: unknown experiment {name!r} (known: {', '.join(sorted(EXPERIMENTS))})"
+        ) from None
 
 
 def run_experiment(name: str, params: dict) -> dict:
@@ -57,34 +58,49 @@ def run_experiment(name: str, params: dict) -> dict:
     return exp.run(from_dict(exp.config_class, params))
 
 
-register(Experiment(
-    name="regime",
-    config_class=RegimeCellConfig,
-    run=regime_cell,
-    columns=("t_S_predicted", "t_S_measured", "t_C_predicted", "t_C_measured",
-             "memorised_fraction"),
-))
-register(Experiment(
-    name="collapse_moves",
-    config_class=CollapseMovesConfig,
-    run=collapse_moves_cell,
-    columns=("t_C_zero", "optimal_dtC", "speciation_early_dtC", "window_dtC"),
-))
-register(Experiment(
-    name="headline",
-    config_class=HeadlineConfig,
-    run=run_headline,
-    columns=("runtime_s",),
-))
-register(Experiment(
-    name="digits",
-    config_class=DigitsStudyConfig,
-    run=run_digits_study,
-    columns=("runtime_s",),
-))
-register(Experiment(
-    name="digits_cell",
-    config_class=DigitsCellConfig,
-    run=digits_cell,
-    columns=("quality.gddim.20.frechet", "quality.dpmpp_2m.20.frechet", "rate", "a_norm"),
-))
+register(
+    Experiment(
+        name="regime",
+        config_class=RegimeCellConfig,
+        run=regime_cell,
+        columns=(
+            "t_S_predicted",
+            "t_S_measured",
+            "t_C_predicted",
+            "t_C_measured",
+            "memorised_fraction",
+        ),
+    )
+)
+register(
+    Experiment(
+        name="collapse_moves",
+        config_class=CollapseMovesConfig,
+        run=collapse_moves_cell,
+        columns=("t_C_zero", "optimal_dtC", "speciation_early_dtC", "window_dtC"),
+    )
+)
+register(
+    Experiment(
+        name="headline",
+        config_class=HeadlineConfig,
+        run=run_headline,
+        columns=("runtime_s",),
+    )
+)
+register(
+    Experiment(
+        name="digits",
+        config_class=DigitsStudyConfig,
+        run=run_digits_study,
+        columns=("runtime_s",),
+    )
+)
+register(
+    Experiment(
+        name="digits_cell",
+        config_class=DigitsCellConfig,
+        run=digits_cell,
+        columns=("quality.gddim.20.frechet", "quality.dpmpp_2m.20.frechet", "rate", "a_norm"),
+    )
+)

@@ -22,11 +22,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from nonrev.experiments.cell import class_mean, speciation_row
 from nonrev.process.currents import current_summary, optimal_q
 from nonrev.process.ou import OUProcess
-from nonrev.regimes.theory import collapse_time
 from nonrev.regimes.steering import steer_q
-from nonrev.experiments.cell import class_mean, speciation_row
+from nonrev.regimes.theory import collapse_time
 
 DIRECTION = "fast"
 OBJECTIVE = "speciation_early"
@@ -52,26 +52,54 @@ def run_steering(cfg, U: np.ndarray, V: np.ndarray) -> dict:
     data_cov = between + within
     Q_opt = optimal_q(U)
     budget = float(np.linalg.norm(Q_opt, 2))
-    Q, info = steer_q(U, between, within, objective=OBJECTIVE, q_norm_max=budget,
-                      data_cov=data_cov, n_train=st.n_train, generator=cfg.seed,
-                      n_random=st.n_random, max_iter=st.max_iter)
+    Q, info = steer_q(
+        U,
+        between,
+        within,
+        objective=OBJECTIVE,
+        q_norm_max=budget,
+        data_cov=data_cov,
+        n_train=st.n_train,
+        generator=cfg.seed,
+        n_random=st.n_random,
+        max_iter=st.max_iter,
+    )
     rows = []
     for k, (name, Qk) in enumerate((("none", None), ("optimal", Q_opt), ("steered", Q))):
         proc = OUProcess(U, Qk)
-        row = speciation_row(proc, mu, sigma=sc.sigma, n_pairs=sc.n_pairs, dt=sc.dt,
-                             branch_factors=sc.branch_factors, method=sc.method,
-                             generator=torch.Generator().manual_seed(cfg.seed + _SEED_OFFSET + k),
-                             device=cfg.device)
+        row = speciation_row(
+            proc,
+            mu,
+            sigma=sc.sigma,
+            n_pairs=sc.n_pairs,
+            dt=sc.dt,
+            branch_factors=sc.branch_factors,
+            method=sc.method,
+            generator=torch.Generator().manual_seed(cfg.seed + _SEED_OFFSET + k),
+            device=cfg.device,
+        )
         fig = current_summary(U, Qk, transient=False)
-        rows.append({"q": name, "q_norm": fig["q_norm"], "rate": fig["rate"],
-                     "t_collapse": collapse_time(proc, data_cov, st.n_train), **row})
+        rows.append(
+            {
+                "q": name,
+                "q_norm": fig["q_norm"],
+                "rate": fig["rate"],
+                "t_collapse": collapse_time(proc, data_cov, st.n_train),
+                **row,
+            }
+        )
     return {
-        "objective": OBJECTIVE, "direction": DIRECTION, "q_norm_max": budget,
+        "objective": OBJECTIVE,
+        "direction": DIRECTION,
+        "q_norm_max": budget,
         "n_train": st.n_train,
-        "search": {"start": info["start"], "trace": info["trace"],
-                   "kernel_evaluations": info["kernel_evaluations"],
-                   "gradient_evaluations": info["gradient_evaluations"],
-                   "runtime_s": info["runtime_s"]},
+        "search": {
+            "start": info["start"],
+            "trace": info["trace"],
+            "kernel_evaluations": info["kernel_evaluations"],
+            "gradient_evaluations": info["gradient_evaluations"],
+            "runtime_s": info["runtime_s"],
+        },
         "Q": Q.tolist(),
         "rows": rows,
     }

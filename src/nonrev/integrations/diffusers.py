@@ -50,7 +50,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from diffusers import DiffusionPipeline, ImagePipelineOutput
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_ddpm import betas_for_alpha_bar
@@ -61,11 +60,16 @@ from diffusers.utils.torch_utils import randn_tensor
 from nonrev.config import ConfigError, check_memory
 from nonrev.process.ou import OUProcess
 from nonrev.samplers import get_method, method_names
-from nonrev.samplers.steps import coefficients, step as nonrev_step
+from nonrev.samplers.steps import coefficients
+from nonrev.samplers.steps import step as nonrev_step
 from nonrev.threads import single_threaded
 
-__all__ = ["PROCESS_FILE", "NonReversiblePipeline", "NonReversibleScheduler",
-           "NonReversibleSchedulerOutput"]
+__all__ = [
+    "PROCESS_FILE",
+    "NonReversiblePipeline",
+    "NonReversibleScheduler",
+    "NonReversibleSchedulerOutput",
+]
 
 #: File beside ``scheduler_config.json`` that holds ``U`` and ``Q`` (float64).
 PROCESS_FILE = "nonrev_process.safetensors"
@@ -100,21 +104,28 @@ def _betas(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_bet
         try:
             betas = torch.tensor(np.asarray(trained_betas, dtype=np.float64), dtype=torch.float32)
         except (TypeError, ValueError, RuntimeError):
-            raise ValueError(f"trained_betas must be a 1-D list of numbers in (0, 1), got "
-                             f"{_short(trained_betas)}") from None
+            raise ValueError(
+                f"trained_betas must be a 1-D list of numbers in (0, 1), got "
+                f"{_short(trained_betas)}"
+            ) from None
         if betas.ndim != 1 or betas.numel() != num_train_timesteps:
-            raise ValueError(f"trained_betas must be a 1-D list of num_train_timesteps = "
-                             f"{num_train_timesteps} numbers, got shape {tuple(betas.shape)}")
+            raise ValueError(
+                f"trained_betas must be a 1-D list of num_train_timesteps = "
+                f"{num_train_timesteps} numbers, got shape {tuple(betas.shape)}"
+            )
         return betas
     if beta_schedule == "linear":
         return torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float32)
     if beta_schedule == "scaled_linear":
-        return torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps,
-                              dtype=torch.float32) ** 2
+        return (
+            torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float32)
+            ** 2
+        )
     if beta_schedule == "squaredcos_cap_v2":
         return betas_for_alpha_bar(num_train_timesteps)
-    raise ValueError(f"beta_schedule must be one of {', '.join(BETA_SCHEDULES)}; "
-                     f"got {beta_schedule!r}")
+    raise ValueError(
+        f"beta_schedule must be one of {', '.join(BETA_SCHEDULES)}; got {beta_schedule!r}"
+    )
 
 
 def _short(x) -> str:
@@ -130,8 +141,10 @@ def _floating(x: torch.Tensor, name: str) -> None:
     images are refused rather than silently truncated; cast them, e.g. ``x.float() /
     127.5 - 1``)."""
     if not x.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}; cast it "
-                         "first (e.g. images: x.float() / 127.5 - 1)")
+        raise ValueError(
+            f"{name} must be a floating-point tensor, got {x.dtype}; cast it "
+            "first (e.g. images: x.float() / 127.5 - 1)"
+        )
 
 
 def _inference_timesteps(n_train: int, n: int, spacing: str, offset: int) -> np.ndarray:
@@ -178,7 +191,8 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
 
     Invalid ``U``/``Q`` raise ValueError naming the field. Memory: :meth:`add_noise`
     keeps ``M_t`` and ``R_t`` at every training timestep (``2 N d^2`` float64 for a
-    dense kernel, ``2 N d g`` for a spectral one, plus a copy in the samples' dtype), built on first use in chunks of the timesteps (the
+    dense kernel, ``2 N d g`` for a spectral one, plus a copy in the samples' dtype), built on
+    first use in chunks of the timesteps (the
     gDDIM factor costs a Magnus integration, longer with a strong current: a current
     too strong to integrate is refused naming ``Q``, one that takes minutes is
     warned about, see :mod:`nonrev.process.stiffness`); a ``num_train_timesteps``
@@ -193,23 +207,39 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
     order = 1
 
     @register_to_config
-    def __init__(self, U=None, Q=None, num_train_timesteps: int = 1000,
-                 beta_start: float = 0.0001, beta_end: float = 0.02,
-                 beta_schedule: str = "linear", trained_betas=None,
-                 prediction_type: str = "epsilon", method: str = "ancestral",
-                 timestep_spacing: str = "leading", steps_offset: int = 0, process=None):
+    def __init__(
+        self,
+        U=None,
+        Q=None,
+        num_train_timesteps: int = 1000,
+        beta_start: float = 0.0001,
+        beta_end: float = 0.02,
+        beta_schedule: str = "linear",
+        trained_betas=None,
+        prediction_type: str = "epsilon",
+        method: str = "ancestral",
+        timestep_spacing: str = "leading",
+        steps_offset: int = 0,
+        process=None,
+    ):
         if process is not None:
             if U is not None or Q is not None:
                 raise ValueError("give either process= or U= (and Q=), not both")
-            if not all(hasattr(process, a) for a in ("kernel_blocks", "gddim_blocks",
-                                                     "operators", "drift_blocks")):
-                raise ValueError(f"process must be an OUProcess or a SpectralProcess, got "
-                                 f"{type(process).__name__}")
+            if not all(
+                hasattr(process, a)
+                for a in ("kernel_blocks", "gddim_blocks", "operators", "drift_blocks")
+            ):
+                raise ValueError(
+                    f"process must be an OUProcess or a SpectralProcess, got "
+                    f"{type(process).__name__}"
+                )
             self.process = process
         else:
             if U is None:
-                raise ValueError("U is required: the (d, d) precision of the prior "
-                                 "N(0, U^{-1}) (or give process=, e.g. a SpectralProcess)")
+                raise ValueError(
+                    "U is required: the (d, d) precision of the prior "
+                    "N(0, U^{-1}) (or give process=, e.g. a SpectralProcess)"
+                )
             if torch.is_tensor(U):
                 U = U.detach().cpu().double().numpy()
             if torch.is_tensor(Q):
@@ -219,35 +249,55 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
         #: the dense kernel's U and Q (None for a structured process: see ``process``)
         self.U, self.Q = getattr(self.process, "U", None), getattr(self.process, "Q", None)
         if prediction_type not in PREDICTION_TYPES:
-            raise ValueError(f"prediction_type must be one of {', '.join(PREDICTION_TYPES)} "
-                             f"('sample' = the network predicts x_0); got {prediction_type!r}")
+            raise ValueError(
+                f"prediction_type must be one of {', '.join(PREDICTION_TYPES)} "
+                f"('sample' = the network predicts x_0); got {prediction_type!r}"
+            )
         record = get_method(method)  # ValueError naming the registered methods
         if record.explicit or record.positive_t_min:
-            raise ValueError(f"method must be one that can step to t = 0 (an exact-kernel "
-                             f"method: {', '.join(method_names(explicit=False, positive_t_min=False))}); "
-                             f"got {method!r}")
+            raise ValueError(
+                f"method must be one that can step to t = 0 (an exact-kernel "
+                f"method: {', '.join(method_names(explicit=False, positive_t_min=False))}); "
+                f"got {method!r}"
+            )
         if timestep_spacing not in SPACINGS:
-            raise ValueError(f"timestep_spacing must be one of {', '.join(SPACINGS)}; "
-                             f"got {timestep_spacing!r}")
-        if isinstance(num_train_timesteps, bool) or int(num_train_timesteps) != num_train_timesteps \
-                or num_train_timesteps < 1:
-            raise ValueError(f"num_train_timesteps must be a positive integer, got "
-                             f"{num_train_timesteps!r}")
+            raise ValueError(
+                f"timestep_spacing must be one of {', '.join(SPACINGS)}; got {timestep_spacing!r}"
+            )
+        if (
+            isinstance(num_train_timesteps, bool)
+            or int(num_train_timesteps) != num_train_timesteps
+            or num_train_timesteps < 1
+        ):
+            raise ValueError(
+                f"num_train_timesteps must be a positive integer, got {num_train_timesteps!r}"
+            )
         d, entries = self.dim, int(self.process.drift_blocks.size)  # d^2 dense, d g in blocks
         try:  # the tables of add_noise: 2 N entries float64, a float32 copy, one chunk's work
-            check_memory("num_train_timesteps", 24.0 * int(num_train_timesteps) * entries
-                         + 2 * _TABLE_CHUNK_BYTES, f"the forward tables M_t, R_t at d = {d}")
+            check_memory(
+                "num_train_timesteps",
+                24.0 * int(num_train_timesteps) * entries + 2 * _TABLE_CHUNK_BYTES,
+                f"the forward tables M_t, R_t at d = {d}",
+            )
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
-        self.betas = _betas(int(num_train_timesteps), beta_start, beta_end, beta_schedule,
-                            trained_betas)
+        self.betas = _betas(
+            int(num_train_timesteps), beta_start, beta_end, beta_schedule, trained_betas
+        )
         self.alphas = 1.0 - self.betas
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
         ab = self.alphas_cumprod.double().numpy()
-        if self.betas.ndim != 1 or not np.all(np.isfinite(ab)) or np.any(ab <= 0) \
-                or np.any(ab >= 1) or np.any(np.diff(ab) >= 0):
-            raise ValueError("the beta schedule must give alphas_cumprod strictly decreasing "
-                             "in (0, 1) (betas in (0, 1))")
+        if (
+            self.betas.ndim != 1
+            or not np.all(np.isfinite(ab))
+            or np.any(ab <= 0)
+            or np.any(ab >= 1)
+            or np.any(np.diff(ab) >= 0)
+        ):
+            raise ValueError(
+                "the beta schedule must give alphas_cumprod strictly decreasing "
+                "in (0, 1) (betas in (0, 1))"
+            )
         #: intrinsic time of each training timestep, float64 (N,)
         self.train_times = -0.5 * np.log(ab)
         self.init_noise_sigma = 1.0  # unused: the prior is N(0, U^{-1}), see sample_prior
@@ -273,7 +323,11 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
         return np.abs(self.train_times[:, None] - t.reshape(1, -1)).argmin(0).reshape(t.shape)
 
     def _check_timesteps(self, timesteps, name: str) -> np.ndarray:
-        arr = timesteps.detach().cpu().numpy() if torch.is_tensor(timesteps) else np.asarray(timesteps)
+        arr = (
+            timesteps.detach().cpu().numpy()
+            if torch.is_tensor(timesteps)
+            else np.asarray(timesteps)
+        )
         if arr.dtype.kind == "f":
             if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
                 raise ValueError(f"{name} must be integers, got {timesteps!r}")
@@ -282,8 +336,9 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
         arr = arr.astype(np.int64)
         n = self.config.num_train_timesteps
         if np.any(arr < 0) or np.any(arr >= n):
-            raise ValueError(f"{name} must lie in the trained range [0, {n - 1}], got "
-                             f"{arr.min()}..{arr.max()}")
+            raise ValueError(
+                f"{name} must lie in the trained range [0, {n - 1}], got {arr.min()}..{arr.max()}"
+            )
         return arr
 
     def _flat(self, x: torch.Tensor, name: str) -> torch.Tensor:
@@ -291,9 +346,11 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(f"{name} must be a tensor of shape (B, ...)")
         size = int(np.prod(x.shape[1:])) if x.ndim > 1 else 1
         if size != self.dim:
-            raise ValueError(f"{name}: each sample has {size} values (shape "
-                             f"{tuple(x.shape[1:])}), but the process has d = {self.dim} "
-                             f"(U is {self.dim} x {self.dim})")
+            raise ValueError(
+                f"{name}: each sample has {size} values (shape "
+                f"{tuple(x.shape[1:])}), but the process has d = {self.dim} "
+                f"(U is {self.dim} x {self.dim})"
+            )
         return x.reshape(x.shape[0], self.dim)
 
     # ------------------------------------------------------------------ forward process
@@ -309,38 +366,46 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
             chunk = max(1, _TABLE_CHUNK_BYTES // (8 * 30 * int(np.prod(blk))))
             start = report = time.perf_counter()
             for i in range(0, n, chunk):
-                ts = self.train_times[i:i + chunk]
-                M[i:i + chunk] = self.process.kernel_blocks(ts)[0]
-                R[i:i + chunk] = self.process.gddim_blocks(ts)
+                ts = self.train_times[i : i + chunk]
+                M[i : i + chunk] = self.process.kernel_blocks(ts)[0]
+                R[i : i + chunk] = self.process.gddim_blocks(ts)
                 now = time.perf_counter()
                 if now - report > 10.0:  # a long build says how far it is
                     report = now
-                    print(f"nonrev: scheduler tables M_t, R_t: {min(i + chunk, n)} of {n} "
-                          f"training timesteps, {now - start:.0f} s", file=sys.stderr, flush=True)
+                    print(
+                        f"nonrev: scheduler tables M_t, R_t: {min(i + chunk, n)} of {n} "
+                        f"training timesteps, {now - start:.0f} s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
             self._tables = (M, R)
         key = (dtype, str(device))
         if key not in self._table_cache:
-            self._table_cache[key] = tuple(self.process.operators(a, dtype=dtype, device=device)
-                                           for a in self._tables)
+            self._table_cache[key] = tuple(
+                self.process.operators(a, dtype=dtype, device=device) for a in self._tables
+            )
         return self._table_cache[key]
 
-    def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor,
-                  timesteps) -> torch.Tensor:
+    def add_noise(
+        self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps
+    ) -> torch.Tensor:
         """``x_t = M_t x_0 + R_t noise`` with one timestep per sample (or one for all):
         the exact forward kernel, in the factor ``R_t`` that the samplers use."""
         x0 = self._flat(original_samples, "original_samples")
         _floating(x0, "original_samples")
         if not torch.is_tensor(noise) or noise.shape != original_samples.shape:
-            raise ValueError(f"noise must have the shape of original_samples "
-                             f"{tuple(original_samples.shape)}")
+            raise ValueError(
+                f"noise must have the shape of original_samples {tuple(original_samples.shape)}"
+            )
         _floating(noise, "noise")
         ks = self._check_timesteps(timesteps, "timesteps").reshape(-1)
         B = x0.shape[0]
         if ks.size == 1:
             ks = np.full(B, ks[0])
         if ks.size != B:
-            raise ValueError(f"timesteps must be one integer or one per sample ({B}), "
-                             f"got {ks.size}")
+            raise ValueError(
+                f"timesteps must be one integer or one per sample ({B}), got {ks.size}"
+            )
         M, R = self._train_tables(x0.dtype, x0.device)
         idx = torch.as_tensor(ks, device=x0.device)
         z = noise.reshape(B, self.dim).to(dtype=x0.dtype, device=x0.device)
@@ -355,8 +420,11 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
         if len(shape) < 1 or int(np.prod(shape[1:])) != self.dim:
             raise ValueError(f"shape {shape}: each sample must have {self.dim} values")
         z = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-        chol = self.process.operators(np.linalg.cholesky(self.process.stationary_cov_blocks)[None],
-                                      dtype=dtype, device=z.device)
+        chol = self.process.operators(
+            np.linalg.cholesky(self.process.stationary_cov_blocks)[None],
+            dtype=dtype,
+            device=z.device,
+        )
         return chol.apply(0, z.reshape(shape[0], self.dim)).reshape(shape)
 
     def scale_model_input(self, sample: torch.Tensor, timestep=None) -> torch.Tensor:
@@ -370,16 +438,27 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
         DDPMScheduler) and precompute the method's coefficients on their intrinsic
         times, with ``t = 0`` appended as the end of the last step."""
         n_train = self.config.num_train_timesteps
-        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, (int, np.integer)) \
-                or not 1 <= num_inference_steps <= n_train:
-            raise ValueError(f"num_inference_steps must be an integer in [1, {n_train}], got "
-                             f"{num_inference_steps!r}")
-        ts = _inference_timesteps(n_train, int(num_inference_steps), self.config.timestep_spacing,
-                                  int(self.config.steps_offset))
+        if (
+            isinstance(num_inference_steps, bool)
+            or not isinstance(num_inference_steps, (int, np.integer))
+            or not 1 <= num_inference_steps <= n_train
+        ):
+            raise ValueError(
+                f"num_inference_steps must be an integer in [1, {n_train}], got "
+                f"{num_inference_steps!r}"
+            )
+        ts = _inference_timesteps(
+            n_train,
+            int(num_inference_steps),
+            self.config.timestep_spacing,
+            int(self.config.steps_offset),
+        )
         ts = self._check_timesteps(ts, "timesteps (from steps_offset)")
         if np.any(np.diff(ts) >= 0):
-            raise ValueError("the timesteps of this spacing are not strictly decreasing; "
-                             "use fewer steps or another timestep_spacing")
+            raise ValueError(
+                "the timesteps of this spacing are not strictly decreasing; "
+                "use fewer steps or another timestep_spacing"
+            )
         self.num_inference_steps = int(num_inference_steps)
         self.timesteps = torch.from_numpy(ts).to(device)
         grid = np.concatenate([[0.0], self.train_times[ts[::-1]]])  # increasing, ends at 0
@@ -395,12 +474,20 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
         key = (dtype, str(device))
         if key not in self._coef_cache:
             coef, Rinv, R, Minv = self._coef64
-            self._coef_cache[key] = (coef.to(dtype, device),
-                                     *(a.to(dtype=dtype, device=device) for a in (Rinv, R, Minv)))
+            self._coef_cache[key] = (
+                coef.to(dtype, device),
+                *(a.to(dtype=dtype, device=device) for a in (Rinv, R, Minv)),
+            )
         return self._coef_cache[key]
 
-    def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor,
-             generator=None, return_dict: bool = True):
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep,
+        sample: torch.Tensor,
+        generator=None,
+        return_dict: bool = True,
+    ):
         """One reverse step from ``timestep`` to the next of :attr:`timesteps` (to
         ``t = 0`` after the last), by nonrev's step function of ``method``.
 
@@ -414,8 +501,10 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
         x = self._flat(sample, "sample")
         _floating(x, "sample")
         if not torch.is_tensor(model_output) or model_output.shape != sample.shape:
-            raise ValueError(f"model_output must have the shape of sample {tuple(sample.shape)}, "
-                             f"got {tuple(getattr(model_output, 'shape', ()))}")
+            raise ValueError(
+                f"model_output must have the shape of sample {tuple(sample.shape)}, "
+                f"got {tuple(getattr(model_output, 'shape', ()))}"
+            )
         _floating(model_output, "model_output")
         t_arr = self._check_timesteps(timestep, "timestep")
         if t_arr.size != 1:
@@ -423,26 +512,32 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
         t_int = int(t_arr.reshape(-1)[0])
         hits = (self.timesteps.cpu() == t_int).nonzero()
         if hits.numel() == 0:
-            raise ValueError(f"timestep {t_int} is not one of the timesteps set by "
-                             f"set_timesteps ({self.timesteps.tolist()})")
+            raise ValueError(
+                f"timestep {t_int} is not one of the timesteps set by "
+                f"set_timesteps ({self.timesteps.tolist()})"
+            )
         k = int(hits[0, 0])
         coef, Rinv, R, Minv = self._coefficients(x.dtype, x.device)
         out = model_output.reshape(x.shape[0], self.dim).to(x.dtype)
         state = self._state if (self._prev_k is not None and self._prev_k == k - 1) else None
         if coef.record.multistep and k > 0 and state is None:
-            raise ValueError(f"{coef.method} is a multistep method: call step on the timesteps "
-                             "in order, starting from the first (call set_timesteps to restart)")
+            raise ValueError(
+                f"{coef.method} is a multistep method: call step on the timesteps "
+                "in order, starting from the first (call set_timesteps to restart)"
+            )
         noise = None
         if coef.stochastic:
             if t_int > 0:
-                noise = randn_tensor(sample.shape, generator=generator, device=sample.device,
-                                     dtype=sample.dtype).reshape(x.shape)
+                noise = randn_tensor(
+                    sample.shape, generator=generator, device=sample.device, dtype=sample.dtype
+                ).reshape(x.shape)
             else:
                 noise = torch.zeros_like(x)
         if self.config.prediction_type == "epsilon":
             # score = -Sigma_t^{-1} R_t eps = -R_t^{-T} eps (rows: -eps R_t^{-1})
-            x_new, state = nonrev_step(coef, k, x, score=-Rinv.apply_t(k, out), noise=noise,
-                                       state=state)
+            x_new, state = nonrev_step(
+                coef, k, x, score=-Rinv.apply_t(k, out), noise=noise, state=state
+            )
             x0_hat = Minv.apply(k, x - R.apply(k, out))
         else:
             x0_hat = out
@@ -484,8 +579,13 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
         write_bytes(cfg_path, text.replace(_BLANK, digest, 1).encode())
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path=None, subfolder=None,
-                        return_unused_kwargs: bool = False, **kwargs):
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path=None,
+        subfolder=None,
+        return_unused_kwargs: bool = False,
+        **kwargs,
+    ):
         """Load a scheduler saved by :meth:`save_pretrained` from a local directory
         (``U`` and ``Q`` from ``nonrev_process.safetensors``; ``U=``/``Q=`` given here
         take precedence)."""
@@ -499,8 +599,10 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
         try:
             config, kwargs = cls.load_config(str(folder), return_unused_kwargs=True, **kwargs)
         except (OSError, ValueError, TypeError, AttributeError) as exc:  # diffusers' own errors
-            raise SchedulerFileError(f"{cfg_path}: cannot be read as a scheduler config "
-                                     f"({' '.join(str(exc).split())[:200]})") from None
+            raise SchedulerFileError(
+                f"{cfg_path}: cannot be read as a scheduler config "
+                f"({' '.join(str(exc).split())[:200]})"
+            ) from None
         config = dict(config)
         config.pop(CHECKSUM_KEY, None)
         try:
@@ -533,9 +635,11 @@ def _read_process(path: Path, cfg_path: Path, cls) -> dict:
 
     for p in (cfg_path, path):
         if not p.is_file():
-            raise SchedulerFileError(f"{p}: no such file; a NonReversibleScheduler folder "
-                                     f"holds {cls.config_name} and {PROCESS_FILE} (download "
-                                     "a Hub repository first)")
+            raise SchedulerFileError(
+                f"{p}: no such file; a NonReversibleScheduler folder "
+                f"holds {cls.config_name} and {PROCESS_FILE} (download "
+                "a Hub repository first)"
+            )
     try:
         blob, raw = path.read_bytes(), cfg_path.read_bytes()
     except OSError as exc:
@@ -543,26 +647,34 @@ def _read_process(path: Path, cfg_path: Path, cls) -> dict:
     try:
         doc = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise SchedulerFileError(f"{cfg_path}: not valid JSON (truncated or edited?): "
-                                 f"{' '.join(str(exc).split())[:120]}") from None
+        raise SchedulerFileError(
+            f"{cfg_path}: not valid JSON (truncated or edited?): {' '.join(str(exc).split())[:120]}"
+        ) from None
     digest = doc.get(CHECKSUM_KEY) if isinstance(doc, dict) else None
     if not isinstance(digest, str) or len(digest) != 64 or raw.count(digest.encode()) != 1:
-        raise SchedulerFileError(f"{cfg_path}: no {CHECKSUM_KEY!r} checksum of the scheduler's "
-                                 "files (edited, or saved by an older nonrev: load it with U= "
-                                 "and Q= given, and save it again)")
-    if hashlib.sha256(blob + raw.replace(digest.encode(), _BLANK.encode(), 1)).hexdigest() \
-            != digest:
-        raise SchedulerFileError(f"{path} / {cfg_path}: contents do not match the saved "
-                                 "checksum (sha256 differs): a file is truncated or was modified")
+        raise SchedulerFileError(
+            f"{cfg_path}: no {CHECKSUM_KEY!r} checksum of the scheduler's "
+            "files (edited, or saved by an older nonrev: load it with U= "
+            "and Q= given, and save it again)"
+        )
+    if (
+        hashlib.sha256(blob + raw.replace(digest.encode(), _BLANK.encode(), 1)).hexdigest()
+        != digest
+    ):
+        raise SchedulerFileError(
+            f"{path} / {cfg_path}: contents do not match the saved "
+            "checksum (sha256 differs): a file is truncated or was modified"
+        )
     try:
         arrays = st_load(blob)
     except (SafetensorError, ValueError, RuntimeError) as exc:
-        raise SchedulerFileError(f"{path}: not a readable safetensors file "
-                                 f"({' '.join(str(exc).split())[:120]})") from None
+        raise SchedulerFileError(
+            f"{path}: not a readable safetensors file ({' '.join(str(exc).split())[:120]})"
+        ) from None
     if any(k.startswith(_SPECTRAL) for k in arrays):
         from nonrev.process.spectral import SpectralProcess
 
-        parts = {k[len(_SPECTRAL):]: v for k, v in arrays.items() if k.startswith(_SPECTRAL)}
+        parts = {k[len(_SPECTRAL) :]: v for k, v in arrays.items() if k.startswith(_SPECTRAL)}
         try:
             return {"process": SpectralProcess.from_arrays(parts, source=str(path))}
         except ValueError as exc:
@@ -601,15 +713,25 @@ class NonReversiblePipeline(DiffusionPipeline):
     def __init__(self, unet, scheduler: NonReversibleScheduler):
         super().__init__()
         if not isinstance(scheduler, NonReversibleScheduler):
-            raise ValueError(f"scheduler must be a NonReversibleScheduler, got "
-                             f"{type(scheduler).__name__}")
+            raise ValueError(
+                f"scheduler must be a NonReversibleScheduler, got {type(scheduler).__name__}"
+            )
         self.register_modules(unet=unet, scheduler=scheduler)
 
     @torch.no_grad()
-    def __call__(self, batch_size: int = 1, generator=None, num_inference_steps: int = 50,
-                 output_type: str = "pil", return_dict: bool = True):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-                or batch_size < 1:
+    def __call__(
+        self,
+        batch_size: int = 1,
+        generator=None,
+        num_inference_steps: int = 50,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ):
+        if (
+            isinstance(batch_size, bool)
+            or not isinstance(batch_size, (int, np.integer))
+            or batch_size < 1
+        ):
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if output_type not in ("np", "pil", "pt"):
             raise ValueError(f"output_type must be 'np', 'pil' or 'pt', got {output_type!r}")
@@ -617,16 +739,21 @@ class NonReversiblePipeline(DiffusionPipeline):
         hw = (size, size) if isinstance(size, int) else tuple(size)
         shape = (int(batch_size), self.unet.config.in_channels, *hw)
         if int(np.prod(shape[1:])) != self.scheduler.dim:
-            raise ValueError(f"the unet makes samples of shape {shape[1:]} "
-                             f"({int(np.prod(shape[1:]))} values) but the scheduler's U is "
-                             f"{self.scheduler.dim} x {self.scheduler.dim}")
+            raise ValueError(
+                f"the unet makes samples of shape {shape[1:]} "
+                f"({int(np.prod(shape[1:]))} values) but the scheduler's U is "
+                f"{self.scheduler.dim} x {self.scheduler.dim}"
+            )
         image_shape = getattr(self.scheduler.process, "shape", None)
         if image_shape is not None and tuple(shape[1:]) != tuple(image_shape):
-            raise ValueError(f"the unet makes samples of shape {shape[1:]} but the scheduler's "
-                             f"process was built for images of shape {tuple(image_shape)}")
+            raise ValueError(
+                f"the unet makes samples of shape {shape[1:]} but the scheduler's "
+                f"process was built for images of shape {tuple(image_shape)}"
+            )
         device = self._execution_device
-        image = self.scheduler.sample_prior(shape, generator=generator, device=device,
-                                            dtype=self.unet.dtype)
+        image = self.scheduler.sample_prior(
+            shape, generator=generator, device=device, dtype=self.unet.dtype
+        )
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         for t in self.progress_bar(self.scheduler.timesteps):
             model_output = self.unet(image, t).sample

@@ -36,8 +36,9 @@ class SinusoidalTimeEmbedding(nn.Module):
         self.log_t_min = math.log(t_min)
         self.log_span = math.log(t_max) - math.log(t_min)
         half = dim // 2
-        self.register_buffer("freqs", torch.exp(-math.log(10000.0) * torch.arange(half) / half),
-                             persistent=False)
+        self.register_buffer(
+            "freqs", torch.exp(-math.log(10000.0) * torch.arange(half) / half), persistent=False
+        )
         self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
@@ -66,8 +67,15 @@ class MLPNet(nn.Module):
     LN -> silu -> Linear(hidden, dim)``, ``e_t`` the time embedding.
     """
 
-    def __init__(self, dim: int, t_min: float, t_max: float, hidden: int = 512,
-                 depth: int = 3, emb_dim: int = 128):
+    def __init__(
+        self,
+        dim: int,
+        t_min: float,
+        t_max: float,
+        hidden: int = 512,
+        depth: int = 3,
+        emb_dim: int = 128,
+    ):
         super().__init__()
         self.dim = int(dim)
         self.time = SinusoidalTimeEmbedding(emb_dim, t_min, t_max)
@@ -110,8 +118,16 @@ class ConvNet(nn.Module):
     stack of 3x3 convolutions only sees a neighbourhood.
     """
 
-    def __init__(self, shape, t_min: float, t_max: float, channels: int = 64, depth: int = 4,
-                 emb_dim: int = 128, global_mix: bool = True):
+    def __init__(
+        self,
+        shape,
+        t_min: float,
+        t_max: float,
+        channels: int = 64,
+        depth: int = 4,
+        emb_dim: int = 128,
+        global_mix: bool = True,
+    ):
         super().__init__()
         shape = tuple(int(s) for s in shape)
         if len(shape) != 3 or min(shape) < 1:
@@ -138,8 +154,7 @@ class ConvNet(nn.Module):
 NETWORKS = {"mlp": MLPNet, "conv": ConvNet}
 
 
-def build_network(kind: str, *, dim: int, shape, t_min: float, t_max: float,
-                  **arch) -> nn.Module:
+def build_network(kind: str, *, dim: int, shape, t_min: float, t_max: float, **arch) -> nn.Module:
     """A network of ``kind`` (``mlp`` or ``conv``) for data of dimension ``dim``
     (``shape`` = (C, H, W) for images, None for vectors) over ``[t_min, t_max]``.
 

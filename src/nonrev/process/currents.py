@@ -14,8 +14,14 @@ import math
 
 import numpy as np
 
-from nonrev.linalg import (as_antisymmetric, as_spd, is_diagonal, smallest_eigenvalue,
-                            spd_sqrt, spectral_norm)
+from nonrev.linalg import (
+    as_antisymmetric,
+    as_spd,
+    is_diagonal,
+    smallest_eigenvalue,
+    spd_sqrt,
+    spectral_norm,
+)
 
 
 def default_lambdas(dim: int) -> np.ndarray:
@@ -112,8 +118,10 @@ def optimal_q(U, lambdas=None) -> np.ndarray:
     if lam.shape != (d,):
         raise ValueError(f"lambdas must have shape ({d},), got {lam.shape}")
     if not np.all(np.isfinite(lam)) or not np.all(lam > 0):
-        raise ValueError("lambdas must be finite and positive (any common sign works; "
-                         "pass their absolute values)")
+        raise ValueError(
+            "lambdas must be finite and positive (any common sign works; "
+            "pass their absolute values)"
+        )
     if np.unique(lam).size != d:
         raise ValueError("lambdas must be distinct")
     if is_diagonal(U) and np.all(np.diag(U) == U[0, 0]):
@@ -158,8 +166,9 @@ def random_q(dim: int, norm: float = 1.0, *, seed=None) -> np.ndarray:
     return K * (float(norm) / n2) if n2 > 0 else K
 
 
-def current_summary(U, Q, *, t_max: float | None = None, n_times: int = 200,
-                    transient: bool = True) -> dict:
+def current_summary(
+    U, Q, *, t_max: float | None = None, n_times: int = 200, transient: bool = True
+) -> dict:
     """Stiffness and transient figures of ``A = (I + Q) U``, as a plain dict.
 
     Keys: ``q_norm`` and ``a_norm`` (spectral norms), ``rate`` (min Re spec A),
@@ -193,7 +202,7 @@ def current_summary(U, Q, *, t_max: float | None = None, n_times: int = 200,
     }
 
 
-# ----------------------------------------------------------------------------- fastest within a budget
+# ------------------------------------------------------------------- fastest within a budget
 def project_q_norm(Q: np.ndarray, radius: float | None) -> np.ndarray:
     """Euclidean (Frobenius) projection of antisymmetric ``Q`` onto ``||Q||_2 <= radius``.
 
@@ -243,8 +252,9 @@ def soft_min_rate(U: np.ndarray, Q: np.ndarray, tau: float) -> tuple[float, np.n
 RATE_TEMPERATURE = 2e-3
 
 
-def fastest_q(U, q_norm_max: float, *, n_random: int = 2, seed=0, max_iter: int = 500,
-              tol: float = 1e-10) -> np.ndarray:
+def fastest_q(
+    U, q_norm_max: float, *, n_random: int = 2, seed=0, max_iter: int = 500, tol: float = 1e-10
+) -> np.ndarray:
     """The antisymmetric ``Q`` with ``||Q||_2 <= q_norm_max`` whose relaxation rate
     ``min Re spec((I+Q)U)`` is (locally) largest: the least stiff current for a given
     speed-up.

@@ -28,18 +28,17 @@ exact pair per distinct gap ``g`` (a single one on a uniform grid); see
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import weakref
 from collections import OrderedDict
-import functools
 from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.linalg
 import torch
 
-from nonrev.operators import IdentityBasis, OperatorStack, stack
 from nonrev.linalg import (
     as_antisymmetric,
     as_batch,
@@ -52,6 +51,7 @@ from nonrev.linalg import (
     spd_sqrt,
     sym,
 )
+from nonrev.operators import IdentityBasis, OperatorStack, stack
 from nonrev.process.stiffness import MagnusProgress
 from nonrev.threads import single_threaded
 
@@ -79,8 +79,10 @@ def _exact_pair(A: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
         term_s = (-h / (k + 1)) * (AX + AX.T)
         M += term_m
         S += term_s
-        if (np.abs(term_m).max() <= 1e-18 * np.abs(M).max()
-                and np.abs(term_s).max() <= 1e-18 * np.abs(S).max()):
+        if (
+            np.abs(term_m).max() <= 1e-18 * np.abs(M).max()
+            and np.abs(term_s).max() <= 1e-18 * np.abs(S).max()
+        ):
             break
     for _ in range(s):
         S = sym(M @ S @ M.T + S)
@@ -107,11 +109,13 @@ def _exact_pairs(A: np.ndarray, ts) -> tuple[np.ndarray, np.ndarray]:
     n, g = ts.size, A.shape[-1]
     lead = (1,) * A.ndim  # broadcasts a per-time scalar over blocks and entries
     axes = tuple(range(1, A.ndim + 1))
-    norm = np.linalg.norm(A, 1) if A.ndim == 2 else float(
-        np.abs(A).sum(axis=-2).max())
+    norm = np.linalg.norm(A, 1) if A.ndim == 2 else float(np.abs(A).sum(axis=-2).max())
     with np.errstate(divide="ignore"):
-        s = np.where(ts * norm <= _TAYLOR_THETA, 0,
-                     np.ceil(np.log2(np.maximum(ts * norm, 1e-300) / _TAYLOR_THETA)))
+        s = np.where(
+            ts * norm <= _TAYLOR_THETA,
+            0,
+            np.ceil(np.log2(np.maximum(ts * norm, 1e-300) / _TAYLOR_THETA)),
+        )
     s = s.astype(int)
     h = ts / 2.0**s
     eye = np.broadcast_to(np.eye(g), (n, *A.shape))
@@ -125,8 +129,9 @@ def _exact_pairs(A: np.ndarray, ts) -> tuple[np.ndarray, np.ndarray]:
         term_s = (-h / (k + 1)).reshape(n, *lead) * (AX + np.swapaxes(AX, -1, -2))
         M += term_m
         S += term_s
-        if (np.abs(term_m).max(axis=axes) <= 1e-18 * np.abs(M).max(axis=axes)).all() and \
-                (np.abs(term_s).max(axis=axes) <= 1e-18 * np.abs(S).max(axis=axes) + 0.0).all():
+        if (np.abs(term_m).max(axis=axes) <= 1e-18 * np.abs(M).max(axis=axes)).all() and (
+            np.abs(term_s).max(axis=axes) <= 1e-18 * np.abs(S).max(axis=axes) + 0.0
+        ).all():
             break
     for j in range(int(s.max(initial=0))):
         sel = s > j
@@ -149,7 +154,8 @@ _LOWER: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
 def _rotation_rates(A: np.ndarray, S: np.ndarray) -> np.ndarray:
     """``Omega`` in ``O' = Omega O`` for ``R_t = L_t O_t`` (``L_t`` the Cholesky factor
-    of ``Sigma_t``), for a stack (n, d, d) of ``Sigma``s (or (n, m, g, g) with ``A`` a stack of blocks): antisymmetric and bounded as
+    of ``Sigma_t``), for a stack (n, d, d) of ``Sigma``s (or (n, m, g, g) with ``A`` a stack of
+    blocks): antisymmetric and bounded as
     ``t -> 0``.
 
     From ``R' = (-A + Sigma^{-1}) R`` and ``L^{-1} L' = Phi(L^{-1} Sigma' L^{-T})``
@@ -183,15 +189,14 @@ def _magnus6_batch(A, S, O, h, n) -> tuple[np.ndarray, np.ndarray]:
     n = np.asarray(n)
     q = h.size
     Ms, Ss = _exact_pairs(A, np.concatenate([c * h for c in (*_GL3, 1.0)]))
-    pairs = [(Ms[i * q:(i + 1) * q], Ss[i * q:(i + 1) * q]) for i in range(4)]
+    pairs = [(Ms[i * q : (i + 1) * q], Ss[i * q : (i + 1) * q]) for i in range(4)]
     r15 = math.sqrt(15.0)
     T = lambda a: np.swapaxes(a, -1, -2)  # noqa: E731
     comm = lambda a, b: a @ b - b @ a  # noqa: E731
     for j in range(int(n.max(initial=0))):
         sel = n > j
         Sj, hj = S[sel], h[sel].reshape(-1, *(1,) * (S.ndim - 1))
-        W = [hj * _rotation_rates(A, m[sel] @ Sj @ T(m[sel]) + sg[sel])
-             for (m, sg) in pairs[:3]]
+        W = [hj * _rotation_rates(A, m[sel] @ Sj @ T(m[sel]) + sg[sel]) for (m, sg) in pairs[:3]]
         a1 = W[1]
         a2 = (r15 / 3.0) * (W[2] - W[0])
         a3 = (10.0 / 3.0) * (W[2] - 2.0 * W[1] + W[0])
@@ -203,6 +208,7 @@ def _magnus6_batch(A, S, O, h, n) -> tuple[np.ndarray, np.ndarray]:
         Sn = mh @ Sj @ T(mh) + sh
         S[sel] = 0.5 * (Sn + T(Sn))
     return O, S
+
 
 class Frame:
     """Checkpoints of a frame integration ``R = chol(S) O``, ``O' = Omega O``, started
@@ -240,8 +246,7 @@ class Frame:
         rest = np.maximum(ts - knots[k], 0.0)
         O0 = np.stack([self.O[i] for i in k])
         S0 = np.stack([self.S[i] for i in k])
-        return _nearest_orthogonal(
-            _magnus6_batch(self.A, S0, O0, rest, (rest > 0).astype(int))[0])
+        return _nearest_orthogonal(_magnus6_batch(self.A, S0, O0, rest, (rest > 0).astype(int))[0])
 
     def rate_bound(self) -> float:
         """``max_t ||Omega_t||`` of this frame (48 probes from 1e-6 to ``30 / rate``),
@@ -272,8 +277,9 @@ class Frame:
         within the same tolerance."""
         A = self.A
         process = None if self._process is None else self._process()
-        progress = None if process is None else \
-            MagnusProgress(process, self, t_end)  # refuses/warns before a long run
+        progress = (
+            None if process is None else MagnusProgress(process, self, t_end)
+        )  # refuses/warns before a long run
         while self.t[-1] <= t_end:
             if progress is not None:
                 progress.step(self)
@@ -293,7 +299,8 @@ class Frame:
                     raise FloatingPointError(
                         f"gDDIM factor: the Magnus step underflowed at t = {t0:.6g} (step "
                         f"error {err:.2g} > {_MAGNUS_TOL:g} at every step size); U or Q "
-                        "is too ill-conditioned for float64")
+                        "is too ill-conditioned for float64"
+                    )
 
 
 @dataclass(frozen=True)
@@ -373,8 +380,10 @@ class OUProcess:
         self._cache: OrderedDict[float, tuple[np.ndarray, np.ndarray]] = OrderedDict()
 
     def __repr__(self) -> str:
-        return (f"OUProcess(dim={self.dim}, reversible={not np.any(self.Q)}, "
-                f"relaxation_rate={self.relaxation_rate():.4g})")
+        return (
+            f"OUProcess(dim={self.dim}, reversible={not np.any(self.Q)}, "
+            f"relaxation_rate={self.relaxation_rate():.4g})"
+        )
 
     @property
     def is_reversible(self) -> bool:
@@ -537,8 +546,12 @@ class OUProcess:
 
         return Kernel(
             times=torch.as_tensor(self._grid_checked(times), dtype=dtype, device=device),
-            M=out(M_all), Sigma=out(S_all), L=out(L_all),
-            step_M=steps(step_M), step_Sigma=steps(step_S), process=self,
+            M=out(M_all),
+            Sigma=out(S_all),
+            L=out(L_all),
+            step_M=steps(step_M),
+            step_Sigma=steps(step_S),
+            process=self,
         )
 
     @staticmethod
@@ -638,10 +651,16 @@ class OUProcess:
         x0 = as_batch("x0", x0, self.dim)
         times, scalar = as_times("t", t.detach().cpu().numpy() if torch.is_tensor(t) else t)
         if not scalar and times.shape[0] != x0.shape[0]:
-            raise ValueError(f"t must be a scalar or have one time per row of x0 "
-                             f"({x0.shape[0]}), got {times.shape[0]}")
-        z = torch.randn(x0.shape, generator=generator, dtype=x0.dtype,
-                        device=generator.device if generator is not None else x0.device)
+            raise ValueError(
+                f"t must be a scalar or have one time per row of x0 "
+                f"({x0.shape[0]}), got {times.shape[0]}"
+            )
+        z = torch.randn(
+            x0.shape,
+            generator=generator,
+            dtype=x0.dtype,
+            device=generator.device if generator is not None else x0.device,
+        )
         z = z.to(x0.device)
         if scalar:
             times = np.full(x0.shape[0], times[0])
@@ -693,4 +712,3 @@ class OUProcess:
             m = M @ m0
             out[i] = 0.5 * (terms.sum() + m @ self.U @ m)
         return float(out[0]) if scalar else out
-

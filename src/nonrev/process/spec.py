@@ -32,7 +32,7 @@ def _number_after(prefix: str, spec: str, minimum: float, strict: bool = False) 
     if not spec.startswith(prefix + ":"):
         return None
     try:
-        x = float(spec[len(prefix) + 1:])
+        x = float(spec[len(prefix) + 1 :])
     except ValueError:
         x = math.nan
     if not (math.isfinite(x) and (x > minimum if strict else x >= minimum)):
@@ -125,9 +125,12 @@ def image_shape_of(spec: str, d: int, *, option: str = "--image") -> tuple[int, 
     if len(sizes) == 2:
         sizes = [1, *sizes]
     if len(sizes) != 3 or min(sizes) < 1:
-        raise ValueError(f"{option}: an image shape CxHxW (or HxW) of positive integers, "
-                         f"got {spec!r}")
+        raise ValueError(
+            f"{option}: an image shape CxHxW (or HxW) of positive integers, got {spec!r}"
+        )
     if sizes[0] * sizes[1] * sizes[2] != d:
-        raise ValueError(f"{option}: {spec} holds {sizes[0] * sizes[1] * sizes[2]} values but "
-                         f"each data row has d = {d}")
+        raise ValueError(
+            f"{option}: {spec} holds {sizes[0] * sizes[1] * sizes[2]} values but "
+            f"each data row has d = {d}"
+        )
     return sizes[0], sizes[1], sizes[2]

@@ -40,7 +40,8 @@ ORTHOGONAL_TOL = 1e-10
 #: The orthonormal opponent colour transform for RGB (luminance, red-blue, green-magenta):
 #: rows ``(1, 1, 1)/sqrt(3)``, ``(1, 0, -1)/sqrt(2)``, ``(1, -2, 1)/sqrt(6)``.
 OPPONENT = np.array([[1.0, 1.0, 1.0], [1.0, 0.0, -1.0], [1.0, -2.0, 1.0]]) / np.sqrt(
-    [[3.0], [2.0], [6.0]])
+    [[3.0], [2.0], [6.0]]
+)
 
 
 def as_image_shape(name: str, shape) -> tuple[int, int, int]:
@@ -48,15 +49,17 @@ def as_image_shape(name: str, shape) -> tuple[int, int, int]:
     try:
         dims = tuple(shape)
     except TypeError:
-        raise ValueError(f"{name} must be a (C, H, W) tuple of positive integers, "
-                         f"got {shape!r}") from None
+        raise ValueError(
+            f"{name} must be a (C, H, W) tuple of positive integers, got {shape!r}"
+        ) from None
     if len(dims) != 3:
         raise ValueError(f"{name} must be a (C, H, W) tuple of positive integers, got {shape!r}")
     try:
         return tuple(as_count(name, s) for s in dims)  # type: ignore[return-value]
     except ValueError:
-        raise ValueError(f"{name} must be a (C, H, W) tuple of positive integers, "
-                         f"got {shape!r}") from None
+        raise ValueError(
+            f"{name} must be a (C, H, W) tuple of positive integers, got {shape!r}"
+        ) from None
 
 
 def _as_colour(colour, channels: int) -> np.ndarray | None:
@@ -65,8 +68,9 @@ def _as_colour(colour, channels: int) -> np.ndarray | None:
         return None
     if isinstance(colour, str):
         if colour != "opponent":
-            raise ValueError(f"colour must be None, 'opponent' or an orthogonal (C, C) "
-                             f"matrix, got {colour!r}")
+            raise ValueError(
+                f"colour must be None, 'opponent' or an orthogonal (C, C) matrix, got {colour!r}"
+            )
         if channels != 3:
             raise ValueError(f"colour='opponent' needs C = 3 channels, got C = {channels}")
         return OPPONENT.copy()
@@ -80,8 +84,9 @@ def _as_colour(colour, channels: int) -> np.ndarray | None:
         raise ValueError("colour contains NaN or inf")
     err = float(np.abs(K @ K.T - np.eye(channels)).max())
     if err > ORTHOGONAL_TOL:
-        raise ValueError(f"colour must be orthogonal: max |K K^T - I| = {err:.3g} exceeds "
-                         f"{ORTHOGONAL_TOL:g}")
+        raise ValueError(
+            f"colour must be orthogonal: max |K K^T - I| = {err:.3g} exceeds {ORTHOGONAL_TOL:g}"
+        )
     return K
 
 
@@ -168,15 +173,18 @@ class DCTBasis:
         if not torch.is_floating_point(x):
             x = x.double()
         if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"{name} must have shape (B, {self.dim}) for images of shape "
-                             f"{self.shape}, got {tuple(x.shape)}")
+            raise ValueError(
+                f"{name} must have shape (B, {self.dim}) for images of shape "
+                f"{self.shape}, got {tuple(x.shape)}"
+            )
         return x
 
     def _mix(self, y: torch.Tensor, transpose: bool) -> torch.Tensor:
         if self.colour is None:
             return y
-        K = torch.as_tensor(self.colour.T if transpose else self.colour,
-                            dtype=y.dtype, device=y.device)
+        K = torch.as_tensor(
+            self.colour.T if transpose else self.colour, dtype=y.dtype, device=y.device
+        )
         return torch.einsum("ij,bjhw->bihw", K, y)
 
     def forward(self, x, groups=None) -> torch.Tensor:
@@ -200,8 +208,10 @@ class DCTBasis:
             if not torch.is_tensor(y):
                 y = torch.as_tensor(np.asarray(y, dtype=np.float64))
             if tuple(y.shape[1:]) != idx.shape:
-                raise ValueError(f"y must have shape (B, {idx.shape[0]}, {idx.shape[1]}) "
-                                 f"for these groups, got {tuple(y.shape)}")
+                raise ValueError(
+                    f"y must have shape (B, {idx.shape[0]}, {idx.shape[1]}) "
+                    f"for these groups, got {tuple(y.shape)}"
+                )
             flat = torch.empty((y.shape[0], self.dim), dtype=y.dtype, device=y.device)
             flat[:, torch.as_tensor(idx.reshape(-1), device=y.device)] = y.reshape(y.shape[0], -1)
             y = flat
@@ -240,8 +250,10 @@ class DCTBasis:
         """The dense orthogonal ``V`` (d, d), float64, for ``d <= DENSE_LIMIT``
         (column ``i`` is the coefficients of the ``i``-th pixel's unit image)."""
         if self.dim > DENSE_LIMIT:
-            raise ValueError(f"the dense basis is built only for d <= {DENSE_LIMIT}; "
-                             f"shape {self.shape} has d = {self.dim}")
+            raise ValueError(
+                f"the dense basis is built only for d <= {DENSE_LIMIT}; "
+                f"shape {self.shape} has d = {self.dim}"
+            )
         return self.forward_numpy(np.eye(self.dim)).T.copy()
 
 
@@ -260,8 +272,9 @@ def _as_precisions(name: str, u, size: int | None = None) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or inf")
     if not np.all(arr > 0):
-        raise ValueError(f"{name} must be positive (precisions), got "
-                         f"{arr[~(arr > 0)][:3].tolist()}")
+        raise ValueError(
+            f"{name} must be positive (precisions), got {arr[~(arr > 0)][:3].tolist()}"
+        )
     return arr
 
 
@@ -271,8 +284,10 @@ def _group_size(d: int, g) -> int:
     except ValueError as exc:
         raise ValueError(f"{exc} (the group size g)") from None
     if d % g:
-        raise ValueError(f"groups: d = {d} frequencies cannot be split into groups of "
-                         f"g = {g} (d is not divisible by g)")
+        raise ValueError(
+            f"groups: d = {d} frequencies cannot be split into groups of "
+            f"g = {g} (d is not divisible by g)"
+        )
     return g
 
 
@@ -330,8 +345,9 @@ def balanced_groups(u, g: int, *, max_swaps: int | None = None) -> np.ndarray:
         low = S[j]
         a = u[G[j]]
         b = u[G].reshape(-1)
-        gain = np.minimum(low - a[:, None] + b[None, :],
-                          S[owner][None, :] - b[None, :] + a[:, None])
+        gain = np.minimum(
+            low - a[:, None] + b[None, :], S[owner][None, :] - b[None, :] + a[:, None]
+        )
         gain[:, owner == j] = -np.inf
         p, q = np.unravel_index(int(np.argmax(gain)), gain.shape)
         if not gain[p, q] > low * (1.0 + 1e-12):
@@ -350,21 +366,26 @@ def as_groups(groups, d: int) -> np.ndarray:
     except (TypeError, ValueError) as exc:
         raise ValueError(f"groups must be an (m, g) array of indices ({exc})") from None
     if G.ndim != 2 or G.shape[1] < 2 or G.size == 0:
-        raise ValueError(f"groups must be an (m, g) array of frequency indices with g >= 2, "
-                         f"got shape {G.shape}")
+        raise ValueError(
+            f"groups must be an (m, g) array of frequency indices with g >= 2, got shape {G.shape}"
+        )
     if G.dtype.kind == "f" and np.all(np.isfinite(G)) and np.all(G == np.round(G)):
         G = G.astype(np.int64)
     if G.dtype.kind not in "iu":
         raise ValueError(f"groups must hold integer indices, got dtype {G.dtype}")
     G = G.astype(np.int64)
     if G.size != d:
-        raise ValueError(f"groups must partition the d = {d} frequencies, got {G.size} "
-                         f"indices (shape {G.shape})")
+        raise ValueError(
+            f"groups must partition the d = {d} frequencies, got {G.size} indices (shape {G.shape})"
+        )
     flat = np.sort(G.reshape(-1))
     if not np.array_equal(flat, np.arange(d)):
         bad = np.setdiff1d(np.arange(d), flat)
-        what = (f"index {int(bad[0])} is missing" if bad.size
-                else "an index appears twice or lies outside 0..d-1")
+        what = (
+            f"index {int(bad[0])} is missing"
+            if bad.size
+            else "an index appears twice or lies outside 0..d-1"
+        )
         raise ValueError(f"groups must partition 0..{d - 1} exactly: {what}")
     return G
 
@@ -405,20 +426,25 @@ def _as_blocks(blocks, m: int | None, g: int | None) -> np.ndarray:
     try:
         B = np.array(blocks, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"current must be 'none', 'optimal', 'gamma:<x>' or an (m, g, g) "
-                         f"array of antisymmetric blocks ({exc})") from None
+        raise ValueError(
+            f"current must be 'none', 'optimal', 'gamma:<x>' or an (m, g, g) "
+            f"array of antisymmetric blocks ({exc})"
+        ) from None
     if B.ndim != 3 or B.shape[1] != B.shape[2] or B.shape[1] < 2:
         raise ValueError(f"current blocks must have shape (m, g, g) with g >= 2, got {B.shape}")
     if (m is not None and B.shape[0] != m) or (g is not None and B.shape[1] != g):
-        raise ValueError(f"current blocks must have shape ({m}, {g}, {g}) for these groups, "
-                         f"got {B.shape}")
+        raise ValueError(
+            f"current blocks must have shape ({m}, {g}, {g}) for these groups, got {B.shape}"
+        )
     if not np.all(np.isfinite(B)):
         raise ValueError("current blocks contain NaN or inf")
     scale = np.linalg.norm(B)
     err = np.linalg.norm(B + np.swapaxes(B, 1, 2))
     if scale > 0 and err > SYM_TOL * scale:
-        raise ValueError(f"current blocks must be antisymmetric (B_j^T = -B_j): "
-                         f"||B + B^T|| / ||B|| = {err / scale:.3g} exceeds {SYM_TOL:g}")
+        raise ValueError(
+            f"current blocks must be antisymmetric (B_j^T = -B_j): "
+            f"||B + B^T|| / ||B|| = {err / scale:.3g} exceeds {SYM_TOL:g}"
+        )
     return 0.5 * (B - np.swapaxes(B, 1, 2))
 
 
@@ -456,7 +482,8 @@ class GroupedBasis(Basis):
         self.dct = dct
         self.groups = np.asarray(groups, dtype=np.int64)
         self.dim = dct.dim
-        self.blocks = tuple(int(s) for s in self.groups.shape)
+        m, g = (int(s) for s in self.groups.shape)
+        self.blocks = (m, g)
         # position of frequency i in the flattened (m * g) grouped order
         self._slot = np.empty(self.dim, dtype=np.int64)
         self._slot[self.groups.reshape(-1)] = np.arange(self.dim)
@@ -473,8 +500,9 @@ class GroupedBasis(Basis):
         if not torch.is_tensor(y):
             y = torch.as_tensor(np.asarray(y, dtype=np.float64))
         if tuple(y.shape[1:]) != self.blocks or y.ndim != 3:
-            raise ValueError(f"y must have shape (B, {self.blocks[0]}, {self.blocks[1]}), "
-                             f"got {tuple(y.shape)}")
+            raise ValueError(
+                f"y must have shape (B, {self.blocks[0]}, {self.blocks[1]}), got {tuple(y.shape)}"
+            )
         slot = torch.as_tensor(self._slot, device=y.device)
         return self.dct.inverse(y.reshape(y.shape[0], -1)[:, slot])
 
@@ -506,7 +534,7 @@ class GroupedBasis(Basis):
         diag = np.zeros((self.dim, self.dim))
         for i, b in enumerate(flat):
             for j in range(m):  # block-diagonal in the grouped order
-                diag[j * g:(j + 1) * g, j * g:(j + 1) * g] = b[j]
+                diag[j * g : (j + 1) * g, j * g : (j + 1) * g] = b[j]
             out[i] = V.T @ diag @ V
         return out.reshape(*lead, self.dim, self.dim)
 
@@ -552,8 +580,10 @@ class SpectralProcess:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"u must be a numeric (C, H, W) array ({exc})") from None
         if arr.shape != self.shape:
-            raise ValueError(f"u must have shape {self.shape} (one precision per DCT "
-                             f"coefficient), got {arr.shape}")
+            raise ValueError(
+                f"u must have shape {self.shape} (one precision per DCT "
+                f"coefficient), got {arr.shape}"
+            )
         flat = _as_precisions("u", arr)
         self.u = flat.reshape(self.shape)
         explicit = not isinstance(current, str)
@@ -584,8 +614,10 @@ class SpectralProcess:
             except ValueError as exc:
                 raise ValueError(f"current: {exc}") from None
             if gamma is None:
-                raise ValueError(f"current must be 'none', 'optimal', 'gamma:<x>' or an "
-                                 f"(m, g, g) array of antisymmetric blocks, got {current!r}")
+                raise ValueError(
+                    f"current must be 'none', 'optimal', 'gamma:<x>' or an "
+                    f"(m, g, g) array of antisymmetric blocks, got {current!r}"
+                )
             self.current_blocks = gamma * optimal_blocks(self.u_blocks)
             self.current = f"gamma={gamma:g}"
         eye = np.eye(g)
@@ -593,8 +625,9 @@ class SpectralProcess:
         self.basis = GroupedBasis(self.dct, self.groups)
 
     @classmethod
-    def from_data(cls, images, k=None, current="none", groups=None, colour=None,
-                  *, chunk: int = 1024) -> "SpectralProcess":
+    def from_data(
+        cls, images, k=None, current="none", groups=None, colour=None, *, chunk: int = 1024
+    ) -> "SpectralProcess":
         """The process whose ``u`` is the inverse variance of each DCT coefficient over
         ``images`` (n, C, H, W) (1/n, mean removed; the ``data:<k>`` recipe of
         :func:`nonrev.data.u_from_data` in the frequency basis): with ``k`` the
@@ -626,7 +659,7 @@ class SpectralProcess:
         # Chan et al.'s pairwise update of (count, mean, sum of squared deviations).
         count, mean, m2 = 0, np.zeros(basis.dim), np.zeros(basis.dim)
         for lo in range(0, n, chunk):
-            c = basis.forward_numpy(X[lo:lo + chunk].reshape(-1, basis.dim))
+            c = basis.forward_numpy(X[lo : lo + chunk].reshape(-1, basis.dim))
             nb, mb = c.shape[0], c.mean(axis=0)
             delta = mb - mean
             m2 += ((c - mb) ** 2).sum(axis=0) + delta**2 * count * nb / (count + nb)
@@ -637,14 +670,17 @@ class SpectralProcess:
         # images still give DCT coefficients of ~1e-16): numerically zero variance.
         if var.max() <= 0 or not np.all(var > 1e-24 * var.max()):
             bad = np.unravel_index(int(np.argmin(var)), basis.shape)
-            raise ValueError(f"images: the DCT coefficient {tuple(int(i) for i in bad)} has "
-                             "zero variance (numerically), so its precision is infinite")
+            raise ValueError(
+                f"images: the DCT coefficient {tuple(int(i) for i in bad)} has "
+                "zero variance (numerically), so its precision is infinite"
+            )
         u = 1.0 / var
         if kappa is not None:
             u = np.maximum(u, u.max() / kappa)
         u = u / u.mean()
-        return cls(basis.shape, u.reshape(basis.shape), current=current, groups=groups,
-                   colour=basis.colour)
+        return cls(
+            basis.shape, u.reshape(basis.shape), current=current, groups=groups, colour=basis.colour
+        )
 
     # ------------------------------------------------------------------ save / load
     def to_arrays(self) -> dict[str, np.ndarray]:
@@ -653,8 +689,12 @@ class SpectralProcess:
         ``current`` (m, g, g) the blocks ``B_j``, and ``colour`` (C, C) when set.
         :meth:`from_arrays` restores the same process exactly (its ``current`` name
         then reads ``"blocks"``: the blocks are stored, not the recipe)."""
-        out = {"shape": np.asarray(self.shape, dtype=np.int64), "u": self.u.copy(),
-               "groups": self.groups.copy(), "current": self.current_blocks.copy()}
+        out = {
+            "shape": np.asarray(self.shape, dtype=np.int64),
+            "u": self.u.copy(),
+            "groups": self.groups.copy(),
+            "current": self.current_blocks.copy(),
+        }
         if self.dct.colour is not None:
             out["colour"] = self.dct.colour.copy()
         return out
@@ -671,19 +711,25 @@ class SpectralProcess:
         if shape is not None:
             want = as_image_shape("shape", shape)
             if stored != want:
-                raise ValueError(f"{source}: written for images of shape {stored}, "
-                                 f"not {want}")
+                raise ValueError(f"{source}: written for images of shape {stored}, not {want}")
         try:
-            proc = cls(stored, np.asarray(arrays["u"]), np.asarray(arrays["current"]),
-                       groups=np.asarray(arrays["groups"]), colour=arrays.get("colour"))
+            proc = cls(
+                stored,
+                np.asarray(arrays["u"]),
+                np.asarray(arrays["current"]),
+                groups=np.asarray(arrays["groups"]),
+                colour=arrays.get("colour"),
+            )
         except ValueError as exc:
             raise ValueError(f"{source}: {exc}") from None
         return proc
 
     def __repr__(self) -> str:
         m, g = self.groups.shape
-        return (f"SpectralProcess(shape={self.shape}, groups={m}x{g}, current={self.current}, "
-                f"relaxation_rate={self.relaxation_rate():.4g})")
+        return (
+            f"SpectralProcess(shape={self.shape}, groups={m}x{g}, current={self.current}, "
+            f"relaxation_rate={self.relaxation_rate():.4g})"
+        )
 
     @property
     def is_reversible(self) -> bool:
@@ -732,8 +778,10 @@ class SpectralProcess:
         from nonrev.process.ou import OUProcess
 
         if self.dim > DENSE_LIMIT:
-            raise ValueError(f"dense() builds d x d matrices only for d <= {DENSE_LIMIT}; "
-                             f"shape {self.shape} has d = {self.dim}")
+            raise ValueError(
+                f"dense() builds d x d matrices only for d <= {DENSE_LIMIT}; "
+                f"shape {self.shape} has d = {self.dim}"
+            )
         V = self.dct.matrix()
         U = (V.T * self.u.reshape(-1)) @ V
         Q = V.T @ self.block_matrix(self.current_blocks) @ V
@@ -751,8 +799,10 @@ class SpectralProcess:
         elif Bt.shape == (y.shape[0], m, g, g):
             z = torch.einsum("bmij,bmj->bmi", Bt, y)
         else:
-            raise ValueError(f"blocks must have shape ({m}, {g}, {g}) or "
-                             f"({y.shape[0]}, {m}, {g}, {g}), got {tuple(Bt.shape)}")
+            raise ValueError(
+                f"blocks must have shape ({m}, {g}, {g}) or "
+                f"({y.shape[0]}, {m}, {g}, {g}), got {tuple(Bt.shape)}"
+            )
         return self.basis.inverse(z)
 
     # ------------------------------------------------------------------ kernel in blocks
@@ -784,12 +834,14 @@ class SpectralProcess:
         blocks = W.reshape(m, g, m, g)[np.arange(m), :, np.arange(m), :]
         rest = W.copy()
         for j in range(m):
-            rest[j * g:(j + 1) * g, j * g:(j + 1) * g] = 0.0
+            rest[j * g : (j + 1) * g, j * g : (j + 1) * g] = 0.0
         scale = max(float(np.abs(W).max()), 1e-300)
         if np.abs(rest).max() > 1e-10 * scale:
-            raise ValueError(f"{name} is not block-diagonal in the process's basis (groups "
-                             f"of {g} DCT frequencies): an entry outside the blocks is "
-                             f"{np.abs(rest).max() / scale:.3g} of the largest")
+            raise ValueError(
+                f"{name} is not block-diagonal in the process's basis (groups "
+                f"of {g} DCT frequencies): an entry outside the blocks is "
+                f"{np.abs(rest).max() / scale:.3g} of the largest"
+            )
         return blocks
 
     def vector_to_blocks(self, v) -> np.ndarray:
@@ -913,16 +965,23 @@ class SpectralProcess:
         x0 = as_batch("x0", x0, self.dim)
         times, scalar = as_times("t", t.detach().cpu().numpy() if torch.is_tensor(t) else t)
         if not scalar and times.shape[0] != x0.shape[0]:
-            raise ValueError(f"t must be a scalar or have one time per row of x0 "
-                             f"({x0.shape[0]}), got {times.shape[0]}")
-        z = torch.randn(x0.shape, generator=generator, dtype=x0.dtype,
-                        device=generator.device if generator is not None else x0.device)
+            raise ValueError(
+                f"t must be a scalar or have one time per row of x0 "
+                f"({x0.shape[0]}), got {times.shape[0]}"
+            )
+        z = torch.randn(
+            x0.shape,
+            generator=generator,
+            dtype=x0.dtype,
+            device=generator.device if generator is not None else x0.device,
+        )
         z = z.to(x0.device)
         uniq, inverse = np.unique(times, return_inverse=True)
         M, S = self.mean_and_cov_blocks(uniq)
         L = _block_factors(S)
-        rows = torch.as_tensor(np.zeros(x0.shape[0], dtype=np.int64) if scalar else inverse,
-                               device=x0.device)
+        rows = torch.as_tensor(
+            np.zeros(x0.shape[0], dtype=np.int64) if scalar else inverse, device=x0.device
+        )
         Mt = torch.as_tensor(M, dtype=x0.dtype, device=x0.device)[rows]
         Lt = torch.as_tensor(L, dtype=x0.dtype, device=x0.device)[rows]
         y = self.basis.forward(x0)
@@ -932,9 +991,9 @@ class SpectralProcess:
         return self.basis.inverse(out)
 
 
-def spectral_from_spec(shape, u_spec: str, q_spec: str, X: np.ndarray, *,
-                       option_u: str = "--u", option_q: str = "--q") -> dict:
-
+def spectral_from_spec(
+    shape, u_spec: str, q_spec: str, X: np.ndarray, *, option_u: str = "--u", option_q: str = "--q"
+) -> dict:
     """``{name: SpectralProcess}`` for rows of ``X`` seen as images of ``shape``: the
     reversible process (``"none"``) and, unless ``q_spec`` is ``none``, the one with
     the per-group current (``optimal`` or ``gamma:<x>``). ``u_spec``: ``identity``
@@ -949,14 +1008,18 @@ def spectral_from_spec(shape, u_spec: str, q_spec: str, X: np.ndarray, *,
     except ValueError as exc:
         raise ValueError(f"{option_u}: {exc}") from None
     if u_spec == "identity":
+
         def make(current):
             return SpectralProcess(shape, np.ones(shape), current=current)
     elif u_spec == "data" or cap is not None:
+
         def make(current):
             return SpectralProcess.from_data(images, k=cap, current=current)
     else:
-        raise ValueError(f"{option_u}: with an image shape, U is identity, data or "
-                         f"data:<k> (diagonal in the DCT basis), got {u_spec!r}")
+        raise ValueError(
+            f"{option_u}: with an image shape, U is identity, data or "
+            f"data:<k> (diagonal in the DCT basis), got {u_spec!r}"
+        )
     try:
         gamma = gamma_of(q_spec)
     except ValueError as exc:
@@ -967,5 +1030,7 @@ def spectral_from_spec(shape, u_spec: str, q_spec: str, X: np.ndarray, *,
         return {"none": make("none"), "optimal": make("optimal")}
     if gamma is not None:
         return {"none": make("none"), f"gamma={gamma:g}": make(f"gamma:{gamma!r}")}
-    raise ValueError(f"{option_q}: with an image shape, Q is none, optimal or gamma:<x> "
-                     f"(per group of frequencies), got {q_spec!r}")
+    raise ValueError(
+        f"{option_q}: with an image shape, Q is none, optimal or gamma:<x> "
+        f"(per group of frequencies), got {q_spec!r}"
+    )

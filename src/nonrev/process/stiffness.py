@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sys
 import time
+import types
 import warnings
 
 import numpy as np
@@ -66,17 +67,21 @@ def check_frame_start(S0, t0: float) -> None:
         raise ValueError(
             f"prior: the prior's covariance C makes M C M^T + Sigma_t at t = {t0:.4g} "
             f"(the grid's smallest time) ill-conditioned (condition number {cond:.3g} > "
-            f"{MAX_FRAME_CONDITION:g}) for float64; rescale C or use a larger t_min")
+            f"{MAX_FRAME_CONDITION:g}) for float64; rescale C or use a larger t_min"
+        )
 
 
 def _describe(process) -> str:
     # Q from the blocks (Q = A U^{-1} - I block by block), so any kernel kind works
-    Qb = process.drift_blocks @ np.linalg.inv(process.precision_blocks) \
-        - np.eye(process.drift_blocks.shape[-1])
+    Qb = process.drift_blocks @ np.linalg.inv(process.precision_blocks) - np.eye(
+        process.drift_blocks.shape[-1]
+    )
     q = float(np.linalg.norm(Qb, 2, axis=(-2, -1)).max())
-    return (f"Q (||Q||_2 = {q:.3g}, rotation rate max ||Omega_t|| = "
-            f"{process.rotation_rate_bound():.3g}, relaxation rate "
-            f"{process.relaxation_rate():.3g})")
+    return (
+        f"Q (||Q||_2 = {q:.3g}, rotation rate max ||Omega_t|| = "
+        f"{process.rotation_rate_bound():.3g}, relaxation rate "
+        f"{process.relaxation_rate():.3g})"
+    )
 
 
 class MagnusProgress:
@@ -108,20 +113,29 @@ class MagnusProgress:
         S0 = rot.S[0]
         if np.any(S0):  # a prior's frame
             check_frame_start(S0, float(rot.t[0]))
-        n = estimated_steps(process, self.t_start, self.t_end,
-                            rot.rate_bound() if np.any(S0) else None)
+        n = estimated_steps(
+            process, self.t_start, self.t_end, rot.rate_bound() if np.any(S0) else None
+        )
         self.estimate = n
         if n > MAX_STEPS:
-            what = ("Q / prior: the current with this prior's frame" if np.any(S0) else
-                    "Q: the current is too strong for the gDDIM factor (gddim, dpmpp_2m and "
-                    "the diffusers scheduler need it):")
+            what = (
+                "Q / prior: the current with this prior's frame"
+                if np.any(S0)
+                else "Q: the current is too strong for the gDDIM factor (gddim, dpmpp_2m and "
+                "the diffusers scheduler need it):"
+            )
             raise ValueError(
                 f"{what} {_describe(process)} needs about {n:.3g} Magnus steps up to t = "
                 f"{self.t_end:.4g} (more than {MAX_STEPS:g}); scale Q down, or use method "
-                "'ancestral' or 'ddim'")
+                "'ancestral' or 'ddim'"
+            )
         try:
-            check_memory("Q", 16.0 * entries * n, f"about {n} checkpoints of the gDDIM "
-                         f"factor's Magnus integration under {_describe(process)}")
+            check_memory(
+                "Q",
+                16.0 * entries * n,
+                f"about {n} checkpoints of the gDDIM "
+                f"factor's Magnus integration under {_describe(process)}",
+            )
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
         if n > 1000:  # time one step evaluation to turn the estimate into seconds
@@ -131,8 +145,10 @@ class MagnusProgress:
                     f"the current {_describe(process)} makes the gDDIM factor's Magnus "
                     f"integration take about {n} steps up to t = {self.t_end:.4g}, "
                     f"estimated {seconds / 60:.1f} minutes here; a weaker Q, or method "
-                    "'ancestral' or 'ddim', avoids it", StiffCurrentWarning,
-                    stacklevel=_caller_level())
+                    "'ancestral' or 'ddim', avoids it",
+                    StiffCurrentWarning,
+                    stacklevel=_caller_level(),
+                )
 
     def step(self, rot) -> None:
         """Record one step; report when due."""
@@ -143,15 +159,20 @@ class MagnusProgress:
         self.next_report = now + 10.0
         t = float(rot.t[-1])
         frac = (t - self.t_start) / max(self.t_end - self.t_start, 1e-300)
-        print(f"nonrev: gDDIM factor, Magnus integration at t = {t:.4g} of "
-              f"{self.t_end:.4g} ({100 * min(frac, 1.0):.0f}% of the time span), "
-              f"{len(rot.t)} checkpoints of about {self.estimate} estimated, "
-              f"{now - self.start:.0f} s", file=self.stream or sys.stderr, flush=True)
+        print(
+            f"nonrev: gDDIM factor, Magnus integration at t = {t:.4g} of "
+            f"{self.t_end:.4g} ({100 * min(frac, 1.0):.0f}% of the time span), "
+            f"{len(rot.t)} checkpoints of about {self.estimate} estimated, "
+            f"{now - self.start:.0f} s",
+            file=self.stream or sys.stderr,
+            flush=True,
+        )
 
 
 def _caller_level() -> int:
     """The ``stacklevel`` of the first frame outside nonrev (the user's call)."""
-    frame, level = sys._getframe(1), 1
+    frame: types.FrameType | None = sys._getframe(1)
+    level = 1
     while frame is not None and frame.f_globals.get("__name__", "").startswith("nonrev"):
         frame, level = frame.f_back, level + 1
     return level

@@ -2,6 +2,8 @@
 :mod:`.criteria`; at finite N by :mod:`.finite`), measured in the reverse dynamics
 (:mod:`.measure`), and steered by the choice of Q (:mod:`.steering`)."""
 
+from nonrev.regimes.analyze import predict_regimes
+from nonrev.regimes.finite import collapse_time_finite, finite_lock_times
 from nonrev.regimes.measure import (
     clone_agreement,
     collapse_lock_times,
@@ -10,6 +12,7 @@ from nonrev.regimes.measure import (
     speciation_threshold,
     speciation_time_measured,
 )
+from nonrev.regimes.steering import OBJECTIVES, steer_q
 from nonrev.regimes.theory import (
     class_covariance_blocks,
     class_covariances,
@@ -23,9 +26,6 @@ from nonrev.regimes.theory import (
     speciation_time,
     speciation_time_from_data,
 )
-from nonrev.regimes.finite import collapse_time_finite, finite_lock_times
-from nonrev.regimes.analyze import predict_regimes
-from nonrev.regimes.steering import OBJECTIVES, steer_q
 
 __all__ = [
     "OBJECTIVES",

@@ -32,16 +32,21 @@ def _check_processes(processes, d: int) -> dict:
     """``processes`` as a non-empty dict of OUProcess or kernels with blocks, all of
     dimension ``d``."""
     if not isinstance(processes, dict) or not processes:
-        raise ValueError("processes must be a non-empty dict mapping a name to a process "
-                         f"(OUProcess or SpectralProcess), got {type(processes).__name__}")
+        raise ValueError(
+            "processes must be a non-empty dict mapping a name to a process "
+            f"(OUProcess or SpectralProcess), got {type(processes).__name__}"
+        )
     for name, proc in processes.items():
         if not _is_dense(proc) and not _has_blocks(proc):
-            raise ValueError(f"processes[{name!r}] must be an OUProcess or a kernel with its "
-                             f"block interface (e.g. a SpectralProcess), got "
-                             f"{type(proc).__name__}")
+            raise ValueError(
+                f"processes[{name!r}] must be an OUProcess or a kernel with its "
+                f"block interface (e.g. a SpectralProcess), got "
+                f"{type(proc).__name__}"
+            )
         if proc.dim != d:
-            raise ValueError(f"processes[{name!r}] has dimension {proc.dim} but X has "
-                             f"d = {d} columns")
+            raise ValueError(
+                f"processes[{name!r}] has dimension {proc.dim} but X has d = {d} columns"
+            )
     return processes
 
 
@@ -56,9 +61,17 @@ def _reference_rates(process) -> tuple[float, float]:
     return float(lam.min()), float(np.trace(U, axis1=-2, axis2=-1).sum() / process.dim)
 
 
-def predict_regimes(X, U=None, currents: dict | None = None, labels=None,
-                    n_train: int | None = None, finite_n: bool = False, seed: int = 0, *,
-                    processes: dict | None = None) -> dict:
+def predict_regimes(
+    X,
+    U=None,
+    currents: dict | None = None,
+    labels=None,
+    n_train: int | None = None,
+    finite_n: bool = False,
+    seed: int = 0,
+    *,
+    processes: dict | None = None,
+) -> dict:
     """Predicted ``t_S`` and ``t_C`` of data ``X`` (n, d) for several currents.
 
     Either ``U`` and ``currents``: ``currents`` maps a name to an antisymmetric ``Q``
@@ -98,8 +111,10 @@ def predict_regimes(X, U=None, currents: dict | None = None, labels=None,
     C = sample_covariance(X)
     _, gammas = psd_spectrum("data covariance", C)
     if not gammas[-1] > 0.0:
-        raise ValueError("X has no variance (every row is the same point): there is no "
-                         "speciation or collapse time to predict")
+        raise ValueError(
+            "X has no variance (every row is the same point): there is no "
+            "speciation or collapse time to predict"
+        )
     if labels is not None:
         between, within, w = class_covariances(X, labels)
         if w.size < 2:
@@ -109,18 +124,26 @@ def predict_regimes(X, U=None, currents: dict | None = None, labels=None,
     base = OUProcess(U)
     ref = current_summary(base.U, None, transient=False)
     out = {
-        "n": n, "d": d, "n_train": n_train, "classes": int(w.size),
-        "covariance": {"min": float(gammas[0]), "median": float(np.median(gammas)),
-                       "max": float(gammas[-1])},
+        "n": n,
+        "d": d,
+        "n_train": n_train,
+        "classes": int(w.size),
+        "covariance": {
+            "min": float(gammas[0]),
+            "median": float(np.median(gammas)),
+            "max": float(gammas[-1]),
+        },
         "rates": {"reversible": ref["rate_reversible"], "bound": ref["bound"]},
-        "speciation": {}, "collapse": {},
+        "speciation": {},
+        "collapse": {},
     }
     if finite_n:
         out["collapse_finite"] = {}
     for name, Q in currents.items():
         proc = base if Q is None else OUProcess(base.U, Q)
-        out["rates"][name] = ref["rate"] if Q is None else \
-            current_summary(base.U, Q, transient=False)["rate"]
+        out["rates"][name] = (
+            ref["rate"] if Q is None else current_summary(base.U, Q, transient=False)["rate"]
+        )
         out["speciation"][name] = speciation_time(proc, between, within)
         out["collapse"][name] = collapse_time(proc, C, n_train)
         if finite_n:
@@ -137,18 +160,23 @@ def _predict_processes(X, processes, labels, n_train, finite_n, seed) -> dict:
     if finite_n:
         blocked = [name for name, p in processes.items() if not _is_dense(p)]
         if blocked:
-            raise ValueError(f"finite_n: the finite-N prediction needs a dense OUProcess; "
-                             f"{blocked[0]!r} is a {type(processes[blocked[0]]).__name__}")
+            raise ValueError(
+                f"finite_n: the finite-N prediction needs a dense OUProcess; "
+                f"{blocked[0]!r} is a {type(processes[blocked[0]]).__name__}"
+            )
     names = list(processes)
     rates = {name: _reference_rates(p) for name, p in processes.items()}
     lam0, bound0 = rates[names[0]]
     for name in names[1:]:
         lam, bound = rates[name]
-        if abs(lam - lam0) > SAME_U_TOL * abs(lam0) or \
-                abs(bound - bound0) > SAME_U_TOL * abs(bound0):
-            raise ValueError(f"processes must share one U: {names[0]!r} has lambda_min(U) = "
-                             f"{lam0:.6g}, Tr(U)/d = {bound0:.6g}; {name!r} has {lam:.6g}, "
-                             f"{bound:.6g}")
+        if abs(lam - lam0) > SAME_U_TOL * abs(lam0) or abs(bound - bound0) > SAME_U_TOL * abs(
+            bound0
+        ):
+            raise ValueError(
+                f"processes must share one U: {names[0]!r} has lambda_min(U) = "
+                f"{lam0:.6g}, Tr(U)/d = {bound0:.6g}; {name!r} has {lam:.6g}, "
+                f"{bound:.6g}"
+            )
 
     # Covariances per process: dense once for every OUProcess, blocks per kernel with
     # blocks (its own basis and groups).
@@ -181,14 +209,24 @@ def _predict_processes(X, processes, labels, n_train, finite_n, seed) -> dict:
         gammas = np.clip(np.sort(np.linalg.eigvalsh(covs[names[0]]["C"]).reshape(-1)), 0.0, None)
         summary = {"part": "blocks"}
     if not gammas[-1] > 0.0:
-        raise ValueError("X has no variance (every row is the same point): there is no "
-                         "speciation or collapse time to predict")
+        raise ValueError(
+            "X has no variance (every row is the same point): there is no "
+            "speciation or collapse time to predict"
+        )
     out = {
-        "n": n, "d": d, "n_train": n_train, "classes": int(w.size),
-        "covariance": {"min": float(gammas[0]), "median": float(np.median(gammas)),
-                       "max": float(gammas[-1]), **summary},
+        "n": n,
+        "d": d,
+        "n_train": n_train,
+        "classes": int(w.size),
+        "covariance": {
+            "min": float(gammas[0]),
+            "median": float(np.median(gammas)),
+            "max": float(gammas[-1]),
+            **summary,
+        },
         "rates": {"reversible": lam0, "bound": bound0},
-        "speciation": {}, "collapse": {},
+        "speciation": {},
+        "collapse": {},
     }
     if finite_n:
         out["collapse_finite"] = {}
@@ -198,6 +236,5 @@ def _predict_processes(X, processes, labels, n_train, finite_n, seed) -> dict:
         out["speciation"][name] = speciation_time(proc, cv["between"], cv["within"])
         out["collapse"][name] = collapse_time(proc, cv["C"], n_train)
         if finite_n:
-            out["collapse_finite"][name] = collapse_time_finite(proc, cv["C"], n_train,
-                                                                seed=seed)
+            out["collapse_finite"][name] = collapse_time_finite(proc, cv["C"], n_train, seed=seed)
     return out

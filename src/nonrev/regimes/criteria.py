@@ -91,8 +91,10 @@ def solve_decreasing(fun: Callable, x0: float, what: str):
         if x not in cache:
             cache[x] = fun(x)
             if not math.isfinite(cache[x][0]):
-                raise ValueError(f"{what}: the criterion is not finite at t = {math.exp(x):.3g}; "
-                                 "no crossing can be located")
+                raise ValueError(
+                    f"{what}: the criterion is not finite at t = {math.exp(x):.3g}; "
+                    "no crossing can be located"
+                )
         return cache[x]
 
     expand = 1.0
@@ -106,10 +108,13 @@ def solve_decreasing(fun: Callable, x0: float, what: str):
             hi = x
         if dF is None:
             if lo is not None and hi is not None:
-                from scipy.optimize import brentq  # here, so that import nonrev skips scipy.optimize
+                from scipy.optimize import (
+                    brentq,
+                )  # here, so that import nonrev skips scipy.optimize
 
-                root = brentq(lambda y: call(y)[0], lo, hi, xtol=ROOT_TOL,
-                              rtol=4 * np.finfo(float).eps)
+                root = brentq(
+                    lambda y: call(y)[0], lo, hi, xtol=ROOT_TOL, rtol=4 * np.finfo(float).eps
+                )
                 return root, call(root)[2]
             step = math.copysign(expand, F)
             expand = min(2.0 * expand, 32.0 * MAX_LOG_STEP)
@@ -130,7 +135,8 @@ def solve_decreasing(fun: Callable, x0: float, what: str):
                 side = "above" if F > 0 else "below"
                 raise ValueError(
                     f"{what}: no crossing found for t in [1e-100, 1e100] (the criterion stays "
-                    f"{side} its level there), so the time cannot be bracketed")
+                    f"{side} its level there), so the time cannot be bracketed"
+                )
             x_new = edge
         x = x_new
     raise RuntimeError(f"{what}: the root search did not converge")  # pragma: no cover
@@ -159,8 +165,9 @@ class Frame:
     def lambda_min(self) -> float:
         if self.eigvals is not None:
             return float(self.eigvals.min())
-        return float(scipy.linalg.eigh(self.process.U, eigvals_only=True,
-                                       subset_by_index=[0, 0])[0])
+        return float(
+            scipy.linalg.eigh(self.process.U, eigvals_only=True, subset_by_index=[0, 0])[0]
+        )
 
     @property
     def precision(self) -> np.ndarray:
@@ -260,6 +267,7 @@ def _whitened_blocks(fr: BlockFrame, covs: list[np.ndarray]) -> Callable[[float]
             with np.errstate(over="ignore"):
                 a = np.sqrt(lam / np.expm1(2.0 * t * lam))
             return [a[:, :, None] * Cr * a[:, None, :] for Cr in rotated]
+
         return at
 
     factors = [_stack_factor(C) for C in covs]
@@ -272,6 +280,7 @@ def _whitened_blocks(fr: BlockFrame, covs: list[np.ndarray]) -> Callable[[float]
             W = np.linalg.solve(L, M[0] @ F)
             out.append(sym(W @ np.swapaxes(W, -1, -2)))
         return out
+
     return at
 
 
@@ -299,6 +308,7 @@ def whitened(fr: Frame, covs: list[np.ndarray]) -> Callable[[float], list[np.nda
             with np.errstate(over="ignore"):
                 a = np.sqrt(lam / np.expm1(2.0 * t * lam))
             return [a[:, None] * Cr * a[None, :] for Cr in rotated]
+
         return at
 
     factors = [psd_factor(C) for C in covs]
@@ -311,6 +321,7 @@ def whitened(fr: Frame, covs: list[np.ndarray]) -> Callable[[float], list[np.nda
             W = scipy.linalg.solve_triangular(L, M @ F, lower=True)
             out.append(sym(W @ W.T))
         return out
+
     return at
 
 
@@ -334,6 +345,7 @@ def speciation_ratio(fr: Frame, Cb: np.ndarray, Cw: np.ndarray | None) -> Callab
     d = Cb.shape[-1]
     whiten = whitened(fr, [Cb] if Cw is None else [Cb, Cw])
     if isinstance(fr, BlockFrame):
+
         def block_ratio(t: float) -> float:
             K = whiten(t)
             if Cw is None:
@@ -341,13 +353,16 @@ def speciation_ratio(fr: Frame, Cb: np.ndarray, Cw: np.ndarray | None) -> Callab
             L = np.linalg.cholesky(np.eye(d) + K[1])  # Gamma = L L^T, per block
             X = np.linalg.solve(L, np.swapaxes(np.linalg.solve(L, K[0]), -1, -2))
             return float(np.linalg.eigvalsh(sym(X)).max())
+
         return block_ratio
 
     def ratio(t: float) -> float:
         K = whiten(t)
         G = None if Cw is None else np.eye(d) + K[1]
-        return float(scipy.linalg.eigh(K[0], G, eigvals_only=True,
-                                       subset_by_index=[d - 1, d - 1])[0])
+        return float(
+            scipy.linalg.eigh(K[0], G, eigvals_only=True, subset_by_index=[d - 1, d - 1])[0]
+        )
+
     return ratio
 
 
@@ -368,9 +383,14 @@ def speciation_zero_limit(Cb: np.ndarray, Cw: np.ndarray | None) -> float:
     of ``C_b``, e.g. ``C_w = 0``): the supremum of ``r`` over ``t > 0``. Stacks
     (m, g, g): the largest over the blocks with ``C_b`` non-zero."""
     if Cb.ndim == 3:
-        return max((speciation_zero_limit(b, None if Cw is None else w)
-                    for b, w in zip(Cb, Cb if Cw is None else Cw) if np.any(b)),
-                   default=0.0)
+        return max(
+            (
+                speciation_zero_limit(b, None if Cw is None else w)
+                for b, w in zip(Cb, Cb if Cw is None else Cw)
+                if np.any(b)
+            ),
+            default=0.0,
+        )
     if Cw is None or not np.any(Cw):
         return math.inf
     d = Cb.shape[0]
@@ -383,8 +403,9 @@ def speciation_zero_limit(Cb: np.ndarray, Cw: np.ndarray | None) -> float:
             return math.inf
         keep = W[:, P > 1e-12 * P[-1]]
         Cb, Cw, d = keep.T @ Cb @ keep, keep.T @ Cw @ keep, keep.shape[1]
-    return float(scipy.linalg.eigh(sym(Cb), sym(Cw), eigvals_only=True,
-                                   subset_by_index=[d - 1, d - 1])[0])
+    return float(
+        scipy.linalg.eigh(sym(Cb), sym(Cw), eigvals_only=True, subset_by_index=[d - 1, d - 1])[0]
+    )
 
 
 # ----------------------------------------------------------------------------- collapse
@@ -394,8 +415,9 @@ def isotropic_snr(c: float, gammas: np.ndarray, t: float) -> np.ndarray:
         return c * gammas / np.expm1(2.0 * c * t)
 
 
-def collapse_gap(fr: Frame, C: np.ndarray,
-                 gammas: np.ndarray | None = None) -> Callable[[float], float]:
+def collapse_gap(
+    fr: Frame, C: np.ndarray, gammas: np.ndarray | None = None
+) -> Callable[[float], float]:
     """``t -> g(t) = (1/2) log det(I + K_t(C))``, by one Cholesky factorisation
     (``gammas``: the eigenvalues of ``C``, used on the isotropic route). With a
     :class:`BlockFrame` (``C`` a stack (m, g, g)): the sum of the blocks' gaps."""
@@ -407,14 +429,17 @@ def collapse_gap(fr: Frame, C: np.ndarray,
     whiten = whitened(fr, [C])
     d = C.shape[-1]
     if isinstance(fr, BlockFrame):  # the sum of the blocks' gaps
+
         def block_gap(t: float) -> float:
             L = np.linalg.cholesky(np.eye(d) + whiten(t)[0])
             return float(np.log(np.diagonal(L, axis1=-2, axis2=-1)).sum())
+
         return block_gap
 
     def gap(t: float) -> float:
         L = np.linalg.cholesky(np.eye(d) + whiten(t)[0])
         return float(np.log(np.diag(L)).sum())
+
     return gap
 
 
@@ -427,8 +452,12 @@ def collapse_point(M: np.ndarray, S: np.ndarray, C: np.ndarray) -> dict:
     g = float(np.log(np.diag(Lg)).sum() - np.log(np.diag(Ls)).sum())
     G_inv = scipy.linalg.cho_solve((Lg, True), np.eye(len(G)))
     S_inv = scipy.linalg.cho_solve((Ls, True), np.eye(len(S)))
-    return {"g": g, "dg_dt": float(np.trace(G_inv) - np.trace(S_inv)),
-            "G_inv": G_inv, "S_inv": S_inv}
+    return {
+        "g": g,
+        "dg_dt": float(np.trace(G_inv) - np.trace(S_inv)),
+        "G_inv": G_inv,
+        "S_inv": S_inv,
+    }
 
 
 def log_positive(x: float) -> float:

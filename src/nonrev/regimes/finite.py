@@ -44,7 +44,8 @@ of a matrix exponential per step, which alone cost ~2 s per step at d = 1024.
 
 Pruning (default from d = 64 and N = 5000): a full search every ``refresh`` (8)
 steps keeps per path the ``candidates`` (32) strongest rivals; the steps in between
-evaluate the source and those rivals only, with ``c_mu(t)`` interpolated (``t c_mu(t)`` through the last
+evaluate the source and those rivals only, with ``c_mu(t)`` interpolated (``t c_mu(t)`` through
+the last
 three full-search times; the error is bounded by ``||G_t - G_interp||`` and a decision
 within the bound is redone with the exact ``c``). The window is searched again in full,
 step by step, for each path that left in it (so every lock time comes from a full
@@ -147,7 +148,7 @@ def _search(v, pts, c, src, k_top, prev=None, noise=None, floor=-60.0):
         norms = pts.norm(dim=1)
         n0 = norms[src][:, None]
     for s in range(0, N, chunk):
-        lg = torch.addmm(-c[s:s + chunk], v, pts[s:s + chunk].T)
+        lg = torch.addmm(-c[s : s + chunk], v, pts[s : s + chunk].T)
         cv, ci = lg.max(dim=1)
         if best_v is None:
             best_v, best_i = cv, ci
@@ -160,13 +161,13 @@ def _search(v, pts, c, src, k_top, prev=None, noise=None, floor=-60.0):
         if k_top or prev is not None:
             h = torch.sub(l_src[:, None], lg, out=lg)  # margins now (lg is not used again)
             if prev is not None:
-                s2 = (norms[None, s:s + chunk] + n0) ** 2 * noise
-                e = (-2.0 * prev[:, s:s + chunk]) * h.clamp_min(0.0) / s2
+                s2 = (norms[None, s : s + chunk] + n0) ** 2 * noise
+                e = (-2.0 * prev[:, s : s + chunk]) * h.clamp_min(0.0) / s2
                 # terms below exp(floor) are raised to it (an upper bound that keeps exp
                 # off denormals, which run ~10x slower on x86)
                 risk += torch.nan_to_num(e, nan=floor).clamp_min_(floor).exp_().sum(1)
             if k_top:
-                margins[:, s:s + chunk] = h
+                margins[:, s : s + chunk] = h
     tv, ti = torch.cat(parts_v, 1), torch.cat(parts_i, 1)
     tv, j = tv.topk(min(kk, tv.shape[1]), dim=1)
     ti = ti.gather(1, j)
@@ -176,12 +177,24 @@ def _search(v, pts, c, src, k_top, prev=None, noise=None, floor=-60.0):
 
 
 @torch.no_grad()
-def finite_lock_times(process: OUProcess, data_cov, n_train: int, *, n_traj: int = 2000,
-                      dt: float = 0.005, seed: int = 0, t_max: float | None = None,
-                      stop_at_median: bool = False, n_datasets: int = 4, device=None,
-                      dtype=torch.float32, candidates: int | None = None,
-                      refresh: int = DEFAULT_REFRESH, tol: float = DEFAULT_TOL,
-                      points=None) -> dict:
+def finite_lock_times(
+    process: OUProcess,
+    data_cov,
+    n_train: int,
+    *,
+    n_traj: int = 2000,
+    dt: float = 0.005,
+    seed: int = 0,
+    t_max: float | None = None,
+    stop_at_median: bool = False,
+    n_datasets: int = 4,
+    device=None,
+    dtype=torch.float32,
+    candidates: int | None = None,
+    refresh: int = DEFAULT_REFRESH,
+    tol: float = DEFAULT_TOL,
+    points=None,
+) -> dict:
     """Lock times of ``n_traj`` forward paths against ``n_train`` Gaussian points.
 
     Draws ``n_datasets`` training sets of ``N = n_train`` points from
@@ -246,8 +259,11 @@ def finite_lock_times(process: OUProcess, data_cov, n_train: int, *, n_traj: int
         n_sets = 1
     bounds = np.linspace(0, n_traj, n_sets + 1).astype(int)  # paths of set j: a block
     for j in range(n_sets):
-        points = (torch.randn((n, d), generator=gen, dtype=torch.float64) @ F.T
-                  if given is None else given)
+        points = (
+            torch.randn((n, d), generator=gen, dtype=torch.float64) @ F.T
+            if given is None
+            else given
+        )
         src = torch.randint(0, n, (int(bounds[j + 1] - bounds[j]),), generator=gen)
         sets.append(points.to(**to))
         starts.append(points[src])
@@ -288,12 +304,20 @@ def finite_lock_times(process: OUProcess, data_cov, n_train: int, *, n_traj: int
             hist = []
             while k < k1:
                 k += 1
-                x = x @ step_M + torch.randn((n_traj, d), generator=gen,
-                                             dtype=torch.float64) @ step_L
+                x = (
+                    x @ step_M
+                    + torch.randn((n_traj, d), generator=gen, dtype=torch.float64) @ step_L
+                )
                 grid.advance()
                 if k < k1:
-                    hist.append((k, x.to(**to) @ torch.as_tensor(grid.PM, **to),
-                                 grid.G.copy(), grid.R.copy()))
+                    hist.append(
+                        (
+                            k,
+                            x.to(**to) @ torch.as_tensor(grid.PM, **to),
+                            grid.G.copy(),
+                            grid.R.copy(),
+                        )
+                    )
             # full search at k1 for the paths alive at k0
             t1 = k * dt
             cs1 = exact_c()
@@ -308,9 +332,20 @@ def finite_lock_times(process: OUProcess, data_cov, n_train: int, *, n_traj: int
                     # margins at k0 of the window's paths, on the rows of the paths alive now
                     prev = torch.full((idx.numel(), n), math.inf, **to)
                     prev[torch.searchsorted(idx, state[j][0])] = state[j][3]
-                res.append(_search(v1[idx], sets[j], cs1[j], src_all[idx], K + 2 if K else 0,
-                                   prev, noise, math.log(tol / n) - 5.0)
-                           if idx.numel() else None)
+                res.append(
+                    _search(
+                        v1[idx],
+                        sets[j],
+                        cs1[j],
+                        src_all[idx],
+                        K + 2 if K else 0,
+                        prev,
+                        noise,
+                        math.log(tol / n) - 5.0,
+                    )
+                    if idx.numel()
+                    else None
+                )
             nodes = (nodes + [(t1, t1 * grid.G, [t1 * c for c in cs1])])[-3:]
             redo = torch.zeros(n_traj, dtype=torch.bool)
             interp = []
@@ -319,14 +354,15 @@ def finite_lock_times(process: OUProcess, data_cov, n_train: int, *, n_traj: int
                 # through the last (up to) three full-search times; its error is bounded
                 # through ||G_k - interpolated G_k||.
                 ts = [nd[0] for nd in nodes]
-                for (kk, vk, Gk, _Rk) in hist:
+                for kk, vk, Gk, _Rk in hist:
                     t = kk * dt
-                    w = [math.prod((t - ts[b]) / (ts[a] - ts[b]) for b in range(len(ts)) if b != a)
-                         for a in range(len(ts))]
+                    w = [
+                        math.prod((t - ts[b]) / (ts[a] - ts[b]) for b in range(len(ts)) if b != a)
+                        for a in range(len(ts))
+                    ]
                     Gi = sum(wa * nd[1] for wa, nd in zip(w, nodes)) / t
                     err = float(np.linalg.norm(Gk - Gi)) * (1.0 + 1e-6)
-                    ci = [sum(wa * nd[2][j] for wa, nd in zip(w, nodes)) / t
-                          for j in range(n_sets)]
+                    ci = [sum(wa * nd[2][j] for wa, nd in zip(w, nodes)) / t for j in range(n_sets)]
                     # margin error <= ||E|| (|a_mu|^2 + |a_0|^2) / 2, plus float rounding
                     eps = [err * amax2[j] + 1e-5 * float(ci[j].abs().max()) for j in range(n_sets)]
                     interp.append((ci, eps))
@@ -381,7 +417,7 @@ def finite_lock_times(process: OUProcess, data_cov, n_train: int, *, n_traj: int
                     if res[j] is None:
                         state.append(None)
                         continue
-                    keep = (lock[idx] < 0)
+                    keep = lock[idx] < 0
                     if not bool(keep.any()):
                         state.append(None)
                         continue
@@ -404,16 +440,33 @@ def finite_lock_times(process: OUProcess, data_cov, n_train: int, *, n_traj: int
     fill = math.inf if stop_at_median and k < steps else k * dt
     lock = torch.where(lock < 0, torch.full_like(lock, fill), lock).numpy()
     with np.errstate(invalid="ignore"):  # inf - inf between paths still locked
-        q25, med, q75 = (float(v) for v in np.nan_to_num(
-            np.percentile(lock, [25, 50, 75]), nan=math.inf))
-    return {"lock_times": lock, "median": med, "q25": q25, "q75": q75,
-            "t_asymptotic": float(t_asym), "t_max": float(k * dt), "dt": float(dt),
-            "steps": int(k), "full_searches": int(full_searches)}
+        q25, med, q75 = (
+            float(v) for v in np.nan_to_num(np.percentile(lock, [25, 50, 75]), nan=math.inf)
+        )
+    return {
+        "lock_times": lock,
+        "median": med,
+        "q25": q25,
+        "q75": q75,
+        "t_asymptotic": float(t_asym),
+        "t_max": float(k * dt),
+        "dt": float(dt),
+        "steps": int(k),
+        "full_searches": int(full_searches),
+    }
 
 
-def collapse_time_finite(process: OUProcess, data_cov, n_train: int, *, n_traj: int = 2000,
-                         dt: float = 0.005, seed: int = 0, device=None,
-                         dtype=torch.float32) -> float:
+def collapse_time_finite(
+    process: OUProcess,
+    data_cov,
+    n_train: int,
+    *,
+    n_traj: int = 2000,
+    dt: float = 0.005,
+    seed: int = 0,
+    device=None,
+    dtype=torch.float32,
+) -> float:
     """Predicted median lock time (the ``t_C`` that :func:`collapse_lock_times`
     measures) for ``n_train`` training points from a Gaussian of covariance
     ``data_cov``, under ``process`` (any ``U``, ``Q``).
@@ -424,5 +477,14 @@ def collapse_time_finite(process: OUProcess, data_cov, n_train: int, *, n_traj: 
     measurement it predicts (the lock time observed on a grid grows like sqrt(dt)).
     ``seed`` fixes the sampled training sets and paths.
     """
-    return finite_lock_times(process, data_cov, n_train, n_traj=n_traj, dt=dt, seed=seed,
-                             stop_at_median=True, device=device, dtype=dtype)["median"]
+    return finite_lock_times(
+        process,
+        data_cov,
+        n_train,
+        n_traj=n_traj,
+        dt=dt,
+        seed=seed,
+        stop_at_median=True,
+        device=device,
+        dtype=dtype,
+    )["median"]

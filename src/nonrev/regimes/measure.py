@@ -52,8 +52,9 @@ def _labels(classify, x: torch.Tensor) -> np.ndarray:
     lab = classify(x)
     lab = lab.detach().cpu().numpy() if torch.is_tensor(lab) else np.asarray(lab)
     if lab.shape != (x.shape[0],):
-        raise ValueError(f"classify must return one label per row, shape ({x.shape[0]},); "
-                         f"got shape {lab.shape}")
+        raise ValueError(
+            f"classify must return one label per row, shape ({x.shape[0]},); got shape {lab.shape}"
+        )
     if not np.issubdtype(lab.dtype, np.integer):
         if not np.all(np.isfinite(lab)) or not np.all(lab == np.round(lab)):
             raise ValueError("classify must return integer labels")
@@ -61,10 +62,25 @@ def _labels(classify, x: torch.Tensor) -> np.ndarray:
     return lab
 
 
-def clone_agreement(score, process: OUProcess, classify, branch_times, n_pairs: int,
-                    T: float, steps: int, method: str = "ancestral", generator=None,
-                    *, x_T=None, t_min: float = 1e-3, n_boot: int = 1000, seed: int = 0,
-                    device=None, dtype=torch.float32, progress=None) -> dict:
+def clone_agreement(
+    score,
+    process: OUProcess,
+    classify,
+    branch_times,
+    n_pairs: int,
+    T: float,
+    steps: int,
+    method: str = "ancestral",
+    generator=None,
+    *,
+    x_T=None,
+    t_min: float = 1e-3,
+    n_boot: int = 1000,
+    seed: int = 0,
+    device=None,
+    dtype=torch.float32,
+    progress=None,
+) -> dict:
     """phi(t): probability that two copies branched at ``t`` end in the same class.
 
     One set of ``n_pairs`` trajectories runs from ``T`` down through every branch
@@ -91,9 +107,11 @@ def clone_agreement(score, process: OUProcess, classify, branch_times, n_pairs: 
     ``method``, ``T``.
     """
     if not get_method(method).stochastic:  # ValueError naming the methods if unknown
-        raise ValueError(f"cloning needs a stochastic method "
-                         f"({', '.join(method_names(stochastic=True))}); "
-                         f"{method!r} would give identical copies")
+        raise ValueError(
+            f"cloning needs a stochastic method "
+            f"({', '.join(method_names(stochastic=True))}); "
+            f"{method!r} would give identical copies"
+        )
     if isinstance(n_pairs, bool) or not isinstance(n_pairs, (int, np.integer)) or n_pairs < 1:
         raise ValueError(f"n_pairs must be a positive integer, got {n_pairs!r}")
     bt = np.atleast_1d(np.asarray(branch_times, dtype=float))
@@ -114,13 +132,30 @@ def clone_agreement(score, process: OUProcess, classify, branch_times, n_pairs: 
     rng = np.random.default_rng(seed)
     results = {}
     for k, tb in enumerate(bt[::-1]):
-        x, _ = sample(score, process, n=n_pairs if x is None else None, x_T=x, T=t_hi,
-                      t_min=float(tb), steps=_steps_between(t_hi, tb, dt), method=method,
-                      generator=generator, device=device, dtype=dtype)
+        x, _ = sample(
+            score,
+            process,
+            n=n_pairs if x is None else None,
+            x_T=x,
+            T=t_hi,
+            t_min=float(tb),
+            steps=_steps_between(t_hi, tb, dt),
+            method=method,
+            generator=generator,
+            device=device,
+            dtype=dtype,
+        )
         t_hi = float(tb)
-        both, _ = sample(score, process, x_T=torch.cat([x, x]), T=float(tb), t_min=t_min,
-                         steps=_steps_between(tb, t_min, dt), method=method,
-                         generator=generator)
+        both, _ = sample(
+            score,
+            process,
+            x_T=torch.cat([x, x]),
+            T=float(tb),
+            t_min=t_min,
+            steps=_steps_between(tb, t_min, dt),
+            method=method,
+            generator=generator,
+        )
         lab = _labels(classify, both)
         seen.update(np.unique(lab).tolist())
         same = (lab[:n_pairs] == lab[n_pairs:]).astype(float)
@@ -132,12 +167,20 @@ def clone_agreement(score, process: OUProcess, classify, branch_times, n_pairs: 
         p, lo, hi = results[float(tb)]
         phis.append(p), lows.append(lo), highs.append(hi)
     if len(seen) < 2:
-        raise ValueError("classify returned fewer than two classes over all end points; "
-                         "cloning needs at least two classes")
+        raise ValueError(
+            "classify returned fewer than two classes over all end points; "
+            "cloning needs at least two classes"
+        )
     return {
-        "branch_times": bt, "phi": np.array(phis), "ci_low": np.array(lows),
-        "ci_high": np.array(highs), "n_classes": len(seen), "n_pairs": int(n_pairs),
-        "dt": dt, "method": method, "T": float(T),
+        "branch_times": bt,
+        "phi": np.array(phis),
+        "ci_low": np.array(lows),
+        "ci_high": np.array(highs),
+        "n_classes": len(seen),
+        "n_pairs": int(n_pairs),
+        "dt": dt,
+        "method": method,
+        "T": float(T),
     }
 
 
@@ -154,8 +197,9 @@ def _crossing(times: np.ndarray, values: np.ndarray, level: float) -> float:
     return float("nan") if not above[0] else float(times[0])
 
 
-def speciation_time_measured(result: dict, threshold: float | None = None,
-                             n_classes: int | None = None) -> dict:
+def speciation_time_measured(
+    result: dict, threshold: float | None = None, n_classes: int | None = None
+) -> dict:
     """Crossing of ``phi(t)`` with ``threshold`` and its 95% interval.
 
     ``result``: the dict of :func:`clone_agreement`. ``threshold`` defaults to
@@ -174,10 +218,21 @@ def speciation_time_measured(result: dict, threshold: float | None = None,
     }
 
 
-def collapse_lock_times(score, process: OUProcess, n: int, T: float, steps: int,
-                        method: str = "euler_maruyama", generator=None, *, x_T=None,
-                        t_min: float = 1e-3, device=None, dtype=torch.float32,
-                        record_every: int = 1) -> dict:
+def collapse_lock_times(
+    score,
+    process: OUProcess,
+    n: int,
+    T: float,
+    steps: int,
+    method: str = "euler_maruyama",
+    generator=None,
+    *,
+    x_T=None,
+    t_min: float = 1e-3,
+    device=None,
+    dtype=torch.float32,
+    record_every: int = 1,
+) -> dict:
     """Per-trajectory lock times under an exact empirical score.
 
     ``score`` must offer ``nearest(x, t)`` (as :class:`~nonrev.scores.EmpiricalScore`
@@ -201,9 +256,20 @@ def collapse_lock_times(score, process: OUProcess, n: int, T: float, steps: int,
             rec_t.append(t)
             rec_i.append(score.nearest(x, t).cpu().numpy())
 
-    x, _ = sample(score, process, n=None if x_T is not None else n, x_T=x_T, T=T, steps=steps,
-                  method=method, generator=generator, t_min=t_min, callback=cb, device=device,
-                  dtype=dtype)
+    x, _ = sample(
+        score,
+        process,
+        n=None if x_T is not None else n,
+        x_T=x_T,
+        T=T,
+        steps=steps,
+        method=method,
+        generator=generator,
+        t_min=t_min,
+        callback=cb,
+        device=device,
+        dtype=dtype,
+    )
     times = np.array(rec_t)  # decreasing
     idx = np.stack(rec_i)  # (n_rec, n)
     final = idx[-1]
@@ -213,9 +279,13 @@ def collapse_lock_times(score, process: OUProcess, n: int, T: float, steps: int,
     last_diff = np.where(differ.any(0), differ.shape[0] - 1 - np.argmax(differ[::-1], axis=0), -1)
     lock = np.where(last_diff < 0, times[0], times[np.minimum(last_diff + 1, len(times) - 1)])
     return {
-        "lock_times": lock, "median": float(np.median(lock)),
-        "q25": float(np.percentile(lock, 25)), "q75": float(np.percentile(lock, 75)),
-        "final_index": final, "samples": x, "times": times,
+        "lock_times": lock,
+        "median": float(np.median(lock)),
+        "q25": float(np.percentile(lock, 25)),
+        "q75": float(np.percentile(lock, 75)),
+        "final_index": final,
+        "samples": x,
+        "times": times,
     }
 
 
@@ -231,8 +301,9 @@ def memorised_fraction(samples, points, ratio: float = 1.0 / 3.0) -> dict:
     return {"fraction": float(np.mean(r < ratio)), "ratios": r}
 
 
-def excess_entropy(score, process: OUProcess, points, times, n_mc: int = 2000,
-                   generator=None) -> np.ndarray:
+def excess_entropy(
+    score, process: OUProcess, points, times, n_mc: int = 2000, generator=None
+) -> np.ndarray:
     """Monte Carlo ``f(t)`` of the empirical law ``P^e_t = (1/N) sum N(M_t a, Sigma_t)``.
 
     ``f(t) = log N / d + (1/2d) log det(2 pi e Sigma_t) + (1/d) E log P^e_t(x)``,
@@ -252,8 +323,13 @@ def excess_entropy(score, process: OUProcess, points, times, n_mc: int = 2000,
         raise ValueError("times must be finite and positive")
     out = np.empty(ts.shape)
     for k, t in enumerate(ts):
-        pick = torch.randint(0, N, (n_mc,), generator=generator,
-                             device=generator.device if generator is not None else "cpu")
+        pick = torch.randint(
+            0,
+            N,
+            (n_mc,),
+            generator=generator,
+            device=generator.device if generator is not None else "cpu",
+        )
         x0 = a[pick.to(a.device)]
         x = process.sample(x0, float(t), generator=generator)
         S = process.cov(float(t))

@@ -74,7 +74,8 @@ ball, ``n_random`` random currents (seeded by ``generator``) and ``init``; a sta
 that violates the rate constraint is moved toward the feasible scaled optimal
 current until it satisfies it. Each start returns the best point it visited (the
 line search is nonmonotone), so the result is never worse than the best start
-(the scaled optimal current among them; with ``min_rate``, up to the barrier term). ``Q = 0`` is a stationary point when the
+(the scaled optimal current among them; with ``min_rate``, up to the barrier term). ``Q = 0`` is a
+stationary point when the
 class direction is an eigenvector of ``U`` (the gradient vanishes by symmetry),
 which is one reason for the restarts.
 """
@@ -88,10 +89,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.linalg
 
-from nonrev.process.currents import RATE_TEMPERATURE, current_summary, optimal_q, random_q
-from nonrev.process.currents import project_q_norm as _project_ball
-from nonrev.process.currents import soft_min_rate
 from nonrev.linalg import as_antisymmetric, as_count, as_positive_float, as_psd, as_spd, spd_inverse
+from nonrev.process.currents import (
+    RATE_TEMPERATURE,
+    current_summary,
+    optimal_q,
+    random_q,
+    soft_min_rate,
+)
+from nonrev.process.currents import project_q_norm as _project_ball
 from nonrev.process.ou import OUProcess
 from nonrev.regimes import criteria
 from nonrev.regimes.theory import collapse_time, speciation_time
@@ -110,8 +116,8 @@ OBJECTIVES = {
 
 _ARMIJO = 1e-4
 _MAX_HALVINGS = 15
-_MEMORY = 5             # nonmonotone line search and stopping window
-_STATIONARY = 1e-9      # |grad| below this * |phi| / scale: a stationary start
+_MEMORY = 5  # nonmonotone line search and stopping window
+_STATIONARY = 1e-9  # |grad| below this * |phi| / scale: a stationary start
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -149,8 +155,8 @@ class _Problem:
     C: np.ndarray | None
     n_train: int | None
     U_inv: np.ndarray = field(init=False)
-    kernels: int = 0      # (M_t, Sigma_t) pairs computed
-    frechets: int = 0     # Frechet derivatives computed
+    kernels: int = 0  # (M_t, Sigma_t) pairs computed
+    frechets: int = 0  # Frechet derivatives computed
 
     def __post_init__(self):
         self.U_inv = spd_inverse(self.U)
@@ -168,8 +174,9 @@ class _Problem:
         return F, -2.0 * t * pt["vv"], {"t": t, "M": M, **pt}
 
     def speciation_root(self, proc: OUProcess, t0: float):
-        x, st = criteria.solve_decreasing(lambda x: self.speciation_at(proc, math.exp(x)),
-                                  math.log(t0), "speciation time")
+        x, st = criteria.solve_decreasing(
+            lambda x: self.speciation_at(proc, math.exp(x)), math.log(t0), "speciation time"
+        )
         return math.exp(x), st
 
     def speciation_grad(self, proc: OUProcess, st: dict) -> np.ndarray:
@@ -190,8 +197,9 @@ class _Problem:
         return F, t * pt["dg_dt"] / g, {"t": t, "M": M, **pt}
 
     def collapse_root(self, proc: OUProcess, t0: float):
-        x, st = criteria.solve_decreasing(lambda x: self.collapse_at(proc, math.exp(x)),
-                                  math.log(t0), "collapse time")
+        x, st = criteria.solve_decreasing(
+            lambda x: self.collapse_at(proc, math.exp(x)), math.log(t0), "collapse time"
+        )
         return math.exp(x), st
 
     def collapse_grad(self, proc: OUProcess, st: dict) -> np.ndarray:
@@ -256,8 +264,10 @@ def _problem(U, between_cov, within_cov, data_cov, n_train, Q=None):
     Cb = as_psd("between_cov", between_cov, dim=d)
     Cw = np.zeros((d, d)) if within_cov is None else as_psd("within_cov", within_cov, dim=d)
     if not np.any(Cb):
-        raise ValueError("between_cov must not be zero: without a class separation there "
-                         "is no speciation to steer")
+        raise ValueError(
+            "between_cov must not be zero: without a class separation there "
+            "is no speciation to steer"
+        )
     if (data_cov is None) != (n_train is None):
         raise ValueError("data_cov and n_train go together: give both (for t_C) or neither")
     C, n = None, None
@@ -282,8 +292,8 @@ class _Point:
     t_c: float | None
     st_c: dict | None
     rate: float
-    value: float   # the objective in its natural units (see OBJECTIVES)
-    phi: float     # maximised: sign * objective + barrier
+    value: float  # the objective in its natural units (see OBJECTIVES)
+    phi: float  # maximised: sign * objective + barrier
     dts: np.ndarray | None = None  # d t_S / d theta, once the gradient is computed
     dtc: np.ndarray | None = None  # d t_C / d theta (window only)
 
@@ -406,8 +416,9 @@ class _Steerer:
             if x.phi > best.phi:
                 best = x
             best_at.append(best.phi)
-            if len(best_at) > _MEMORY and \
-                    best_at[-1] - best_at[-1 - _MEMORY] <= tol * max(abs(best_at[-1]), 1e-12):
+            if len(best_at) > _MEMORY and best_at[-1] - best_at[-1 - _MEMORY] <= tol * max(
+                abs(best_at[-1]), 1e-12
+            ):
                 break
         return best, trace, it
 
@@ -421,11 +432,23 @@ def _predict(t: float | None, grad: np.ndarray | None, dtheta: np.ndarray) -> fl
 
 
 # ----------------------------------------------------------------------------- entry point
-def steer_q(U, between_cov, within_cov=None, *, objective: str = "speciation_early",
-            target: float | None = None, q_norm_max: float | None = None,
-            min_rate: float | None = None, data_cov=None, n_train: int | None = None,
-            init=None, generator=None, n_random: int = 2, max_iter: int = 100,
-            tol: float = 1e-5) -> tuple[np.ndarray, dict]:
+def steer_q(
+    U,
+    between_cov,
+    within_cov=None,
+    *,
+    objective: str = "speciation_early",
+    target: float | None = None,
+    q_norm_max: float | None = None,
+    min_rate: float | None = None,
+    data_cov=None,
+    n_train: int | None = None,
+    init=None,
+    generator=None,
+    n_random: int = 2,
+    max_iter: int = 100,
+    tol: float = 1e-5,
+) -> tuple[np.ndarray, dict]:
     """Choose the antisymmetric current ``Q`` for a goal on the regimes.
 
     Parameters
@@ -501,7 +524,8 @@ def steer_q(U, between_cov, within_cov=None, *, objective: str = "speciation_ear
             raise ValueError(
                 f"min_rate = {min_rate:.6g} is not below Tr(U)/d = {bound:.6g}, the largest "
                 "relaxation rate any current reaches (at Tr(U)/d only the optimal currents "
-                "remain); ask for less, e.g. 0.9 * Tr(U)/d")
+                "remain); ask for less, e.g. 0.9 * Tr(U)/d"
+            )
         if min_rate <= lam_min:
             min_rate = None  # every current relaxes at least at lambda_min(U)
     n_random = as_count("n_random", n_random, minimum=0)
@@ -518,8 +542,10 @@ def steer_q(U, between_cov, within_cov=None, *, objective: str = "speciation_ear
     anchor = _rate_anchor(U, Q_opt, gamma_b, min_rate, radius, bound)
     t_s_zero = speciation_time(proc0, prob.Cb, prob.Cw)
     if t_s_zero == 0.0:
-        raise ValueError("the classes never speciate (the speciation ratio "
-                         "lambda_max(C_b, C_w) <= 1 at every t, for every Q): nothing to steer")
+        raise ValueError(
+            "the classes never speciate (the speciation ratio "
+            "lambda_max(C_b, C_w) <= 1 at every t, for every Q): nothing to steer"
+        )
     t_c_zero = None
     if prob.C is not None:
         t_c_zero = collapse_time(proc0, prob.C, prob.n_train)
@@ -551,8 +577,15 @@ def steer_q(U, between_cov, within_cov=None, *, objective: str = "speciation_ear
                 p, tr, it = steer.spg(p, radius, scale, max_iter, tol)
                 trace += tr[1:]
                 iters += it
-        results.append({"name": name, "value_start": p0.value, "value": p.value,
-                        "iterations": iters, "trace": trace})
+        results.append(
+            {
+                "name": name,
+                "value_start": p0.value,
+                "value": p.value,
+                "iterations": iters,
+                "trace": trace,
+            }
+        )
         if best is None or p.phi > best[1].phi:
             best = (name, p, trace)
     name, p, trace = best
@@ -565,23 +598,43 @@ def steer_q(U, between_cov, within_cov=None, *, objective: str = "speciation_ear
         t_c = None if prob.C is None else collapse_time(proc, prob.C, prob.n_train)
         figures = current_summary(proc.U, proc.Q, transient=False)
         rate, q_norm = figures["rate"], figures["q_norm"]
-        feasible = ((radius is None or q_norm <= radius * (1 + 1e-12))
-                    and (min_rate is None or rate >= min_rate))
-        value = None if objective == "window" and t_c is None else \
-            steer.value_and_score(t_s, t_c, proc)[0]
-        return {"t_speciation": t_s, "t_collapse": t_c, "rate": rate, "q_norm": q_norm,
-                "value": value, "feasible": bool(feasible)}
+        feasible = (radius is None or q_norm <= radius * (1 + 1e-12)) and (
+            min_rate is None or rate >= min_rate
+        )
+        value = (
+            None
+            if objective == "window" and t_c is None
+            else steer.value_and_score(t_s, t_c, proc)[0]
+        )
+        return {
+            "t_speciation": t_s,
+            "t_collapse": t_c,
+            "rate": rate,
+            "q_norm": q_norm,
+            "value": value,
+            "feasible": bool(feasible),
+        }
 
     final = summary(OUProcess(U, Q))
     info = {
-        "objective": objective, "target": target, "value": final["value"],
-        "t_speciation": final["t_speciation"], "t_collapse": final["t_collapse"],
-        "rate": final["rate"], "q_norm": final["q_norm"], "bound": bound,
-        "rate_reversible": lam_min, "q_norm_max": radius, "min_rate": min_rate,
-        "start": name, "trace": trace, "starts": results,
+        "objective": objective,
+        "target": target,
+        "value": final["value"],
+        "t_speciation": final["t_speciation"],
+        "t_collapse": final["t_collapse"],
+        "rate": final["rate"],
+        "q_norm": final["q_norm"],
+        "bound": bound,
+        "rate_reversible": lam_min,
+        "q_norm_max": radius,
+        "min_rate": min_rate,
+        "start": name,
+        "trace": trace,
+        "starts": results,
         "references": {"zero": summary(proc0), "optimal": summary(OUProcess(U, gamma_b * Q_opt))},
         "optimal_gamma": gamma_b,
-        "kernel_evaluations": prob.kernels, "gradient_evaluations": prob.frechets,
+        "kernel_evaluations": prob.kernels,
+        "gradient_evaluations": prob.frechets,
         "runtime_s": time.perf_counter() - t_start,
     }
     return Q, info
@@ -611,7 +664,8 @@ def _rate_anchor(U, Q_opt, gamma_b, min_rate, radius, bound):
             f"min_rate = {min_rate:.6g} is out of reach within ||Q||_2 <= {radius:.6g}: no "
             f"scaled optimal current within that budget relaxes faster than {rates[k]:.6g} "
             f"(Tr(U)/d = {bound:.6g} needs ||Q||_2 = {_q_norm(Q_opt):.6g}); raise q_norm_max "
-            "or lower min_rate")
+            "or lower min_rate"
+        )
     return gammas[k] * Q_opt
 
 

@@ -85,11 +85,11 @@ from nonrev.linalg import (
     SYM_TOL,
     as_count,
     as_labels,
+    as_positive_float,
     as_psd,
     as_samples,
     as_symmetric,
     as_times,
-    as_positive_float,
     psd_spectrum,
     sample_covariance,
     sym,
@@ -111,25 +111,35 @@ __all__ = [
     "speciation_time_from_data",
 ]
 
-_NO_VARIANCE = ("{name} is zero: the data have no variance, so there is no collapse "
-                "(or speciation) time to predict")
+_NO_VARIANCE = (
+    "{name} is zero: the data have no variance, so there is no collapse "
+    "(or speciation) time to predict"
+)
 
 
 #: What the block route uses of a kernel that is not an OUProcess.
-_BLOCK_INTERFACE = ("dim", "basis", "precision_blocks", "drift_blocks", "pair_blocks",
-                    "to_blocks", "relaxation_rate")
+_BLOCK_INTERFACE = (
+    "dim",
+    "basis",
+    "precision_blocks",
+    "drift_blocks",
+    "pair_blocks",
+    "to_blocks",
+    "relaxation_rate",
+)
 
 
 def _has_blocks(process) -> bool:
     """A kernel with the block interface (not a dense OUProcess)."""
-    return not isinstance(process, OUProcess) and all(
-        hasattr(process, a) for a in _BLOCK_INTERFACE)
+    return not isinstance(process, OUProcess) and all(hasattr(process, a) for a in _BLOCK_INTERFACE)
 
 
 def _check_process(process):
     if not isinstance(process, OUProcess) and not _has_blocks(process):
-        raise ValueError(f"process must be an OUProcess or a kernel with its block interface "
-                         f"(e.g. a SpectralProcess), got {type(process).__name__}")
+        raise ValueError(
+            f"process must be an OUProcess or a kernel with its block interface "
+            f"(e.g. a SpectralProcess), got {type(process).__name__}"
+        )
     return process
 
 
@@ -150,27 +160,32 @@ def _as_psd_blocks(process, name: str, C) -> np.ndarray:
     try:
         arr = np.array(C, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a numeric ({d}, {d}) matrix or its ({m}, {g}, {g}) "
-                         f"blocks ({exc})") from None
+        raise ValueError(
+            f"{name} must be a numeric ({d}, {d}) matrix or its ({m}, {g}, {g}) blocks ({exc})"
+        ) from None
     if arr.ndim == 2:
-        arr = np.asarray(process.to_blocks(name, as_symmetric(name, arr, dim=d)),
-                         dtype=np.float64)
+        arr = np.asarray(process.to_blocks(name, as_symmetric(name, arr, dim=d)), dtype=np.float64)
     elif arr.shape != (m, g, g):
-        raise ValueError(f"{name} must be a ({d}, {d}) matrix or its ({m}, {g}, {g}) blocks "
-                         f"in the process's basis, got shape {arr.shape}")
+        raise ValueError(
+            f"{name} must be a ({d}, {d}) matrix or its ({m}, {g}, {g}) blocks "
+            f"in the process's basis, got shape {arr.shape}"
+        )
     elif not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or inf")
     else:
         scale = np.linalg.norm(arr)
         asym = np.linalg.norm(arr - np.swapaxes(arr, -1, -2))
         if asym > SYM_TOL * max(scale, np.finfo(float).tiny):
-            raise ValueError(f"{name} must be symmetric: ||{name} - {name}^T|| / ||{name}|| = "
-                             f"{asym / scale:.3g} exceeds {SYM_TOL:g}")
+            raise ValueError(
+                f"{name} must be symmetric: ||{name} - {name}^T|| / ||{name}|| = "
+                f"{asym / scale:.3g} exceeds {SYM_TOL:g}"
+            )
     arr = sym(arr)
     lam = np.linalg.eigvalsh(arr)
     if lam.min() < -SYM_TOL * max(abs(float(lam.max())), 1.0):
-        raise ValueError(f"{name} must be positive semi-definite: its smallest eigenvalue "
-                         f"is {lam.min():.3g}")
+        raise ValueError(
+            f"{name} must be positive semi-definite: its smallest eigenvalue is {lam.min():.3g}"
+        )
     return arr
 
 
@@ -253,7 +268,9 @@ def speciation_time(process, between_cov, within_cov=None) -> float:
     ratio = _speciation_ratio(frame, Cb, Cw)
     x, _ = criteria.solve_decreasing(
         lambda x: (criteria.log_positive(ratio(float(np.exp(x)))), None, None),
-        float(np.log(t_max)), "speciation time")
+        float(np.log(t_max)),
+        "speciation time",
+    )
     return float(np.exp(x))
 
 
@@ -287,12 +304,15 @@ def collapse_snr_spectrum(process, data_cov, times) -> np.ndarray:
         out = np.stack([criteria.isotropic_snr(c, gammas, t)[::-1] for t in grid])
     elif C.ndim == 3:  # blocks: the union of the blocks' spectra
         whiten = criteria.whitened(frame, [C])
-        out = np.stack([np.clip(np.sort(np.linalg.eigvalsh(whiten(t)[0]).reshape(-1))[::-1],
-                                0.0, None) for t in grid])
+        out = np.stack(
+            [
+                np.clip(np.sort(np.linalg.eigvalsh(whiten(t)[0]).reshape(-1))[::-1], 0.0, None)
+                for t in grid
+            ]
+        )
     else:
         whiten = criteria.whitened(frame, [C])
-        out = np.stack([np.clip(np.linalg.eigvalsh(whiten(t)[0])[::-1], 0.0, None)
-                        for t in grid])
+        out = np.stack([np.clip(np.linalg.eigvalsh(whiten(t)[0])[::-1], 0.0, None) for t in grid])
     return out[0] if scalar else out
 
 
@@ -343,8 +363,7 @@ def isotropic_collapse_time(c: float, data_eigvals, n_train: int) -> float:
 
     lo = np.log(c * top) - np.log(np.expm1(2.0 * log_n)) - 1.0  # margins: strict bracket
     hi = np.log(c * top) - np.log(np.expm1(2.0 * log_n / d)) + 1.0
-    x, _ = criteria.solve_decreasing(lambda x: (h(x), None, None), 0.5 * (lo + hi),
-                                     "collapse time")
+    x, _ = criteria.solve_decreasing(lambda x: (h(x), None, None), 0.5 * (lo + hi), "collapse time")
     y = np.exp(x)
     return float(np.log1p(y) / (2.0 * c))
 
@@ -376,7 +395,9 @@ def collapse_time(process, data_cov, n_train: int) -> float:
     log_log_n = np.log(np.log(n))
     x, _ = criteria.solve_decreasing(
         lambda x: (criteria.log_positive(gap(float(np.exp(x)))) - log_log_n, None, None),
-        float(np.log(t_max)), "collapse time")
+        float(np.log(t_max)),
+        "collapse time",
+    )
     return float(np.exp(x))
 
 
@@ -471,10 +492,12 @@ def speciation_time_from_data(process, X, labels=None) -> float:
     X = as_samples("X", X, dim=_check_process(process).dim)
     blocks = _has_blocks(process)
     if labels is None:
-        return speciation_time(process, covariance_blocks(process, X) if blocks
-                               else _sample_covariance(X))
-    between, within, w = (class_covariance_blocks(process, X, labels) if blocks
-                          else class_covariances(X, labels))
+        return speciation_time(
+            process, covariance_blocks(process, X) if blocks else _sample_covariance(X)
+        )
+    between, within, w = (
+        class_covariance_blocks(process, X, labels) if blocks else class_covariances(X, labels)
+    )
     if w.size < 2:
         raise ValueError(f"labels must name at least 2 classes, got {w.size}")
     return speciation_time(process, between, within)

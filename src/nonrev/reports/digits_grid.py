@@ -45,13 +45,24 @@ def settings_summary(table) -> list[dict]:
         values = values if isinstance(values, tuple) else (values,)
         row = dict(zip(keys, values))
         row["seeds"] = sorted(int(s) for s in group["seed"]) if "seed" in group else []
-        row["fd"] = {k: (float(group[c].mean()), float(group[c].min()), float(group[c].max()))
-                     for k, c in cols.items()}
+        row["fd"] = {
+            k: (float(group[c].mean()), float(group[c].min()), float(group[c].max()))
+            for k, c in cols.items()
+        }
         if "seed" in group:
-            row["fd_by_seed"] = {k: {int(s): float(v) for s, v in zip(group["seed"], group[c])}
-                                 for k, c in cols.items()}
-        for name in ("rate", "q_norm", "a_norm", "u_condition", "final_loss", "train_seconds",
-                     "memorised_fraction"):
+            row["fd_by_seed"] = {
+                k: {int(s): float(v) for s, v in zip(group["seed"], group[c])}
+                for k, c in cols.items()
+            }
+        for name in (
+            "rate",
+            "q_norm",
+            "a_norm",
+            "u_condition",
+            "final_loss",
+            "train_seconds",
+            "memorised_fraction",
+        ):
             if name in group:
                 row[name] = float(group[name].mean())
         rows.append(row)
@@ -65,8 +76,9 @@ def _best(row: dict, nfe: int):
 
 
 def _name(row: dict) -> str:
-    return (f"U={row['u']}, Q={row['q']}, {row.get('parametrisation', 'gaussian')}"
-            + (", snr grid" if row.get("time_sampling") == "snr" else ""))
+    return f"U={row['u']}, Q={row['q']}, {row.get('parametrisation', 'gaussian')}" + (
+        ", snr grid" if row.get("time_sampling") == "snr" else ""
+    )
 
 
 def comparisons(rows: list[dict], nfe: int = TARGET_NFE) -> list[dict]:
@@ -90,12 +102,20 @@ def comparisons(rows: list[dict], nfe: int = TARGET_NFE) -> list[dict]:
             theirs = ref.get("fd_by_seed", {}).get((ref_method, nfe), {})
             paired = {s: mine[s] / theirs[s] for s in sorted(set(mine) & set(theirs))}
             worst = max(paired.values()) if paired else mean / ref_mean
-            out.append({"setting": _name(r), "method": method, "fd": mean,
-                        "reference": _name(ref), "reference_method": ref_method,
-                        "reference_fd": ref_mean, "ratio": mean / ref_mean,
-                        "ratio_by_seed": paired,
-                        "matches_on_every_seed": bool(worst <= MATCH_FACTOR),
-                        "better_on_every_seed": bool(worst <= 2.0 - MATCH_FACTOR)})
+            out.append(
+                {
+                    "setting": _name(r),
+                    "method": method,
+                    "fd": mean,
+                    "reference": _name(ref),
+                    "reference_method": ref_method,
+                    "reference_fd": ref_mean,
+                    "ratio": mean / ref_mean,
+                    "ratio_by_seed": paired,
+                    "matches_on_every_seed": bool(worst <= MATCH_FACTOR),
+                    "better_on_every_seed": bool(worst <= 2.0 - MATCH_FACTOR),
+                }
+            )
     return out
 
 
@@ -113,8 +133,12 @@ def figure_fd(rows: list[dict], path: Path) -> None:
     nfes = sorted({n for r in rows for (_, n) in r["fd"]})
     ax.set_xticks(nfes, [str(n) for n in nfes])
     ax.minorticks_off()
-    ticks = [t for t in (1, 2, 3, 5, 10, 20, 30, 50, 100) if t <= 2 * max(
-        (v[0] for r in rows for v in r["fd"].values() if np.isfinite(v[0])), default=1)]
+    ticks = [
+        t
+        for t in (1, 2, 3, 5, 10, 20, 30, 50, 100)
+        if t
+        <= 2 * max((v[0] for r in rows for v in r["fd"].values() if np.isfinite(v[0])), default=1)
+    ]
     ax.set_yticks(ticks, [str(t) for t in ticks])
     ax.set_xlabel("score evaluations per sample (NFE)")
     ax.set_ylabel("digits Frechet distance (best sampler)")
@@ -127,28 +151,39 @@ def findings(rows: list[dict], comps: list[dict], nfe: int = TARGET_NFE) -> list
     """Plain statements read off the numbers."""
     out = []
     for c in comps:
-        verdict = ("better by 10% or more on every seed" if c["better_on_every_seed"] else
-                   f"within {MATCH_FACTOR}x on every seed" if c["matches_on_every_seed"] else
-                   f"not within {MATCH_FACTOR}x on every seed")
+        verdict = (
+            "better by 10% or more on every seed"
+            if c["better_on_every_seed"]
+            else f"within {MATCH_FACTOR}x on every seed"
+            if c["matches_on_every_seed"]
+            else f"not within {MATCH_FACTOR}x on every seed"
+        )
         seeds = ", ".join(f"seed {s}: {v:.2f}" for s, v in c["ratio_by_seed"].items())
-        out.append(f"{c['setting']}: Frechet distance {fmt(c['fd'])} at NFE {nfe} "
-                   f"({c['method']}) against {fmt(c['reference_fd'])} for the best "
-                   f"reversible setting with the same U ({c['reference']}, "
-                   f"{c['reference_method']}): ratio {c['ratio']:.2f}"
-                   + (f" ({seeds})" if seeds else "") + f", {verdict}.")
+        out.append(
+            f"{c['setting']}: Frechet distance {fmt(c['fd'])} at NFE {nfe} "
+            f"({c['method']}) against {fmt(c['reference_fd'])} for the best "
+            f"reversible setting with the same U ({c['reference']}, "
+            f"{c['reference_method']}): ratio {c['ratio']:.2f}"
+            + (f" ({seeds})" if seeds else "")
+            + f", {verdict}."
+        )
     by = {(r["u"], r["q"], r.get("parametrisation"), r.get("time_sampling")): r for r in rows}
     for (u, q, p, ts), r in by.items():
         if p == "data_frame" and (u, q, "gaussian", ts) in by:
             g = by[u, q, "gaussian", ts]
             a, b = _best(r, nfe)[1][0], _best(g, nfe)[1][0]
-            out.append(f"Data-frame parametrisation for U={u}, Q={q}: {fmt(a)} against "
-                       f"{fmt(b)} with the Gaussian preconditioning at NFE {nfe} "
-                       f"({'better' if a < b else 'worse'} by {abs(a / b - 1) * 100:.0f}%).")
+            out.append(
+                f"Data-frame parametrisation for U={u}, Q={q}: {fmt(a)} against "
+                f"{fmt(b)} with the Gaussian preconditioning at NFE {nfe} "
+                f"({'better' if a < b else 'worse'} by {abs(a / b - 1) * 100:.0f}%)."
+            )
         if ts == "snr" and (u, q, p, "log") in by:
             g = by[u, q, p, "log"]
             a, b = _best(r, nfe)[1][0], _best(g, nfe)[1][0]
-            out.append(f"Noise-level training grid for U={u}, Q={q}, {p}: {fmt(a)} against "
-                       f"{fmt(b)} on the log grid at NFE {nfe}.")
+            out.append(
+                f"Noise-level training grid for U={u}, Q={q}, {p}: {fmt(a)} against "
+                f"{fmt(b)} on the log grid at NFE {nfe}."
+            )
     return out
 
 
@@ -163,21 +198,38 @@ def write_digits_grid_report(table, out) -> list[Path]:
     figure_fd(rows, out / "fd_vs_nfe.png")
     nfes = sorted({n for r in rows for (_, n) in r["fd"]})
     methods = list(dict.fromkeys(m for r in rows for (m, _) in r["fd"]))
-    L = ["# Learned models on digits: which current pays", "",
-         "Each setting trained with the same budget on every seed; quality is the digits "
-         "Frechet distance to the held-out test set (nonrev.experiments.digits_quality; "
-         "real digits score about 1.7 +- 0.6 against it). Mean over seeds, range in "
-         "brackets.", "", "## Comparison at NFE " + str(TARGET_NFE), ""]
+    L = [
+        "# Learned models on digits: which current pays",
+        "",
+        "Each setting trained with the same budget on every seed; quality is the digits "
+        "Frechet distance to the held-out test set (nonrev.experiments.digits_quality; "
+        "real digits score about 1.7 +- 0.6 against it). Mean over seeds, range in "
+        "brackets.",
+        "",
+        "## Comparison at NFE " + str(TARGET_NFE),
+        "",
+    ]
     L += [f"* {f}" for f in findings(rows, comps)] or ["* No setting with Q != 0 in the grid."]
-    L += ["", "## Processes", "", "| setting | seeds | rate | ‖Q‖ | ‖A‖ | cond U | final loss |"
-          " memorised |", "|---|---|---|---|---|---|---|---|"]
+    L += [
+        "",
+        "## Processes",
+        "",
+        "| setting | seeds | rate | ‖Q‖ | ‖A‖ | cond U | final loss | memorised |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        L.append(f"| {_name(r)} | {len(r['seeds'])} | {fmt(r.get('rate'))} | "
-                 f"{fmt(r.get('q_norm'))} | {fmt(r.get('a_norm'))} | {fmt(r.get('u_condition'))} "
-                 f"| {fmt(r.get('final_loss'))} | {fmt(r.get('memorised_fraction'))} |")
-    L += ["", "## Frechet distance by sampler and NFE", "",
-          "| setting | sampler | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
-          "|---|---|" + "---|" * len(nfes)]
+        L.append(
+            f"| {_name(r)} | {len(r['seeds'])} | {fmt(r.get('rate'))} | "
+            f"{fmt(r.get('q_norm'))} | {fmt(r.get('a_norm'))} | {fmt(r.get('u_condition'))} "
+            f"| {fmt(r.get('final_loss'))} | {fmt(r.get('memorised_fraction'))} |"
+        )
+    L += [
+        "",
+        "## Frechet distance by sampler and NFE",
+        "",
+        "| setting | sampler | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
+        "|---|---|" + "---|" * len(nfes),
+    ]
     for r in rows:
         for m in methods:
             cells = []

@@ -55,8 +55,9 @@ def plot_phi(ax, row: dict, colour_, label: str, *, predicted: bool = True) -> N
     """One cloning curve phi(t) of a measured speciation row: dots, the 95% band, and
     the predicted t_S as a dashed line."""
     t = np.asarray(row["branch_times"])
-    ax.plot(t, row["phi"], "o-", color=colour_,
-            label=f"{label} measured t_S = {fmt(row['t_measured'])}")
+    ax.plot(
+        t, row["phi"], "o-", color=colour_, label=f"{label} measured t_S = {fmt(row['t_measured'])}"
+    )
     ax.fill_between(t, row["ci_low"], row["ci_high"], color=colour_, alpha=0.2)
     tp = row["t_predicted"]
     if predicted and tp is not None and math.isfinite(tp) and tp > 0:

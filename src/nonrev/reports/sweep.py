@@ -16,17 +16,33 @@ def regime_figures(table, out) -> list[Path]:
     if ok.empty:
         return []
     paths = []
-    for name, title in (("t_S", "speciation time t_S (cloning)"),
-                        ("t_C", "collapse time t_C (median lock time; the training\n"
-                                "points do not depend on the class direction)")):
+    for name, title in (
+        ("t_S", "speciation time t_S (cloning)"),
+        (
+            "t_C",
+            "collapse time t_C (median lock time; the training\n"
+            "points do not depend on the class direction)",
+        ),
+    ):
         fig, ax = figure(figsize=(6, 4))
         for k, (direction, rows) in enumerate(ok.groupby("direction", sort=False)):
             color = ("tab:blue", "tab:red", "tab:green")[k % 3]
             mean = rows.groupby("gamma")[[f"{name}_predicted", f"{name}_measured"]].mean()
-            ax.plot(mean.index, mean[f"{name}_predicted"], "--o", mfc="white", color=color,
-                    label=f"{direction}: predicted")
-            ax.plot(mean.index, mean[f"{name}_measured"], "-o", color=color,
-                    label=f"{direction}: measured")
+            ax.plot(
+                mean.index,
+                mean[f"{name}_predicted"],
+                "--o",
+                mfc="white",
+                color=color,
+                label=f"{direction}: predicted",
+            )
+            ax.plot(
+                mean.index,
+                mean[f"{name}_measured"],
+                "-o",
+                color=color,
+                label=f"{direction}: measured",
+            )
             if len(rows) > len(mean):
                 ax.plot(rows["gamma"], rows[f"{name}_measured"], ".", color=color, alpha=0.4)
         ax.set_xlabel("gamma  (Q = gamma * Q_optimal)")

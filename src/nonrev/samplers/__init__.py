@@ -14,16 +14,38 @@
   a method's exact error at a given NFE).
 """
 
-from nonrev.samplers.registry import (METHODS, Coefficients, Method, get_method,
-                                      method_names, register, unregister)
-from nonrev.samplers import explicit, affine, dpmpp  # noqa: F401  (they register the methods)
-from nonrev.samplers.grids import SPACINGS, as_grid, default_horizon, time_grid
-from nonrev.samplers.steps import coefficients, step
+from nonrev.samplers import affine, dpmpp, explicit  # noqa: F401  (they register the methods)
+from nonrev.samplers.design import design_current
 from nonrev.samplers.driver import sample
 from nonrev.samplers.gaussian import gaussian_error, optimise_grid
-from nonrev.samplers.design import design_current
+from nonrev.samplers.grids import SPACINGS, as_grid, default_horizon, time_grid
+from nonrev.samplers.registry import (
+    METHODS,
+    Coefficients,
+    Method,
+    get_method,
+    method_names,
+    register,
+    unregister,
+)
+from nonrev.samplers.steps import coefficients, step
 
-__all__ = ["METHODS", "SPACINGS", "Coefficients", "Method", "as_grid", "coefficients",
-           "default_horizon", "design_current", "gaussian_error", "get_method",
-           "method_names", "optimise_grid", "register", "sample", "step", "time_grid",
-           "unregister"]
+__all__ = [
+    "METHODS",
+    "SPACINGS",
+    "Coefficients",
+    "Method",
+    "as_grid",
+    "coefficients",
+    "default_horizon",
+    "design_current",
+    "gaussian_error",
+    "get_method",
+    "method_names",
+    "optimise_grid",
+    "register",
+    "sample",
+    "step",
+    "time_grid",
+    "unregister",
+]

@@ -53,13 +53,25 @@ def _build_ancestral(ker: GridKernel, options: dict) -> dict:
     for k in range(ker.n):
         C[k] = block_psd_factor(P[k])
     Mh_inv = np.linalg.inv(Mh)
-    return finish(ker, X=K, X0=ker.M[1:] - K @ ker.M[:-1], F=Mh_inv, G=(Mh_inv - K) @ St,
-                  noise=C)
+    return finish(ker, X=K, X0=ker.M[1:] - K @ ker.M[:-1], F=Mh_inv, G=(Mh_inv - K) @ St, noise=C)
 
 
-register(Method("ancestral", build=_build_ancestral, step=affine_step, stochastic=True,
-                summary="exact Gaussian posterior step (DDPM for U = I)"))
-register(Method("ddim", build=_build_ddim, step=affine_step,
-                summary="DDIM in the Cholesky frame"))
-register(Method("gddim", build=_build_gddim, step=affine_step, prior=True,
-                summary="DDIM in the gDDIM frame R_t (exact flow for a point mass)"))
+register(
+    Method(
+        "ancestral",
+        build=_build_ancestral,
+        step=affine_step,
+        stochastic=True,
+        summary="exact Gaussian posterior step (DDPM for U = I)",
+    )
+)
+register(Method("ddim", build=_build_ddim, step=affine_step, summary="DDIM in the Cholesky frame"))
+register(
+    Method(
+        "gddim",
+        build=_build_gddim,
+        step=affine_step,
+        prior=True,
+        summary="DDIM in the gDDIM frame R_t (exact flow for a point mass)",
+    )
+)

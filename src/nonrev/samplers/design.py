@@ -66,12 +66,27 @@ def _directions(U, C, Q_opt, n_random, rng):
     return out
 
 
-def design_current(U, mean, cov, method: str = "dpmpp_2m", nfe: int = 10, *,
-                   q_norm_max: float | None = None, prior=None, start: str = "stationary",
-                   seed=0, t_min: float = 1e-3, maxiter: int = 150, grid_maxiter: int = 60,
-                   restarts: int = 2, n_random: int = 2, n_directions: int = 8,
-                   T_range: tuple[float, float] = (0.5, 40.0), T_scan: int = 9,
-                   refine_grid: bool = True) -> dict:
+def design_current(
+    U,
+    mean,
+    cov,
+    method: str = "dpmpp_2m",
+    nfe: int = 10,
+    *,
+    q_norm_max: float | None = None,
+    prior=None,
+    start: str = "stationary",
+    seed=0,
+    t_min: float = 1e-3,
+    maxiter: int = 150,
+    grid_maxiter: int = 60,
+    restarts: int = 2,
+    n_random: int = 2,
+    n_directions: int = 8,
+    T_range: tuple[float, float] = (0.5, 40.0),
+    T_scan: int = 9,
+    refine_grid: bool = True,
+) -> dict:
     """The antisymmetric ``Q``, horizon ``T`` and grid that minimise the exact W2 of
     ``method`` at ``nfe`` model evaluations for data ``N(mean, cov)`` under the noise
     precision ``U`` (process ``A = (I + Q) U``), with the sampler started as ``start``
@@ -138,13 +153,23 @@ def design_current(U, mean, cov, method: str = "dpmpp_2m", nfe: int = 10, *,
     per_step = get_method(method).evaluations  # ValueError naming the methods if unknown
     if start not in ("exact", "stationary"):
         raise ValueError(f"start must be 'exact' or 'stationary', got {start!r}")
-    if isinstance(nfe, bool) or not isinstance(nfe, (int, np.integer)) or nfe < per_step \
-            or nfe % per_step:
-        raise ValueError(f"nfe must be a positive integer multiple of {per_step} for "
-                         f"{method!r} ({per_step} evaluation(s) per step), got {nfe!r}")
-    for name, v in (("maxiter", maxiter), ("grid_maxiter", grid_maxiter),
-                    ("restarts", restarts), ("n_directions", n_directions),
-                    ("T_scan", T_scan)):
+    if (
+        isinstance(nfe, bool)
+        or not isinstance(nfe, (int, np.integer))
+        or nfe < per_step
+        or nfe % per_step
+    ):
+        raise ValueError(
+            f"nfe must be a positive integer multiple of {per_step} for "
+            f"{method!r} ({per_step} evaluation(s) per step), got {nfe!r}"
+        )
+    for name, v in (
+        ("maxiter", maxiter),
+        ("grid_maxiter", grid_maxiter),
+        ("restarts", restarts),
+        ("n_directions", n_directions),
+        ("T_scan", T_scan),
+    ):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
     if isinstance(n_random, bool) or not isinstance(n_random, (int, np.integer)) or n_random < 0:
@@ -172,9 +197,15 @@ def design_current(U, mean, cov, method: str = "dpmpp_2m", nfe: int = 10, *,
             return math.inf
         count[0] += 1
         try:
-            v = gaussian_error(OUProcess(U, Q), m, C, method,
-                               times=time_grid(math.exp(log_T), steps, t_min, "log"),
-                               start=start, prior=prior)["w2"]
+            v = gaussian_error(
+                OUProcess(U, Q),
+                m,
+                C,
+                method,
+                times=time_grid(math.exp(log_T), steps, t_min, "log"),
+                start=start,
+                prior=prior,
+            )["w2"]
         except ValueError:  # refused as unstable, or a singular step map
             return math.inf
         return math.log(v) if v > 0 and math.isfinite(v) else (math.inf if v != 0 else -1e9)
@@ -218,8 +249,12 @@ def design_current(U, mean, cov, method: str = "dpmpp_2m", nfe: int = 10, *,
         def Q_of(x):
             return Q0 + scale * sum(c * B for c, B in zip(x[:k], basis))
 
-        r = scipy.optimize.minimize(lambda x: penalised(Q_of(x), x[-1]), x0, method="Powell",
-                                    options={"maxfev": maxiter, "xtol": 1e-3, "ftol": 1e-4})
+        r = scipy.optimize.minimize(
+            lambda x: penalised(Q_of(x), x[-1]),
+            x0,
+            method="Powell",
+            options={"maxfev": maxiter, "xtol": 1e-3, "ftol": 1e-4},
+        )
         return float(r.fun), project_q_norm(Q_of(r.x), radius), float(r.x[-1])
 
     if full:
@@ -232,8 +267,10 @@ def design_current(U, mean, cov, method: str = "dpmpp_2m", nfe: int = 10, *,
         rounds = [basis]
     else:
         C_dir = C if np.any(C) else np.eye(d)
-        rounds = [_directions(U, C_dir, Q_opt, max(n_directions - 4, 0), rng)[:n_directions],
-                  [_unit(random_q(d, 1.0, seed=rng)) for _ in range(n_directions)]]
+        rounds = [
+            _directions(U, C_dir, Q_opt, max(n_directions - 4, 0), rng)[:n_directions],
+            [_unit(random_q(d, 1.0, seed=rng)) for _ in range(n_directions)],
+        ]
     for name in order[:restarts]:
         _, log_T0, Q0 = scored[name]
         for basis in rounds:  # later rounds start from the previous round's Q and T
@@ -242,12 +279,15 @@ def design_current(U, mean, cov, method: str = "dpmpp_2m", nfe: int = 10, *,
                 best = (f, Q0, log_T0, name)
     evaluations = count[0]
     if not math.isfinite(best[0]):
-        raise ValueError(f"{method} at nfe {nfe}: every candidate (Q, T) was refused as "
-                         "unstable or singular; raise nfe or use an exact-kernel method")
+        raise ValueError(
+            f"{method} at nfe {nfe}: every candidate (Q, T) was refused as "
+            "unstable or singular; raise nfe or use an exact-kernel method"
+        )
     Q_best, T_best = best[1], math.exp(best[2])
     proc = OUProcess(U, Q_best)
-    w2_log = gaussian_error(proc, m, C, method, times=time_grid(T_best, steps, t_min, "log"),
-                            start=start, prior=prior)["w2"]
+    w2_log = gaussian_error(
+        proc, m, C, method, times=time_grid(T_best, steps, t_min, "log"), start=start, prior=prior
+    )["w2"]
 
     # 3. the grid and T of each setting by optimise_grid with T free (its own scan of
     # T, then the grid, then both jointly), kept only when it beats the log grid at
@@ -255,13 +295,26 @@ def design_current(U, mean, cov, method: str = "dpmpp_2m", nfe: int = 10, *,
     def refine(process, T, it):
         log_grid = time_grid(T, steps, t_min, "log")
         try:
-            g = optimise_grid(process, m, C, method, steps, t_min=t_min, start=start,
-                              maxiter=it, prior=prior, T_range=T_range, T_scan=T_scan)
+            g = optimise_grid(
+                process,
+                m,
+                C,
+                method,
+                steps,
+                t_min=t_min,
+                start=start,
+                maxiter=it,
+                prior=prior,
+                T_range=T_range,
+                T_scan=T_scan,
+            )
         except ValueError:
             return log_grid
         cands = [log_grid, g]
-        vals = [gaussian_error(process, m, C, method, times=x, start=start,
-                               prior=prior)["w2"] for x in cands]
+        vals = [
+            gaussian_error(process, m, C, method, times=x, start=start, prior=prior)["w2"]
+            for x in cands
+        ]
         return cands[int(np.argmin(vals))]
 
     rev = OUProcess(U)
@@ -273,21 +326,34 @@ def design_current(U, mean, cov, method: str = "dpmpp_2m", nfe: int = 10, *,
         k_T = scored["zero"][1]
         width = (log_T_hi - log_T_lo) / max(T_scan - 1, 1)
         r = scipy.optimize.minimize_scalar(
-            lambda s: log_w2(np.zeros((d, d)), s), method="bounded",
+            lambda s: log_w2(np.zeros((d, d)), s),
+            method="bounded",
             bounds=(max(k_T - width, log_T_lo), min(k_T + width, log_T_hi)),
-            options={"xatol": 1e-4, "maxiter": max(evaluations, 1)})
+            options={"xatol": 1e-4, "maxiter": max(evaluations, 1)},
+        )
         T_rev = math.exp(float(r.x)) if r.fun < scored["zero"][0] else math.exp(k_T)
         times_rev = time_grid(T_rev, steps, t_min, "log")
     res = gaussian_error(proc, m, C, method, times=times, start=start, prior=prior)
     res_rev = gaussian_error(rev, m, C, method, times=times_rev, start=start, prior=prior)
     times = np.asarray(times, dtype=float)
     return {
-        "Q": Q_best, "T": float(times[-1]), "times": times, "w2": float(res["w2"]),
-        "w2_log_grid": float(w2_log), "q_norm": spectral_norm(Q_best) if np.any(Q_best) else 0.0,
-        "rate": proc.relaxation_rate(), "w2_reversible": float(res_rev["w2"]),
-        "T_reversible": float(times_rev[-1]), "times_reversible": np.asarray(times_rev, float),
-        "method": method, "steps": steps, "nfe": int(res["nfe"]), "q_norm_max": radius,
-        "start": best[3], "starts": {k: math.exp(v[0]) for k, v in scored.items()},
-        "evaluations": evaluations, "parametrisation": "entries" if full else "subspace",
+        "Q": Q_best,
+        "T": float(times[-1]),
+        "times": times,
+        "w2": float(res["w2"]),
+        "w2_log_grid": float(w2_log),
+        "q_norm": spectral_norm(Q_best) if np.any(Q_best) else 0.0,
+        "rate": proc.relaxation_rate(),
+        "w2_reversible": float(res_rev["w2"]),
+        "T_reversible": float(times_rev[-1]),
+        "times_reversible": np.asarray(times_rev, float),
+        "method": method,
+        "steps": steps,
+        "nfe": int(res["nfe"]),
+        "q_norm_max": radius,
+        "start": best[3],
+        "starts": {k: math.exp(v[0]) for k, v in scored.items()},
+        "evaluations": evaluations,
+        "parametrisation": "entries" if full else "subspace",
         "sampler_start": start,
     }

@@ -50,8 +50,10 @@ def second_order_weight(process, desc, lam, k, Rs, Mh_inv, name="lambda") -> np.
     smallest = np.linalg.eigvalsh(process.pair_blocks(np.exp(coarse[:-1]))[1])[..., 0]
     stiff = 1.0 / smallest.min(axis=-1)
     pieces = np.maximum(1, np.ceil(np.diff(coarse) * np.exp(coarse[1:]) * stiff)).astype(int)
-    edges = np.concatenate([np.linspace(a, b, m + 1)[:-1] for a, b, m in
-                            zip(coarse[:-1], coarse[1:], pieces)] + [coarse[-1:]])
+    edges = np.concatenate(
+        [np.linspace(a, b, m + 1)[:-1] for a, b, m in zip(coarse[:-1], coarse[1:], pieces)]
+        + [coarse[-1:]]
+    )
     u, w = gauss_legendre(edges)
     tau = np.exp(u)
     R = process.gddim_blocks(tau)
@@ -89,5 +91,13 @@ def _build(ker: GridKernel, options: dict) -> dict:
     return finish(ker, X=b["X"], X0=X0, F=F, G=G, X1=X1, F1=F1, G1=G1)
 
 
-register(Method("dpmpp_2m", build=_build, step=affine_step, multistep=True, prior=True,
-                summary="matrix DPM-Solver++(2M) in the gDDIM frame"))
+register(
+    Method(
+        "dpmpp_2m",
+        build=_build,
+        step=affine_step,
+        multistep=True,
+        prior=True,
+        summary="matrix DPM-Solver++(2M) in the gDDIM frame",
+    )
+)

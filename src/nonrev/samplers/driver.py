@@ -104,17 +104,25 @@ def sample(
     """
     record = get_method(method)
     if not all(hasattr(process, a) for a in ("kernel_blocks", "operators", "dim")):
-        raise ValueError(f"process must be an OUProcess (or a kernel with its block "
-                         f"interface), got {type(process).__name__}")
+        raise ValueError(
+            f"process must be an OUProcess (or a kernel with its block "
+            f"interface), got {type(process).__name__}"
+        )
     grid = resolve_grid(process, times, steps, T, t_min, spacing)
     if record.positive_t_min and grid[0] <= 0:
         raise ValueError(f"t_min must be > 0 for {record.name} (it evaluates the model at t_min)")
     saves = None
     if save_times is not None:
         saves = np.atleast_1d(np.asarray(save_times, dtype=float))
-        if saves.ndim != 1 or not np.all(np.isfinite(saves)) or np.any(saves < grid[0] - 1e-12) \
-                or np.any(saves > grid[-1] + 1e-12):
-            raise ValueError(f"save_times must be finite times in [t_min, T] = [{grid[0]}, {grid[-1]}]")
+        if (
+            saves.ndim != 1
+            or not np.all(np.isfinite(saves))
+            or np.any(saves < grid[0] - 1e-12)
+            or np.any(saves > grid[-1] + 1e-12)
+        ):
+            raise ValueError(
+                f"save_times must be finite times in [t_min, T] = [{grid[0]}, {grid[-1]}]"
+            )
         grid = np.union1d(grid, np.clip(saves, grid[0], grid[-1]))
 
     d = process.dim
@@ -122,10 +130,15 @@ def sample(
         if n is None or isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"n must be a positive integer when x_T is not given, got {n!r}")
         device = torch.device("cpu") if device is None else torch.device(device)
-        z = torch.randn((int(n), d), generator=generator, dtype=dtype,
-                        device=generator.device if generator is not None else device).to(device)
-        chol = process.operators(np.linalg.cholesky(process.stationary_cov_blocks)[None],
-                                 dtype=dtype, device=device)
+        z = torch.randn(
+            (int(n), d),
+            generator=generator,
+            dtype=dtype,
+            device=generator.device if generator is not None else device,
+        ).to(device)
+        chol = process.operators(
+            np.linalg.cholesky(process.stationary_cov_blocks)[None], dtype=dtype, device=device
+        )
         x = chol.apply(0, z)
     else:
         x = as_batch("x_T", x_T, d)
@@ -140,12 +153,15 @@ def sample(
 
     fns = evaluators(score)
     if prior is not None and fns.denoise is None:
-        raise ValueError("prior needs a model that gives the data prediction (a score "
-                         "object with denoise(x, t)); this one gives only the score")
+        raise ValueError(
+            "prior needs a model that gives the data prediction (a score "
+            "object with denoise(x, t)); this one gives only the score"
+        )
     process.prefetch(grid)  # scores look (M_t, Sigma_t) up instead of recomputing them
     stiff = score.stiffness if supports(score, "stiffness") else None
-    coef = coefficients(process, grid, record, dtype=dtype, device=device, stiffness=stiff,
-                        prior=prior)
+    coef = coefficients(
+        process, grid, record, dtype=dtype, device=device, stiffness=stiff, prior=prior
+    )
     use_x0 = record.output == "x0"
     model = fns.denoise if (use_x0 and fns.denoise is not None) else fns.score
     as_x0 = model is fns.denoise
@@ -187,5 +203,6 @@ def sample(
         info["save_times"] = saves
         keys = np.array(sorted(trajectory))
         info["trajectory"] = torch.stack(
-            [trajectory[float(keys[np.argmin(np.abs(keys - s))])] for s in saves])
+            [trajectory[float(keys[np.argmin(np.abs(keys - s))])] for s in saves]
+        )
     return x, info

@@ -47,7 +47,8 @@ def _check(ker: GridKernel, options: dict, name: str, stages: int) -> dict:
             f"more than the exact reverse flow over the run (> {MAX_GROWTH}; from "
             "the rotation of A and the stiffness of the score). Use more steps or "
             "a smaller T, or an exact-kernel method ('gddim', 'dpmpp_2m', "
-            "'ancestral', 'ddim').")
+            "'ancestral', 'ddim')."
+        )
     return {}
 
 
@@ -77,17 +78,40 @@ def _heun_step(coef, k, x, out, kind, noise=None, state=None, affine=True):
     return state.x + 0.5 * hk * (state.slope + slope), None
 
 
-register(Method("euler_maruyama", build=lambda ker, opt: _check(ker, opt, "euler_maruyama", 1),
-                step=_em_step, stochastic=True, output="score", explicit=True,
-                summary="Euler-Maruyama on the reverse SDE"))
-register(Method("heun", build=lambda ker, opt: _check(ker, opt, "heun", 2), step=_heun_step,
-                evaluations=2, output="score", explicit=True, positive_t_min=True,
-                summary="Heun's method on the probability-flow ODE"))
+register(
+    Method(
+        "euler_maruyama",
+        build=lambda ker, opt: _check(ker, opt, "euler_maruyama", 1),
+        step=_em_step,
+        stochastic=True,
+        output="score",
+        explicit=True,
+        summary="Euler-Maruyama on the reverse SDE",
+    )
+)
+register(
+    Method(
+        "heun",
+        build=lambda ker, opt: _check(ker, opt, "heun", 2),
+        step=_heun_step,
+        evaluations=2,
+        output="score",
+        explicit=True,
+        positive_t_min=True,
+        summary="Heun's method on the probability-flow ODE",
+    )
+)
 
 
 # ---------------------------------------------------------------------------- stability
-def explicit_growth(process, desc, method: str, Sinv=None, stiffness=None,
-                    linearisations=("score", "stationary", "drift")) -> float:
+def explicit_growth(
+    process,
+    desc,
+    method: str,
+    Sinv=None,
+    stiffness=None,
+    linearisations=("score", "stationary", "drift"),
+) -> float:
     """How much more an explicit method amplifies a perturbation over a grid
     (sampling order ``desc``) than the exact reverse flow does.
 
@@ -115,6 +139,7 @@ def explicit_growth(process, desc, method: str, Sinv=None, stiffness=None,
     eye = np.eye(A.shape[-1])
     if stiffness is not None:
         zero = np.zeros(A.shape)
+
         def blocks(J):  # a score's stiffness is a (d, d) matrix or already blocks
             J = np.asarray(J, dtype=np.float64)
             return J if J.shape == A.shape else process.to_blocks("stiffness(t)", J)
@@ -148,7 +173,12 @@ def explicit_growth(process, desc, method: str, Sinv=None, stiffness=None,
             rho_exact = np.abs(np.linalg.eigvals(exact)).max(axis=-1)
             # only expansion counts: a step that contracts less than the exact flow is
             # inaccurate, not unstable
-            log_growth += float(np.max(np.maximum(0.0, np.log(np.maximum(rho, 1e-300))
-                                                  - np.maximum(0.0, np.log(rho_exact)))))
+            log_growth += float(
+                np.max(
+                    np.maximum(
+                        0.0, np.log(np.maximum(rho, 1e-300)) - np.maximum(0.0, np.log(rho_exact))
+                    )
+                )
+            )
         worst = max(worst, math.exp(log_growth))
     return worst

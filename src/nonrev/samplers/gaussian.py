@@ -25,15 +25,15 @@ floor of 0.139.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import torch
 
-import dataclasses
-
 from nonrev.linalg import as_count, as_psd, as_vector, check_scale, sym
-from nonrev.samplers.gridkernel import T as _T, block_psd_factor
+from nonrev.samplers.gridkernel import T as _T
+from nonrev.samplers.gridkernel import block_psd_factor
 from nonrev.samplers.grids import default_horizon, resolve_grid, time_grid
 from nonrev.samplers.quadrature import log_snr
 from nonrev.samplers.registry import get_method
@@ -42,10 +42,22 @@ from nonrev.threads import single_threaded
 
 
 @single_threaded
-def gaussian_error(process, mean, cov, method: str = "gddim", times=None, *,
-                   steps: int = 10, T: float | None = None, t_min: float = 1e-3,
-                   spacing: str = "log", start: str = "exact", target: str = "t_min",
-                   check_stability: bool = True, prior=None) -> dict:
+def gaussian_error(
+    process,
+    mean,
+    cov,
+    method: str = "gddim",
+    times=None,
+    *,
+    steps: int = 10,
+    T: float | None = None,
+    t_min: float = 1e-3,
+    spacing: str = "log",
+    start: str = "exact",
+    target: str = "t_min",
+    check_stability: bool = True,
+    prior=None,
+) -> dict:
     """The exact law of ``method``'s output for data ``N(mean, cov)`` and its error.
 
     The grid is ``times`` or ``steps`` + ``T`` (default ``6 / rate``) + ``t_min`` +
@@ -78,22 +90,33 @@ def gaussian_error(process, mean, cov, method: str = "gddim", times=None, *,
         Mt, St = (a[0] for a in process.pair_blocks([t]))
         return np.linalg.inv(sym(Mt @ Cb @ _T(Mt) + St))
 
-    coef = coefficients(process, grid, record, dtype=torch.float64,
-                        check_stability=check_stability,
-                        stiffness=stiffness if record.explicit else None, prior=prior)
+    coef = coefficients(
+        process,
+        grid,
+        record,
+        dtype=torch.float64,
+        check_stability=check_stability,
+        stiffness=stiffness if record.explicit else None,
+        prior=prior,
+    )
     desc = coef.times
     Ms, Ss = process.pair_blocks(desc)
     # per evaluation time: W_t = C M^T Gamma^{-1}, Gamma^{-1} (blocks)
     G = sym(Ms @ Cb @ _T(Ms) + Ss)
     Ginv = np.zeros_like(G)
-    full = np.array([t > 0 or bool(np.all(np.linalg.matrix_rank(G[j]) == G.shape[-1]))
-                     for j, t in enumerate(desc)])
+    full = np.array(
+        [
+            t > 0 or bool(np.all(np.linalg.matrix_rank(G[j]) == G.shape[-1]))
+            for j, t in enumerate(desc)
+        ]
+    )
     Ginv[full] = sym(np.linalg.inv(G[full]))
     W = Cb @ _T(Ms) @ Ginv
     ops = lambda a: process.operators(a, dtype=torch.float64)  # noqa: E731
     W, Ginv = ops(W), ops(Ginv)
-    Mm = torch.as_tensor(process.vector_from_blocks(np.einsum("nmij,mj->nmi", Ms, mb)),
-                         dtype=torch.float64)
+    Mm = torch.as_tensor(
+        process.vector_from_blocks(np.einsum("nmij,mj->nmi", Ms, mb)), dtype=torch.float64
+    )
     m_t = torch.as_tensor(m, dtype=torch.float64)
     use_x0 = record.output == "x0"
 
@@ -117,8 +140,12 @@ def gaussian_error(process, mean, cov, method: str = "gddim", times=None, *,
         if coef.stochastic:  # d fresh rows carry this step's noise
             Y = torch.cat([Y, torch.zeros(d, d, dtype=torch.float64)])
             s_Y = _pad_state(s_Y, d)
-            z_Y = torch.cat([torch.zeros(Y.shape[0] - d, d, dtype=torch.float64),
-                             torch.eye(d, dtype=torch.float64)])
+            z_Y = torch.cat(
+                [
+                    torch.zeros(Y.shape[0] - d, d, dtype=torch.float64),
+                    torch.eye(d, dtype=torch.float64),
+                ]
+            )
             z_mu = torch.zeros(1, d, dtype=torch.float64)
         else:
             z_Y = z_mu = None  # type: ignore[assignment]
@@ -128,10 +155,10 @@ def gaussian_error(process, mean, cov, method: str = "gddim", times=None, *,
             nfe += 1
             kw_mu = {"score": o_mu} if not use_x0 else {}
             kw_Y = {"score": o_Y} if not use_x0 else {}
-            mu, s_mu = step(coef, k, mu, o_mu if use_x0 else None, noise=z_mu, state=s_mu,
-                            **kw_mu)
-            Y, s_Y = step(coef, k, Y, o_Y if use_x0 else None, noise=z_Y, state=s_Y,
-                          affine=False, **kw_Y)
+            mu, s_mu = step(coef, k, mu, o_mu if use_x0 else None, noise=z_mu, state=s_mu, **kw_mu)
+            Y, s_Y = step(
+                coef, k, Y, o_Y if use_x0 else None, noise=z_Y, state=s_Y, affine=False, **kw_Y
+            )
         Y, s_Y = _compress(Y, s_Y)
     mean_out = mu[0].numpy()
     cov_out = sym((Y.T @ Y).numpy())
@@ -142,12 +169,17 @@ def gaussian_error(process, mean, cov, method: str = "gddim", times=None, *,
     else:
         tm, tc = m, C
     return {
-        "method": record.name, "mean": mean_out, "cov": cov_out, "target_mean": tm,
-        "target_cov": tc, "w2": gaussian_w2(mean_out, cov_out, tm, tc),
+        "method": record.name,
+        "mean": mean_out,
+        "cov": cov_out,
+        "target_mean": tm,
+        "target_cov": tc,
+        "w2": gaussian_w2(mean_out, cov_out, tm, tc),
         "kl": gaussian_kl(mean_out, cov_out, tm, tc),
         "cov_error": float(np.linalg.norm(cov_out - tc)),
         "mean_error": float(np.linalg.norm(mean_out - tm)),
-        "times": desc.copy(), "nfe": nfe,
+        "times": desc.copy(),
+        "nfe": nfe,
     }
 
 
@@ -155,22 +187,32 @@ def _tensors(state) -> list:
     """The tensor fields of a step state (a dataclass, or None)."""
     if state is None:
         return []
-    return [getattr(state, f.name) for f in dataclasses.fields(state)
-            if torch.is_tensor(getattr(state, f.name))]
+    return [
+        getattr(state, f.name)
+        for f in dataclasses.fields(state)
+        if torch.is_tensor(getattr(state, f.name))
+    ]
 
 
 def _with_tensors(state, tensors):
     """``state`` with its tensor fields replaced, in order, by ``tensors``."""
     it = iter(tensors)
-    return dataclasses.replace(state, **{f.name: next(it) for f in dataclasses.fields(state)
-                                         if torch.is_tensor(getattr(state, f.name))})
+    return dataclasses.replace(
+        state,
+        **{
+            f.name: next(it)
+            for f in dataclasses.fields(state)
+            if torch.is_tensor(getattr(state, f.name))
+        },
+    )
 
 
 def _pad_state(state, d):
     if state is None:
         return None
-    return _with_tensors(state, [torch.cat([a, torch.zeros(d, a.shape[1], dtype=a.dtype)])
-                                 for a in _tensors(state)])
+    return _with_tensors(
+        state, [torch.cat([a, torch.zeros(d, a.shape[1], dtype=a.dtype)]) for a in _tensors(state)]
+    )
 
 
 def _compress(Y, state):
@@ -230,10 +272,22 @@ def _family_grid(ts, maps, weights, steps):
 
 
 @single_threaded
-def optimise_grid(process, mean, cov, method: str = "dpmpp_2m", steps: int = 10,
-                  *, T: float | None = None, t_min: float = 1e-3, objective: str = "w2",
-                  start: str = "exact", maxiter: int = 200, prior=None,
-                  T_range: tuple[float, float] = (0.5, 40.0), T_scan: int = 13) -> np.ndarray:
+def optimise_grid(
+    process,
+    mean,
+    cov,
+    method: str = "dpmpp_2m",
+    steps: int = 10,
+    *,
+    T: float | None = None,
+    t_min: float = 1e-3,
+    objective: str = "w2",
+    start: str = "exact",
+    maxiter: int = 200,
+    prior=None,
+    T_range: tuple[float, float] = (0.5, 40.0),
+    T_scan: int = 13,
+) -> np.ndarray:
     """The grid of ``steps`` steps from ``t_min`` to ``T`` that minimises the exact
     Gaussian error (:func:`gaussian_error`, ``objective`` ``"w2"`` or ``"kl"``) of
     ``method`` for data ``N(mean, cov)``, the sampler started as ``start`` says
@@ -287,11 +341,13 @@ def optimise_grid(process, mean, cov, method: str = "dpmpp_2m", steps: int = 10,
         from nonrev.samplers.grids import StepTooLong  # or an explicit method's refusal
 
         return isinstance(exc, (StepTooLong, np.linalg.LinAlgError)) or (
-            record.explicit and "is unstable" in str(exc))
+            record.explicit and "is unstable" in str(exc)
+        )
 
     # bad input (cov, prior, T, t_min, memory) raises here, before any search
-    probe = time_grid(default_horizon(process) if T is None else T, steps, t_min, "log",
-                      process=process)
+    probe = time_grid(
+        default_horizon(process) if T is None else T, steps, t_min, "log", process=process
+    )
     try:
         gaussian_error(process, mean, cov, method, times=probe, start=start, prior=prior)
     except ValueError as exc:
@@ -302,8 +358,9 @@ def optimise_grid(process, mean, cov, method: str = "dpmpp_2m", steps: int = 10,
         if not np.all(np.diff(g) > 0):
             return math.inf
         try:
-            v = gaussian_error(process, mean, cov, method, times=g, start=start,
-                               prior=prior)[objective]
+            v = gaussian_error(process, mean, cov, method, times=g, start=start, prior=prior)[
+                objective
+            ]
         except ValueError as exc:
             if not refused(exc):
                 raise
@@ -331,10 +388,11 @@ def optimise_grid(process, mean, cov, method: str = "dpmpp_2m", steps: int = 10,
         T, best_scan = math.exp(logs[k]), vals[k]
         a, b = logs[max(k - 1, 0)], logs[min(k + 1, T_scan - 1)]
         r = scipy.optimize.minimize_scalar(
-            err_T, bounds=(a, b),
-            method="bounded", options={"xatol": 1e-3, "maxiter": 20})
+            err_T, bounds=(a, b), method="bounded", options={"xatol": 1e-3, "maxiter": 20}
+        )
         if r.fun < best_scan:
             T = math.exp(float(r.x))
+    assert T is not None
     T = float(T)
     base = time_grid(T, steps, t_min, "log", process=process)
     if steps == 1 and not free_T:
@@ -349,9 +407,12 @@ def optimise_grid(process, mean, cov, method: str = "dpmpp_2m", steps: int = 10,
     cands = [(err(base), base)]
     if steps > 1:
         for x0 in (np.array([-8.0, -8.0]), np.array([4.0, -8.0]), np.array([0.0, -8.0])):
-            r = scipy.optimize.minimize(lambda th: err(fam(th)), x0, method="Nelder-Mead",
-                                        options={"maxiter": max(10, maxiter // 6),
-                                                 "xatol": 1e-2, "fatol": 1e-3})
+            r = scipy.optimize.minimize(
+                lambda th: err(fam(th)),
+                x0,
+                method="Nelder-Mead",
+                options={"maxiter": max(10, maxiter // 6), "xatol": 1e-2, "fatol": 1e-3},
+            )
             cands.append((r.fun, fam(r.x)))
     best_val, best = min(cands, key=lambda c: c[0])
     gaps = np.diff(np.log(best))
@@ -365,15 +426,20 @@ def optimise_grid(process, mean, cov, method: str = "dpmpp_2m", steps: int = 10,
         return g
 
     if steps > 1:
-        r = scipy.optimize.minimize(lambda th: err(grid_of(th)), np.zeros(steps),
-                                    method="Nelder-Mead",
-                                    options={"maxiter": maxiter, "xatol": 1e-3, "fatol": 1e-4})
+        r = scipy.optimize.minimize(
+            lambda th: err(grid_of(th)),
+            np.zeros(steps),
+            method="Nelder-Mead",
+            options={"maxiter": maxiter, "xatol": 1e-3, "fatol": 1e-4},
+        )
         if r.fun < best_val:
             best_val, best = r.fun, grid_of(r.x)
     if not best_val < math.inf:
-        raise ValueError(f"steps: every grid of {steps} steps that optimise_grid tried is "
-                         f"unstable for {method} on [t_min, T] = [{t_min:.4g}, {T:.4g}]; use "
-                         "more steps or an exact-kernel method ('gddim', 'dpmpp_2m')")
+        raise ValueError(
+            f"steps: every grid of {steps} steps that optimise_grid tried is "
+            f"unstable for {method} on [t_min, T] = [{t_min:.4g}, {T:.4g}]; use "
+            "more steps or an exact-kernel method ('gddim', 'dpmpp_2m')"
+        )
     if not free_T:
         return best
     # joint: the interior points and log T together, from the best grid so far
@@ -386,9 +452,12 @@ def optimise_grid(process, mean, cov, method: str = "dpmpp_2m", steps: int = 10,
         return err(grid_of(x[:n_th] if n_th else np.zeros(steps), x[-1]))
 
     x0 = np.concatenate([np.zeros(n_th), [math.log(best[-1])]])
-    r = scipy.optimize.minimize(joint, x0, method="Nelder-Mead",
-                                options={"maxiter": max(20, maxiter // 2), "xatol": 1e-3,
-                                         "fatol": 1e-4})
+    r = scipy.optimize.minimize(
+        joint,
+        x0,
+        method="Nelder-Mead",
+        options={"maxiter": max(20, maxiter // 2), "xatol": 1e-3, "fatol": 1e-4},
+    )
     if r.fun < best_val:
         best = grid_of(r.x[:n_th] if n_th else np.zeros(steps), r.x[-1])
     return best

@@ -30,8 +30,14 @@ def default_horizon(process) -> float:
     return HORIZON / process.relaxation_rate()
 
 
-def resolve_grid(process, times=None, steps: int = 200, T: float | None = None,
-                 t_min: float = 1e-3, spacing: str = "uniform") -> np.ndarray:
+def resolve_grid(
+    process,
+    times=None,
+    steps: int = 200,
+    T: float | None = None,
+    t_min: float = 1e-3,
+    spacing: str = "uniform",
+) -> np.ndarray:
     """The one way a sampler's grid is chosen: ``times`` (validated by :func:`as_grid`)
     when given, else :func:`time_grid` from ``T`` (default :func:`default_horizon`),
     ``steps``, ``t_min`` and ``spacing``. Increasing float64 array."""
@@ -51,8 +57,11 @@ def check_grid_size(n_points: int, process, name: str = "steps") -> None:
 
     n_points = int(n_points)
     entries = max(int(process.drift_blocks.size), 1)
-    check_memory(name, GRID_BYTES_PER_ENTRY * n_points * entries + 8.0 * n_points,
-                 f"a sampler's coefficients on {n_points} grid points at d = {process.dim}")
+    check_memory(
+        name,
+        GRID_BYTES_PER_ENTRY * n_points * entries + 8.0 * n_points,
+        f"a sampler's coefficients on {n_points} grid points at d = {process.dim}",
+    )
 
 
 #: Longest step, in units of the fastest decay ``1 / max Re spec(A)``: over a longer
@@ -77,11 +86,13 @@ def check_gaps(grid: np.ndarray, process, name: str = "T") -> None:
             f"{name}: the step from t = {grid[k]:.4g} to {grid[k + 1]:.4g} is too long: "
             f"exp(-h A) underflows in float64 over it (h * max Re eig(A) = "
             f"{gaps[k] * fastest:.3g} > {MAX_STEP_DECAY:g}); use more steps (or times) or a "
-            f"smaller T (default T = 6 / rate = {6.0 / process.relaxation_rate():.4g})")
+            f"smaller T (default T = 6 / rate = {6.0 / process.relaxation_rate():.4g})"
+        )
 
 
-def time_grid(T: float, steps: int, t_min: float = 1e-3, spacing: str = "uniform", *,
-              process=None) -> np.ndarray:
+def time_grid(
+    T: float, steps: int, t_min: float = 1e-3, spacing: str = "uniform", *, process=None
+) -> np.ndarray:
     """``steps + 1`` increasing intrinsic times from ``t_min`` to ``T``: ``uniform`` in
     ``t``, or ``log`` (geometric in ``t``, i.e. about uniform in log signal-to-noise
     near ``t = 0`` where ``Sigma_t ~ 2 t I``). With ``process``, the grid is checked
@@ -109,8 +120,9 @@ def check_times(T, t_min, steps):
         T = float(T)
         t_min = float(t_min)
     except (TypeError, ValueError):
-        raise ValueError(f"T and t_min must be numbers, got T={show(T)}, "
-                         f"t_min={show(t_min)}") from None
+        raise ValueError(
+            f"T and t_min must be numbers, got T={show(T)}, t_min={show(t_min)}"
+        ) from None
     if not np.isfinite(T) or T <= 0:
         raise ValueError(f"T must be a finite positive time, got {show(T)}")
     if not np.isfinite(t_min) or t_min < 0 or t_min >= T:

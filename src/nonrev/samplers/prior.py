@@ -46,15 +46,16 @@ def as_prior(prior, d: int):
     """Validate ``prior = (mean, cov)``: a (d,) vector and a symmetric PSD (d, d)
     matrix; returns them as float64 numpy arrays, or raises ValueError naming it."""
     if isinstance(prior, (str, bytes)) or not hasattr(prior, "__len__") or len(prior) != 2:
-        raise ValueError("prior must be a pair (mean, cov) of a (d,) vector and a (d, d) "
-                         f"covariance, got {type(prior).__name__}")
+        raise ValueError(
+            "prior must be a pair (mean, cov) of a (d,) vector and a (d, d) "
+            f"covariance, got {type(prior).__name__}"
+        )
     mean, cov = prior
     if torch.is_tensor(mean):
         mean = mean.detach().cpu().double().numpy()
     if torch.is_tensor(cov):
         cov = cov.detach().cpu().double().numpy()
-    return (as_vector("prior mean (prior[0])", mean, d),
-            as_psd("prior cov (prior[1])", cov, dim=d))
+    return (as_vector("prior mean (prior[0])", mean, d), as_psd("prior cov (prior[1])", cov, dim=d))
 
 
 def prior_terms(ker: GridKernel, options: dict, second: bool) -> dict:
@@ -97,7 +98,8 @@ def prior_terms(ker: GridKernel, options: dict, second: bool) -> dict:
         phi, dphi = (lam_tau - lam[k]) / span, -rate / span
         RinvM = np.linalg.solve(R, Mj)
         W1[k] = Ms[k] * ((lam[k + 1] - lam[k]) / span) + Rs[k] @ (
-            np.einsum("n,nmij->mij", wt * dphi, RinvM) + np.einsum("n,nmij->mij", wt * phi, K))
+            np.einsum("n,nmij->mij", wt * dphi, RinvM) + np.einsum("n,nmij->mij", wt * phi, K)
+        )
     V = W0 + W1
     Bt, Bp = B[:-1], np.concatenate([np.zeros((1, *B.shape[1:])), B[:-2]])
     X = Phi - V @ Bt

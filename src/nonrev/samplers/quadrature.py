@@ -66,8 +66,10 @@ def gauss_legendre(edges) -> tuple[np.ndarray, np.ndarray]:
     """Nodes and weights of the six-point Gauss-Legendre rule on each panel
     ``[edges[i], edges[i+1]]``, all panels concatenated."""
     a, b = np.asarray(edges[:-1])[:, None], np.asarray(edges[1:])[:, None]
-    return ((0.5 * (b - a) * _GL_NODES + 0.5 * (a + b)).ravel(),
-            (0.5 * (b - a) * _GL_WEIGHTS).ravel())
+    return (
+        (0.5 * (b - a) * _GL_NODES + 0.5 * (a + b)).ravel(),
+        (0.5 * (b - a) * _GL_WEIGHTS).ravel(),
+    )
 
 
 def prior_panels(s: float, t: float, omega: float) -> np.ndarray:

@@ -76,10 +76,14 @@ class Method:
             raise ValueError(f"Method name must be an identifier, got {self.name!r}")
         if self.output not in OUTPUTS:
             raise ValueError(f"Method output must be one of {OUTPUTS}, got {self.output!r}")
-        if isinstance(self.evaluations, bool) or not isinstance(self.evaluations, int) \
-                or self.evaluations < 1:
-            raise ValueError(f"Method evaluations must be an integer >= 1, got "
-                             f"{self.evaluations!r}")
+        if (
+            isinstance(self.evaluations, bool)
+            or not isinstance(self.evaluations, int)
+            or self.evaluations < 1
+        ):
+            raise ValueError(
+                f"Method evaluations must be an integer >= 1, got {self.evaluations!r}"
+            )
 
 
 #: Every registered method by name, in registration order.
@@ -119,8 +123,11 @@ def method_names(**properties) -> tuple[str, ...]:
     bad = set(properties) - fields
     if bad:
         raise ValueError(f"unknown method properties {sorted(bad)}; known: {sorted(fields)}")
-    return tuple(name for name, m in METHODS.items()
-                 if all(getattr(m, k) == v for k, v in properties.items()))
+    return tuple(
+        name
+        for name, m in METHODS.items()
+        if all(getattr(m, k) == v for k, v in properties.items())
+    )
 
 
 # ---------------------------------------------------------------------------- coefficients
@@ -158,8 +165,13 @@ class AffineTerms:
         def cast(a):
             return None if a is None else a.to(dtype=dtype, device=device)
 
-        return AffineTerms(cast(self.state), cast(self.model), cast(self.prev_model),
-                           cast(self.prev_state), cast(self.const))
+        return AffineTerms(
+            cast(self.state),
+            cast(self.model),
+            cast(self.prev_model),
+            cast(self.prev_state),
+            cast(self.const),
+        )
 
 
 @dataclass(frozen=True)
@@ -219,15 +231,23 @@ class Coefficients:
         terms = self.x0 if kind == "x0" else self.score
         if terms is None:
             if self.prior is not None:
-                raise ValueError("prior: coefficients with a Gaussian prior take the data "
-                                 "prediction x0_hat, not score=")
+                raise ValueError(
+                    "prior: coefficients with a Gaussian prior take the data "
+                    "prediction x0_hat, not score="
+                )
             raise ValueError(f"{self.method} has no affine update for {kind} outputs")
         return terms
 
     def to(self, dtype=None, device=None) -> "Coefficients":
         """These coefficients with every tensor in ``dtype`` on ``device``."""
+
         def cast(a):
             return None if a is None else a.to(dtype=dtype, device=device)
 
-        return dataclasses.replace(self, kernel=self.kernel.to(dtype, device), x0=cast(self.x0),
-                                   score=cast(self.score), noise=cast(self.noise))
+        return dataclasses.replace(
+            self,
+            kernel=self.kernel.to(dtype, device),
+            x0=cast(self.x0),
+            score=cast(self.score),
+            noise=cast(self.noise),
+        )

@@ -52,10 +52,19 @@ __all__ = ["METHODS", "Coefficients", "as_prior", "coefficients", "step"]
 
 
 @single_threaded
-def coefficients(process, times, method, *, dtype=torch.float64,
-                 device=None, lower_order_final: bool = True,
-                 check_stability: bool = True, stiffness=None,
-                 variable: str = "lambda", prior=None) -> Coefficients:
+def coefficients(
+    process,
+    times,
+    method,
+    *,
+    dtype=torch.float64,
+    device=None,
+    lower_order_final: bool = True,
+    check_stability: bool = True,
+    stiffness=None,
+    variable: str = "lambda",
+    prior=None,
+) -> Coefficients:
     """Precompute ``method``'s per-step terms on an increasing grid ``times``
     (float64, then cast to ``dtype`` on ``device``). ``method``: a registered name or
     a :class:`~nonrev.samplers.registry.Method`. Explicit methods are checked for
@@ -83,26 +92,40 @@ def coefficients(process, times, method, *, dtype=torch.float64,
         prior = as_prior(prior, process.dim)
         if not record.prior:
             supported = [n for n, m in METHODS.items() if m.prior]
-            raise ValueError(f"prior is supported by {' and '.join(map(repr, supported))} "
-                             f"only, not {record.name!r}")
+            raise ValueError(
+                f"prior is supported by {' and '.join(map(repr, supported))} "
+                f"only, not {record.name!r}"
+            )
         if not grid.size or grid.min() <= 0:
-            raise ValueError("prior needs t_min > 0 (the prior's frame starts at the grid's "
-                             "smallest time)")
+            raise ValueError(
+                "prior needs t_min > 0 (the prior's frame starts at the grid's smallest time)"
+            )
     if record.positive_t_min and grid.size and grid.min() <= 0:
-        raise ValueError(f"t_min must be > 0 for {record.name} (it evaluates the model at "
-                         "t_min)")
+        raise ValueError(f"t_min must be > 0 for {record.name} (it evaluates the model at t_min)")
     ker = GridKernel(process, grid, dtype=dtype, device=device)
-    options = dict(lower_order_final=lower_order_final, check_stability=check_stability,
-                   stiffness=stiffness, variable=variable, prior=prior)
+    options = dict(
+        lower_order_final=lower_order_final,
+        check_stability=check_stability,
+        stiffness=stiffness,
+        variable=variable,
+        prior=prior,
+    )
     terms = record.build(ker, options)
     kernel = KernelTerms(M=ker.ops(ker.M), Sinv=ker.ops(ker.Sinv), A=ker.ops(ker.A[None]))
-    return Coefficients(record=record, times=ker.desc, h=ker.h, kernel=kernel, prior=prior,
-                        **terms)
+    return Coefficients(record=record, times=ker.desc, h=ker.h, kernel=kernel, prior=prior, **terms)
 
 
-def step(coef: Coefficients, k: int, x: torch.Tensor, x0_hat: torch.Tensor | None = None, *,
-         score: torch.Tensor | None = None, noise: torch.Tensor | None = None, state=None,
-         affine: bool = True):
+def step(
+    coef: Coefficients,
+    k: int,
+    x: torch.Tensor,
+    x0_hat: torch.Tensor | None = None,
+    *,
+    score: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+    state=None,
+    affine: bool = True,
+):
     """Step ``k`` of ``coef.method`` (from ``coef.times[k]`` to ``coef.times[k+1]``).
 
     ``x``: (B, d) state; the model output at ``(x, coef.eval_time(k, stage))``, either
@@ -116,7 +139,8 @@ def step(coef: Coefficients, k: int, x: torch.Tensor, x0_hat: torch.Tensor | Non
     if (x0_hat is None) == (score is None):
         raise ValueError("pass exactly one of x0_hat and score")
     if coef.prior is not None and score is not None:
-        raise ValueError("prior: coefficients with a Gaussian prior take the data "
-                         "prediction x0_hat, not score=")
+        raise ValueError(
+            "prior: coefficients with a Gaussian prior take the data prediction x0_hat, not score="
+        )
     kind, out = ("x0", x0_hat) if score is None else ("score", score)
     return coef.record.step(coef, k, x, out, kind, noise, state, affine)

@@ -37,12 +37,28 @@ def frame_terms(ker: GridKernel, F: np.ndarray) -> dict:
     Ft, Fs = F[:-1], F[1:]
     Phi = right_solve(Fs, Ft)
     Mh_inv = np.linalg.inv(ker.Mh)
-    return {"X": Phi, "X0": ker.M[1:] - Phi @ ker.M[:-1], "F": Mh_inv,
-            "G": Mh_inv @ ker.S[:-1] - Fs @ T(Ft)}
+    return {
+        "X": Phi,
+        "X0": ker.M[1:] - Phi @ ker.M[:-1],
+        "F": Mh_inv,
+        "G": Mh_inv @ ker.S[:-1] - Fs @ T(Ft),
+    }
 
 
-def finish(ker: GridKernel, X, X0, F=None, G=None, *, X1=None, XP=None, F1=None, G1=None,
-           const=None, noise=None) -> dict:
+def finish(
+    ker: GridKernel,
+    X,
+    X0,
+    F=None,
+    G=None,
+    *,
+    X1=None,
+    XP=None,
+    F1=None,
+    G1=None,
+    const=None,
+    noise=None,
+) -> dict:
     """Blocks of an affine update as :class:`~nonrev.samplers.registry.Coefficients`
     keyword arguments (``x0``, ``score``, ``noise``), in the grid's dtype and device."""
     x0 = AffineTerms(ker.ops(X), ker.ops(X0), ker.ops(X1), ker.ops(XP), ker.vectors(const))
@@ -50,18 +66,27 @@ def finish(ker: GridKernel, X, X0, F=None, G=None, *, X1=None, XP=None, F1=None,
     return {"x0": x0, "score": score, "noise": ker.ops(noise)}
 
 
-def affine_step(coef, k: int, x: torch.Tensor, out: torch.Tensor, kind: str, noise=None,
-                state: Previous | None = None, affine: bool = True):
+def affine_step(
+    coef,
+    k: int,
+    x: torch.Tensor,
+    out: torch.Tensor,
+    kind: str,
+    noise=None,
+    state: Previous | None = None,
+    affine: bool = True,
+):
     """Step ``k`` of an affine update: ``x_s = state x + model out`` (plus the previous
     step's terms when ``state`` holds them, the constant unless ``affine=False``, and
     ``noise`` through ``coef.noise``). Returns ``(x_s, Previous(kind, out, x))`` for
     multistep methods (``x`` only where the update uses it), else ``(x_s, None)``."""
     terms = coef.terms(kind)
-    parts = [(terms.state, x), (terms.model, out)]
+    parts: list = [(terms.state, x), (terms.model, out)]
     if state is not None and k > 0 and terms.prev_model is not None:
         if state.kind != kind:
-            raise ValueError(f"{coef.method}: use one kind of model output (x0_hat or score) "
-                             "for a whole run")
+            raise ValueError(
+                f"{coef.method}: use one kind of model output (x0_hat or score) for a whole run"
+            )
         parts.append((terms.prev_model, state.out))
         if terms.prev_state is not None:
             parts.append((terms.prev_state, state.x))

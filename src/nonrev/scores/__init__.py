@@ -18,5 +18,11 @@ from nonrev.scores.empirical import EmpiricalScore, default_chunk_size
 from nonrev.scores.mixture import GaussianMixtureScore
 from nonrev.scores.neural import NeuralScore
 
-__all__ = ["EmpiricalScore", "GaussianMixtureScore", "NeuralScore", "Score", "default_chunk_size",
-           "supports"]
+__all__ = [
+    "EmpiricalScore",
+    "GaussianMixtureScore",
+    "NeuralScore",
+    "Score",
+    "default_chunk_size",
+    "supports",
+]

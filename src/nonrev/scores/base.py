@@ -33,8 +33,7 @@ from typing import Callable, NamedTuple, Protocol, runtime_checkable
 
 import torch
 
-OPTIONAL = ("denoise", "log_prob", "nearest", "score_unchecked", "denoise_unchecked",
-            "stiffness")
+OPTIONAL = ("denoise", "log_prob", "nearest", "score_unchecked", "denoise_unchecked", "stiffness")
 
 
 @runtime_checkable

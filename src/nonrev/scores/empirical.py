@@ -123,11 +123,14 @@ class EmpiricalScore:
         self.chunk_size = None if chunk_size is None else as_count("chunk_size", chunk_size)
         self._points_by_dtype = {self.points.dtype: self.points}
         self._setup = functools.lru_cache(maxsize=as_count("cache_size", cache_size))(
-            self._build_setup)
+            self._build_setup
+        )
 
     def __repr__(self) -> str:
-        return (f"EmpiricalScore(dim={self.dim}, n_points={self.n_points}, "
-                f"device={self.points.device}, dtype={self.points.dtype})")
+        return (
+            f"EmpiricalScore(dim={self.dim}, n_points={self.n_points}, "
+            f"device={self.points.device}, dtype={self.points.dtype})"
+        )
 
     # ------------------------------------------------------------------ setup
     def _points(self, dtype: torch.dtype) -> torch.Tensor:
@@ -153,8 +156,8 @@ class EmpiricalScore:
         rows = default_chunk_size(d, self.n_points, pts.element_size())
         neg_c2 = torch.empty(self.n_points, **to)
         for s in range(0, self.n_points, rows):
-            y = pts[s:s + rows] @ Rt  # rows (R a_mu)^T
-            neg_c2[s:s + rows] = (-0.5 * LOG2E) * (y * y).sum(1)
+            y = pts[s : s + rows] @ Rt  # rows (R a_mu)^T
+            neg_c2[s : s + rows] = (-0.5 * LOG2E) * (y * y).sum(1)
         logdet = 2.0 * np.log(np.diag(L)).sum()
         const = -0.5 * (d * math.log(2 * math.pi) + logdet) - math.log(self.n_points)
         return _Setup(torch.as_tensor(P @ M, **to), torch.as_tensor(P, **to), neg_c2, const)
@@ -162,15 +165,19 @@ class EmpiricalScore:
     def _check(self, x, t) -> tuple[torch.Tensor, float, _Setup]:
         device = x.device if torch.is_tensor(x) else torch.device("cpu")
         if device != self.points.device:
-            raise ValueError(f"x is on {device} but points are on {self.points.device}; "
-                             "move x (or build the score with points on x's device)")
+            raise ValueError(
+                f"x is on {device} but points are on {self.points.device}; "
+                "move x (or build the score with points on x's device)"
+            )
         x = as_batch("x", x, self.dim)
         if x.dtype not in (torch.float32, torch.float64):
             raise ValueError(f"x must be float32 or float64, got {x.dtype}")
         t = as_time("t", t)
         if t == 0.0:
-            raise ValueError("t must be positive: at t = 0 the empirical law is a sum of "
-                             "point masses and has no score")
+            raise ValueError(
+                "t must be positive: at t = 0 the empirical law is a sum of "
+                "point masses and has no score"
+            )
         return x, t, self._setup(t, x.device, x.dtype)
 
     # ------------------------------------------------------------------ streaming core
@@ -188,10 +195,10 @@ class EmpiricalScore:
         floor = _exp2_floor(x.dtype)
         block = torch.empty(B * min(chunk, N), dtype=x.dtype, device=x.device)  # reused
         for s in range(0, N, chunk):
-            a = pts[s:s + chunk]
+            a = pts[s : s + chunk]
             n = a.shape[0]
             # (B, n) logits in base 2, l2 = log2(e) l = v a^T - log2(e) c.
-            logits = torch.addmm(S.neg_c2[s:s + n], v, a.T, out=block[:B * n].view(B, n))
+            logits = torch.addmm(S.neg_c2[s : s + n], v, a.T, out=block[: B * n].view(B, n))
             if argmax:
                 cmax, carg = logits.max(dim=1)
                 best = torch.where(cmax > run_max, carg + s, best)

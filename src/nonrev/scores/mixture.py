@@ -81,25 +81,33 @@ class GaussianMixtureScore:
         self._basis = basis if basis is not None and basis.blocks[0] > 1 else None
         if self._basis is not None:
             m, g = self._basis.blocks
-            covs = np.asarray(covs, dtype=np.float64) if not torch.is_tensor(covs) else \
-                covs.detach().cpu().double().numpy()
+            covs = (
+                np.asarray(covs, dtype=np.float64)
+                if not torch.is_tensor(covs)
+                else covs.detach().cpu().double().numpy()
+            )
             if covs.shape == (K, m, g, g):  # already blocks in the kernel's basis
                 blocks = covs
             else:
                 covs_arr = as_array("covs", covs, (K, d, d))
                 blocks = np.stack([process.to_blocks(f"covs[{k}]", covs_arr[k]) for k in range(K)])
-            self.cov_blocks = np.stack([np.stack([as_psd(f"covs[{k}] block {j}", blocks[k, j],
-                                                         dim=g) for j in range(m)])
-                                        for k in range(K)])
+            self.cov_blocks = np.stack(
+                [
+                    np.stack(
+                        [as_psd(f"covs[{k}] block {j}", blocks[k, j], dim=g) for j in range(m)]
+                    )
+                    for k in range(K)
+                ]
+            )
             self.covs = None  # never materialised: d x d per component at image sizes
         else:
             covs_arr = as_array("covs", covs, (K, d, d))
             self.covs = np.stack([as_psd(f"covs[{k}]", covs_arr[k], dim=d) for k in range(K)])
-        self.weights = (np.full(K, 1.0 / K) if weights is None
-                        else as_weights("weights", weights, K))
+        self.weights = np.full(K, 1.0 / K) if weights is None else as_weights("weights", weights, K)
         self.n_components = K
         self._setup = functools.lru_cache(maxsize=as_count("cache_size", cache_size))(
-            self._build_setup)
+            self._build_setup
+        )
 
     def __repr__(self) -> str:
         return f"GaussianMixtureScore(dim={self.dim}, n_components={self.n_components})"
@@ -130,9 +138,13 @@ class GaussianMixtureScore:
             gain[k] = linv[k] @ M @ self.covs[k]
             const[k] = logw[k] - np.log(np.diag(L)).sum() - 0.5 * d * math.log(2 * math.pi)
         to = dict(device=device, dtype=dtype)
-        return _Setup(torch.as_tensor(means, **to), torch.as_tensor(linv, **to),
-                      torch.as_tensor(const, **to), torch.as_tensor(gain, **to),
-                      torch.as_tensor(self.means, **to))
+        return _Setup(
+            torch.as_tensor(means, **to),
+            torch.as_tensor(linv, **to),
+            torch.as_tensor(const, **to),
+            torch.as_tensor(gain, **to),
+            torch.as_tensor(self.means, **to),
+        )
 
     def _build_block_setup(self, t, device, dtype) -> _Setup:
         """The setup in the kernel's blocks: ``linv`` and ``gain`` are (K, m, g, g)."""
@@ -149,7 +161,8 @@ class GaussianMixtureScore:
         except np.linalg.LinAlgError:
             raise ValueError(
                 f"covs give a singular covariance M_t C M_t^T + Sigma_t at t = {t:g}; at "
-                "t = 0 every covariance must be positive definite") from None
+                "t = 0 every covariance must be positive definite"
+            ) from None
         linv = np.linalg.inv(L)
         gain = linv @ M @ C
         with np.errstate(divide="ignore"):  # a zero weight gives log 0 = -inf
@@ -157,9 +170,13 @@ class GaussianMixtureScore:
         logdiag = np.log(np.diagonal(L, axis1=-2, axis2=-1)).sum(axis=(-2, -1))
         const = logw - logdiag - 0.5 * d * math.log(2 * math.pi)
         to = dict(device=device, dtype=dtype)
-        return _Setup(torch.as_tensor(means, **to), torch.as_tensor(linv, **to),
-                      torch.as_tensor(const, **to), torch.as_tensor(gain, **to),
-                      torch.as_tensor(self.means, **to))
+        return _Setup(
+            torch.as_tensor(means, **to),
+            torch.as_tensor(linv, **to),
+            torch.as_tensor(const, **to),
+            torch.as_tensor(gain, **to),
+            torch.as_tensor(self.means, **to),
+        )
 
     def _logits(self, x, t) -> tuple[torch.Tensor, torch.Tensor, _Setup]:
         """``(z, logits, setup)``: z (K, B, d) whitened residuals ``L_k^{-1}(x - m_k)``,

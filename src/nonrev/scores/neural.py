@@ -61,9 +61,20 @@ from nonrev.models.networks import (  # noqa: F401  (re-exported)
     build_network,
 )
 
-__all__ = ["ConvNet", "KINDS", "MLPNet", "NETWORKS", "NeuralScore", "Parameterisation",
-           "SinusoidalTimeEmbedding", "Tables", "build_network", "dsm_loss", "perturb",
-           "predict_eps"]
+__all__ = [
+    "ConvNet",
+    "KINDS",
+    "MLPNet",
+    "NETWORKS",
+    "NeuralScore",
+    "Parameterisation",
+    "SinusoidalTimeEmbedding",
+    "Tables",
+    "build_network",
+    "dsm_loss",
+    "perturb",
+    "predict_eps",
+]
 
 
 # ---------------------------------------------------------------------------- parameterisation
@@ -158,8 +169,10 @@ class Parameterisation:
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
         if (self.kind == "eps") != (self.cov is None):
-            raise ValueError(f"kind {self.kind!r} " + ("takes no data_cov" if self.kind == "eps"
-                                                       else "needs data_cov"))
+            raise ValueError(
+                f"kind {self.kind!r} "
+                + ("takes no data_cov" if self.kind == "eps" else "needs data_cov")
+            )
         self._sqrt_cov = None
         self._nu_range = None
         if self.cov is not None:
@@ -167,13 +180,16 @@ class Parameterisation:
             self._sqrt_cov = (V * np.sqrt(np.clip(w, 0.0, None))) @ V.T
         if self.kind == "data_frame":
             if t_range is None:
-                raise ValueError("kind 'data_frame' needs t_range = (t_min, t_max), the "
-                                 "training range its noise levels are mapped onto")
+                raise ValueError(
+                    "kind 'data_frame' needs t_range = (t_min, t_max), the "
+                    "training range its noise levels are mapped onto"
+                )
             self.t_range = (float(t_range[0]), float(t_range[1]))
             if not (0 < self.t_range[0] < self.t_range[1]):
                 raise ValueError(f"t_range must be 0 < t_min < t_max, got {t_range}")
-            self._nu_range = tuple(self._log_nu(*self.process.mean_and_cov(t))
-                                   for t in self.t_range)
+            self._nu_range = tuple(
+                self._log_nu(*self.process.mean_and_cov(t)) for t in self.t_range
+            )
         self._at = functools.lru_cache(maxsize=256)(self._at_uncached)
         self._den = functools.lru_cache(maxsize=256)(self._denoise_uncached)
 
@@ -216,8 +232,9 @@ class Parameterisation:
         whatever the rates of the modes. Found by inverting ``log nu`` (increasing in
         ``t``) on a fine log-spaced grid."""
         if self.cov is None:
-            raise ValueError("a noise-level grid needs the data covariance (a "
-                             "preconditioned parametrisation)")
+            raise ValueError(
+                "a noise-level grid needs the data covariance (a preconditioned parametrisation)"
+            )
         fine = np.geomspace(t_min, t_max, max(20 * n, 400))
         ker = self.process.kernel(fine, dtype=torch.float64)
         Ms, Ss = ker.M.numpy(), ker.Sigma.numpy()
@@ -267,8 +284,11 @@ class Parameterisation:
     def _at_uncached(self, t: float, device, dtype) -> Tables:
         M, S = self.process.mean_and_cov(t)
         to = dict(device=device, dtype=dtype)
-        return Tables(torch.tensor([t], **to), torch.tensor([self.cond(t, M, S)], **to),
-                      *(torch.as_tensor(a, **to)[None] for a in (M, *self._matrices(M, S))))
+        return Tables(
+            torch.tensor([t], **to),
+            torch.tensor([self.cond(t, M, S)], **to),
+            *(torch.as_tensor(a, **to)[None] for a in (M, *self._matrices(M, S))),
+        )
 
     def _denoise_uncached(self, t: float, device, dtype):
         """``(W_t, R_t)`` (preconditioned) or ``(M_t^{-1}, L_t)`` (plain) at ``t``, so
@@ -308,8 +328,7 @@ def predict_eps(net: nn.Module, x: torch.Tensor, t: torch.Tensor, K, A, D) -> to
 
 
 # ---------------------------------------------------------------------------- objective
-def perturb(x0: torch.Tensor, M: torch.Tensor, L: torch.Tensor,
-            z: torch.Tensor) -> torch.Tensor:
+def perturb(x0: torch.Tensor, M: torch.Tensor, L: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """``x_t = M_t x_0 + L_t z`` for groups sharing a time.
 
     ``x0`` and ``z``: (G, m, d), group ``g`` at the time whose kernel is ``M[g]``,
@@ -360,17 +379,21 @@ class NeuralScore:
         self.tables = Tables(*(a.to(device=self.device, dtype=self.dtype) for a in tables))
 
     def __repr__(self) -> str:
-        return (f"NeuralScore(dim={self.dim}, t in [{self.t_min:.4g}, {self.t_max:.4g}], "
-                f"net={type(self.net).__name__}, parametrisation={self.param.kind})")
+        return (
+            f"NeuralScore(dim={self.dim}, t in [{self.t_min:.4g}, {self.t_max:.4g}], "
+            f"net={type(self.net).__name__}, parametrisation={self.param.kind})"
+        )
 
     def _tables_at(self, t: float):
         """``(K, A, D, L, cond)`` at ``t``: the training grid's when ``t`` is on it (to
         float32 rounding), else exact."""
         tol = 1e-9 * max(1.0, abs(t))
         if t < self.t_min * (1 - 1e-6) - tol or t > self.t_max * (1 + 1e-6) + tol:
-            raise ValueError(f"t = {t:.6g} is outside the range the network was trained on, "
-                             f"[{self.t_min:.6g}, {self.t_max:.6g}]; sample with T <= "
-                             f"{self.t_max:.6g} and t_min >= {self.t_min:.6g}")
+            raise ValueError(
+                f"t = {t:.6g} is outside the range the network was trained on, "
+                f"[{self.t_min:.6g}, {self.t_max:.6g}]; sample with T <= "
+                f"{self.t_max:.6g} and t_min >= {self.t_min:.6g}"
+            )
         i = int(torch.searchsorted(self._grid, torch.tensor(t, dtype=torch.float64)))
         for j in (i - 1, i):
             if 0 <= j < len(self._grid) and abs(float(self._grid[j]) - t) <= 1e-6 * t:
@@ -386,8 +409,9 @@ class NeuralScore:
         t = as_time("t", t)
         K, A, D, _, c = self._tables_at(t)
         self.net.eval()
-        return predict_eps(self.net, x.to(device=self.device, dtype=self.dtype),
-                           c.expand(x.shape[0]), K, A, D)
+        return predict_eps(
+            self.net, x.to(device=self.device, dtype=self.dtype), c.expand(x.shape[0]), K, A, D
+        )
 
     def stiffness(self, t) -> np.ndarray:
         """The Gaussian part of ``-grad score`` at ``t`` (float64 (d, d)):
@@ -428,8 +452,9 @@ class NeuralScore:
         t = float(t)
         K, A, D, L, c = self._tables_at(t)
         self.net.eval()
-        e = predict_eps(self.net, x.to(device=self.device, dtype=self.dtype), c.expand(x.shape[0]),
-                        K, A, D)
+        e = predict_eps(
+            self.net, x.to(device=self.device, dtype=self.dtype), c.expand(x.shape[0]), K, A, D
+        )
         return -torch.linalg.solve_triangular(L, e, upper=False, left=False).to(dtype=x.dtype)
 
     @torch.no_grad()

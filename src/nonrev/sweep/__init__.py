@@ -11,5 +11,13 @@ from nonrev.sweep.core import (
     sweep_table,
 )
 
-__all__ = ["Cell", "Sweep", "SweepError", "cell_id", "load_sweep", "parse_sweep", "run_sweep",
-           "sweep_table"]
+__all__ = [
+    "Cell",
+    "Sweep",
+    "SweepError",
+    "cell_id",
+    "load_sweep",
+    "parse_sweep",
+    "run_sweep",
+    "sweep_table",
+]

@@ -54,11 +54,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from nonrev.version import __version__
 from nonrev.config import ConfigError, check_field, from_dict, load_file, to_dict
+from nonrev.errors import one_line
 from nonrev.experiments.registry import get_experiment, run_experiment
 from nonrev.outputs import OutputError, atomic_file, check_output, remove_partials, write_json
-from nonrev.errors import one_line
+from nonrev.version import __version__
 
 SWEEP_KEYS = ("experiment", "fixed", "grid", "cells")
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -118,13 +118,16 @@ def parse_sweep(data: dict) -> Sweep:
     fixed = {k: check_field(cls, k, v, key=f"fixed.{k}") for k, v in fixed.items()}
 
     if ("grid" in data) == ("cells" in data):
-        raise ConfigError("grid, cells: give exactly one of them (grid: lists of values "
-                          "whose cartesian product is swept; cells: a list of parameter sets)")
+        raise ConfigError(
+            "grid, cells: give exactly one of them (grid: lists of values "
+            "whose cartesian product is swept; cells: a list of parameter sets)"
+        )
     if "grid" in data:
         raw = data["grid"]
         if not isinstance(raw, dict) or not raw:
-            raise ConfigError(f"grid: must be a non-empty mapping of keys to lists of values, "
-                              f"got {raw!r}")
+            raise ConfigError(
+                f"grid: must be a non-empty mapping of keys to lists of values, got {raw!r}"
+            )
         grid = {}
         for k, values in raw.items():
             if k not in {f.name for f in dataclasses.fields(cls)}:
@@ -196,13 +199,15 @@ def run_cell(experiment: str, params: dict, threads: int = 1) -> dict:
         json.dumps(results)  # a results dict must be JSON-serialisable
         record.update(status="ok", results=results)
     except Exception as exc:  # noqa: BLE001 - recorded, the sweep goes on
-        record.update(status="failed", error=one_line(f"{type(exc).__name__}: {exc}"),
-                      traceback=traceback.format_exc())
+        record.update(
+            status="failed",
+            error=one_line(f"{type(exc).__name__}: {exc}"),
+            traceback=traceback.format_exc(),
+        )
     finally:
         torch.set_num_threads(before)
     record["runtime_s"] = time.perf_counter() - t0
     return record
-
 
 
 # ----------------------------------------------------------------------------- backends
@@ -305,9 +310,12 @@ def reaper():
 
     read_end, write_end = os.pipe()  # not inherited by the processes started later
     try:
-        watchdog = subprocess.Popen([sys.executable, "-S", "-c", _REAPER, str(os.getpid())],
-                                    stdin=read_end, stdout=subprocess.DEVNULL,
-                                    start_new_session=True)
+        watchdog = subprocess.Popen(
+            [sys.executable, "-S", "-c", _REAPER, str(os.getpid())],
+            stdin=read_end,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     finally:
         os.close(read_end)
     try:
@@ -333,8 +341,12 @@ def _run_local(experiment: str, cells: list[Cell], workers: int, threads: int) -
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=die_with_parent, initargs=(os.getpid(),))
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=die_with_parent,
+        initargs=(os.getpid(),),
+    )
     try:
         futures = {pool.submit(run_cell, experiment, c.params, threads): c for c in cells}
         for fut in as_completed(futures):
@@ -351,8 +363,10 @@ def _import_ray():
     try:
         import ray
     except ImportError as exc:
-        raise SweepError(f"--backend ray: Ray cannot be imported ({exc}); install it with "
-                         "pip install ray, or use --backend local") from None
+        raise SweepError(
+            f"--backend ray: Ray cannot be imported ({exc}); install it with "
+            "pip install ray, or use --backend local"
+        ) from None
     return ray
 
 
@@ -374,12 +388,15 @@ def _check_reachable(address: str) -> None:
         port = int(address.rpartition(":")[2])
         socket.create_connection((_host(address), port), timeout=10).close()
     except (OSError, ValueError) as exc:
-        raise SweepError(f"--address {address}: no Ray cluster answers there ({exc}); start "
-                         "one with 'ray start --head --port PORT' and pass HOST:PORT") from None
+        raise SweepError(
+            f"--address {address}: no Ray cluster answers there ({exc}); start "
+            "one with 'ray start --head --port PORT' and pass HOST:PORT"
+        ) from None
 
 
-def _run_ray(experiment: str, cells: list[Cell], workers: int | None, threads: int,
-             address: str | None) -> Iterator:
+def _run_ray(
+    experiment: str, cells: list[Cell], workers: int | None, threads: int, address: str | None
+) -> Iterator:
     """Yield ``(cell, record)`` as Ray tasks finish.
 
     Without ``address``: a Ray instance started here, on 127.0.0.1 only, without
@@ -405,17 +422,25 @@ def _run_ray(experiment: str, cells: list[Cell], workers: int | None, threads: i
             try:
                 ray.init(address=address, **common)
             except (ConnectionError, ValueError, RuntimeError) as exc:
-                raise SweepError(f"--address {address}: cannot join a Ray cluster there "
-                                 f"({one_line(exc)})") from None
+                raise SweepError(
+                    f"--address {address}: cannot join a Ray cluster there ({one_line(exc)})"
+                ) from None
         else:
-            ray.init(address="local", num_cpus=workers or os.cpu_count(),
-                     include_dashboard=False, _node_ip_address="127.0.0.1", **common)
+            ray.init(
+                address="local",
+                num_cpus=workers or os.cpu_count(),
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",
+                **common,
+            )
             node = ray.util.get_node_ip_address()
             if not ipaddress.ip_address(node).is_loopback:
                 ray.shutdown()
-                raise SweepError(f"--backend ray: the Ray instance took the address {node}, not "
-                                 "the loopback address (was ray imported before nonrev.sweep.core "
-                                 "ran? set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 first)")
+                raise SweepError(
+                    f"--backend ray: the Ray instance took the address {node}, not "
+                    "the loopback address (was ray imported before nonrev.sweep.core "
+                    "ran? set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 first)"
+                )
         started = True
     try:
         task = ray.remote(run_cell)
@@ -482,8 +507,10 @@ def _prepare(out: Path, sweep: Sweep, resume: bool) -> None:
         raise SweepError(str(exc)) from None
     if out.is_dir() and not spec.is_file():
         if any(p.name != ".lock" for p in out.iterdir()):
-            raise SweepError(f"--out {out}: exists and holds no sweep (no sweep.json); "
-                             "choose a new or empty folder")
+            raise SweepError(
+                f"--out {out}: exists and holds no sweep (no sweep.json); "
+                "choose a new or empty folder"
+            )
     elif spec.is_file() and not resume:
         try:
             old = json.loads(spec.read_text())
@@ -491,17 +518,23 @@ def _prepare(out: Path, sweep: Sweep, resume: bool) -> None:
         except (OSError, ValueError, KeyError, TypeError):
             same = False
         if not same:
-            raise SweepError(f"--out {out}: holds a different sweep; pass --resume to run this "
-                             "one there (its finished cells with the same parameters are "
-                             "kept), or choose a new folder")
+            raise SweepError(
+                f"--out {out}: holds a different sweep; pass --resume to run this "
+                "one there (its finished cells with the same parameters are "
+                "kept), or choose a new folder"
+            )
     (out / "cells").mkdir(parents=True, exist_ok=True)
 
 
 def _record_sweep(out: Path, sweep: Sweep) -> None:
-    write_json(out / "sweep.json", {
-        "experiment": sweep.experiment, "varying": list(sweep.varying),
-        "cells": [{"id": c.id, "params": c.params} for c in sweep.cells],
-    })
+    write_json(
+        out / "sweep.json",
+        {
+            "experiment": sweep.experiment,
+            "varying": list(sweep.varying),
+            "cells": [{"id": c.id, "params": c.params} for c in sweep.cells],
+        },
+    )
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -561,10 +594,18 @@ class SweepOutcome:
     n_failed: int
 
 
-def run_sweep(sweep: Sweep, out, *, backend: str = "ray", address: str | None = None,
-              workers: int | None = None, threads: int = 1, resume: bool = False,
-              on_start: Callable[[int, int], None] | None = None,
-              on_cell: Callable[[Cell, dict], None] | None = None) -> SweepOutcome:
+def run_sweep(
+    sweep: Sweep,
+    out,
+    *,
+    backend: str = "ray",
+    address: str | None = None,
+    workers: int | None = None,
+    threads: int = 1,
+    resume: bool = False,
+    on_start: Callable[[int, int], None] | None = None,
+    on_cell: Callable[[Cell, dict], None] | None = None,
+) -> SweepOutcome:
     """Run the cells of ``sweep`` that have no "ok" record in ``out``, then write the
     table (figures are drawn by :mod:`nonrev.reports.sweep`).
 
@@ -587,8 +628,7 @@ def run_sweep(sweep: Sweep, out, *, backend: str = "ray", address: str | None = 
         _record_sweep(out, sweep)
         if (out / "cells").is_dir():
             remove_partials(out / "cells")  # left by a killed run
-        finished = {c.id for c in sweep.cells
-                    if (read_record(out, c) or {}).get("status") == "ok"}
+        finished = {c.id for c in sweep.cells if (read_record(out, c) or {}).get("status") == "ok"}
         todo = [c for c in sweep.cells if c.id not in finished]
         if on_start is not None:
             on_start(len(sweep.cells), len(finished))
@@ -597,11 +637,18 @@ def run_sweep(sweep: Sweep, out, *, backend: str = "ray", address: str | None = 
                 runs = _run_local(sweep.experiment, todo, workers or os.cpu_count() or 1, threads)
             else:
                 runs = _run_ray(sweep.experiment, todo, workers, threads, address)
-            with reaper() if (backend == "ray" or (workers or os.cpu_count() or 1) > 1) \
-                    else contextlib.nullcontext():
+            with (
+                reaper()
+                if (backend == "ray" or (workers or os.cpu_count() or 1) > 1)
+                else contextlib.nullcontext()
+            ):
                 for cell, record in runs:
-                    record = {"cell_id": cell.id, "experiment": sweep.experiment,
-                              "params": cell.params, **record}
+                    record = {
+                        "cell_id": cell.id,
+                        "experiment": sweep.experiment,
+                        "params": cell.params,
+                        **record,
+                    }
                     write_json(out / "cells" / f"{cell.id}.json", record)
                     if on_cell is not None:
                         on_cell(cell, record)
@@ -614,6 +661,17 @@ def experiment_columns(sweep: Sweep) -> tuple[str, ...]:
     return get_experiment(sweep.experiment).columns
 
 
-__all__ = ["Cell", "Sweep", "SweepError", "SweepOutcome", "cell_id", "load_sweep",
-           "parse_sweep", "read_record", "run_cell", "run_sweep", "sweep_table",
-           "write_table"]
+__all__ = [
+    "Cell",
+    "Sweep",
+    "SweepError",
+    "SweepOutcome",
+    "cell_id",
+    "load_sweep",
+    "parse_sweep",
+    "read_record",
+    "run_cell",
+    "run_sweep",
+    "sweep_table",
+    "write_table",
+]

@@ -1,8 +1,8 @@
 """Training learned scores: see :mod:`nonrev.training.loop`."""
 
 from nonrev.training.loop import (
-    CheckpointError,
     EMA,
+    CheckpointError,
     TrainConfig,
     TrainedModel,
     load_checkpoint,
@@ -11,5 +11,13 @@ from nonrev.training.loop import (
     train,
 )
 
-__all__ = ["CheckpointError", "EMA", "TrainConfig", "TrainedModel", "load_checkpoint",
-           "process_from_spec", "quick_config", "train"]
+__all__ = [
+    "CheckpointError",
+    "EMA",
+    "TrainConfig",
+    "TrainedModel",
+    "load_checkpoint",
+    "process_from_spec",
+    "quick_config",
+    "train",
+]

@@ -53,19 +53,27 @@ from typing import Callable
 import numpy as np
 import torch
 
-from nonrev.version import __version__
+from nonrev.config import COUNT_MAX, ConfigError, check_memory, field, from_dict, show, to_dict
 from nonrev.data.datasets import Dataset, Normaliser, load_dataset
 from nonrev.data.files import check_dense_memory
-from nonrev.config import COUNT_MAX, ConfigError, check_memory, field, from_dict, show, to_dict
 from nonrev.linalg import sample_covariance
 from nonrev.outputs import remove_partials, write_bytes
 from nonrev.process.ou import OUProcess
 from nonrev.process.spec import condition_cap_of, gamma_of, process_from_spec
 from nonrev.samplers import SPACINGS, get_method, sample, time_grid
 from nonrev.scores.neural import NeuralScore, Parameterisation, build_network, dsm_loss
+from nonrev.version import __version__
 
-__all__ = ["CheckpointError", "TrainConfig", "TrainedModel", "EMA", "load_checkpoint",
-           "process_from_spec", "quick_config", "train"]
+__all__ = [
+    "CheckpointError",
+    "TrainConfig",
+    "TrainedModel",
+    "EMA",
+    "load_checkpoint",
+    "process_from_spec",
+    "quick_config",
+    "train",
+]
 
 #: Seconds after the start of a run (fresh, or resumed) at which the first checkpoint
 #: is written, when ``checkpoint_minutes`` asks for later ones: a run stopped early
@@ -86,45 +94,70 @@ class CheckpointError(ValueError):
 class TrainConfig:
     """Everything a training run depends on (validated by ``nonrev.config.from_dict``)."""
 
-    data: str = field("digits", help="digits | moons | circles | ring | .npy/.npz file | image folder")
+    data: str = field(
+        "digits", help="digits | moons | circles | ring | .npy/.npz file | image folder"
+    )
     key: str = field("", help="array name in an .npz data file")
     image_size: int = field(16, min=2, max=256, help="side of resized folder images")
     color: str = field("auto", choices=("auto", "gray", "rgb"), help="folder images")
     n_points: int = field(4000, min=8, max=COUNT_MAX, help="size of a generated 2-D toy set")
     test_fraction: float = field(0.2, min=0.01, max=0.9)
-    n_train: int = field(0, min=0, max=COUNT_MAX, help="use only the first n_train training rows (0: all)")
+    n_train: int = field(
+        0, min=0, max=COUNT_MAX, help="use only the first n_train training rows (0: all)"
+    )
     split_seed: int = field(0, min=0, help="seed of the train/test split (and toy data)")
-    u: str = field("data:10", help="identity | data | data:<k> (condition number capped "
-                                   "at k) | FILE (a (d, d) SPD matrix); data:10 and data_frame: "
-                                   "the best of the digits grid (README)")
+    u: str = field(
+        "data:10",
+        help="identity | data | data:<k> (condition number capped "
+        "at k) | FILE (a (d, d) SPD matrix); data:10 and data_frame: "
+        "the best of the digits grid (README)",
+    )
     q: str = field("none", help="none | optimal | gamma:<x> | rate:<x> | FILE (antisymmetric)")
-    network: str = field("mlp", choices=("mlp", "conv", "auto"),
-                         help="mlp or conv (image data); auto: mlp, read from older checkpoints")
-    precondition: bool = field(True, help="Gaussian preconditioning of the noise prediction "
-                                          "(nonrev.scores.neural.Parameterisation)")
-    parametrisation: str = field("data_frame", choices=("gaussian", "data_frame"),
-                                 help="with precondition: the network's input, output and "
-                                      "time in the noise frame (gaussian) or in the data "
-                                      "frame, with the noise level as time (data_frame)")
+    network: str = field(
+        "mlp",
+        choices=("mlp", "conv", "auto"),
+        help="mlp or conv (image data); auto: mlp, read from older checkpoints",
+    )
+    precondition: bool = field(
+        True,
+        help="Gaussian preconditioning of the noise prediction "
+        "(nonrev.scores.neural.Parameterisation)",
+    )
+    parametrisation: str = field(
+        "data_frame",
+        choices=("gaussian", "data_frame"),
+        help="with precondition: the network's input, output and "
+        "time in the noise frame (gaussian) or in the data "
+        "frame, with the noise level as time (data_frame)",
+    )
     hidden: int = field(512, min=8, max=16384, help="mlp width")
     depth: int = field(3, min=1, max=256, help="residual blocks")
     channels: int = field(64, min=8, max=4096, help="conv channels")
     emb_dim: int = field(128, min=2, max=16384, help="time embedding size (even)")
     steps: int = field(20000, min=1, max=10**9)
     batch_size: int = field(256, min=1, max=10**6)
-    time_groups: int = field(16, min=1, max=10**6, help="distinct grid times per batch (divides batch_size)")
+    time_groups: int = field(
+        16, min=1, max=10**6, help="distinct grid times per batch (divides batch_size)"
+    )
     lr: float = field(1e-3, min=1e-8, max=1.0)
     weight_decay: float = field(0.0, min=0.0)
     warmup: int = field(200, min=0, max=10**9, help="linear learning-rate warm-up steps")
     lr_schedule: str = field("cosine", choices=("cosine", "constant"))
     ema_decay: float = field(0.999, min=0.0, max=0.99999)
     grad_clip: float = field(1.0, min=0.0, help="max gradient norm (0: off)")
-    t_min: float = field(1e-2, min=1e-6, help="smallest training time (and default end of sampling)")
+    t_min: float = field(
+        1e-2, min=1e-6, help="smallest training time (and default end of sampling)"
+    )
     t_max: float = field(10.0, min=1e-3, help="largest training time (largest T to sample from)")
-    n_times: int = field(0, min=0, max=100_000, help="training grid size (0: auto, 1000 for d <= 128)")
-    spacing: str = field("log", choices=(*SPACINGS, "snr"),
-                         help="training grid spacing: uniform or log in t, or snr (evenly "
-                              "in the log noise level of the data, which needs precondition)")
+    n_times: int = field(
+        0, min=0, max=100_000, help="training grid size (0: auto, 1000 for d <= 128)"
+    )
+    spacing: str = field(
+        "log",
+        choices=(*SPACINGS, "snr"),
+        help="training grid spacing: uniform or log in t, or snr (evenly "
+        "in the log noise level of the data, which needs precondition)",
+    )
     seed: int = field(0, min=0)
     device: str = field("cpu")
     amp: bool = field(False, help="bfloat16 autocast (off by default; no gain on small CPUs)")
@@ -134,8 +167,10 @@ class TrainConfig:
 
     def validate(self, prefix=""):
         if self.batch_size % self.time_groups:
-            raise ConfigError(f"{prefix}time_groups: must divide batch_size ({self.batch_size}), "
-                              f"got {self.time_groups}")
+            raise ConfigError(
+                f"{prefix}time_groups: must divide batch_size ({self.batch_size}), "
+                f"got {self.time_groups}"
+            )
         if self.t_min >= self.t_max:
             raise ConfigError(f"{prefix}t_max: must be > t_min ({self.t_min}), got {self.t_max}")
         if self.spacing == "snr" and not self.precondition:
@@ -154,8 +189,9 @@ class TrainConfig:
         except RuntimeError as exc:
             raise ConfigError(f"{prefix}device: {exc}") from None
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"{prefix}device: {show(self.device)} asked for, but CUDA is not "
-                              "available")
+            raise ConfigError(
+                f"{prefix}device: {show(self.device)} asked for, but CUDA is not available"
+            )
 
 
 def quick_config(**overrides) -> TrainConfig:
@@ -188,8 +224,11 @@ def _parameterisation(cfg: TrainConfig, process: OUProcess, cov) -> Parameterisa
 
 def _make_network(cfg: TrainConfig, dim: int, shape) -> torch.nn.Module:
     kind = _network_kind(cfg, shape)
-    arch = (dict(hidden=cfg.hidden, depth=cfg.depth, emb_dim=cfg.emb_dim) if kind == "mlp"
-            else dict(channels=cfg.channels, depth=cfg.depth, emb_dim=cfg.emb_dim))
+    arch = (
+        dict(hidden=cfg.hidden, depth=cfg.depth, emb_dim=cfg.emb_dim)
+        if kind == "mlp"
+        else dict(channels=cfg.channels, depth=cfg.depth, emb_dim=cfg.emb_dim)
+    )
     return build_network(kind, dim=dim, shape=shape, t_min=cfg.t_min, t_max=cfg.t_max, **arch)
 
 
@@ -246,9 +285,20 @@ class TrainedModel:
         """The learned score ``-L_t^{-T} eps_theta(x, t)`` (normalised units)."""
         return NeuralScore(self.network, self.param, self.tables)
 
-    def sample(self, n: int, steps: int, method: str = "ancestral", *, T: float | None = None,
-               t_min: float | None = None, spacing: str = "log", seed: int = 0,
-               batch_size: int = 2000, denoise: bool = True, score=None):
+    def sample(
+        self,
+        n: int,
+        steps: int,
+        method: str = "ancestral",
+        *,
+        T: float | None = None,
+        t_min: float | None = None,
+        spacing: str = "log",
+        seed: int = 0,
+        batch_size: int = 2000,
+        denoise: bool = True,
+        score=None,
+    ):
         """``n`` samples in the data's original units, as (n, d) float64 rows.
 
         Reverse process from ``T`` (default: the training ``t_max``) down to
@@ -268,9 +318,19 @@ class TrainedModel:
         out, nfe = [], 0
         for start in range(0, int(n), int(batch_size)):
             b = min(int(batch_size), int(n) - start)
-            x, info = sample(score, self.process, n=b, T=T, steps=int(steps), method=method,
-                             t_min=t_min, spacing=spacing, generator=gen, denoise=denoise,
-                             device=device)
+            x, info = sample(
+                score,
+                self.process,
+                n=b,
+                T=T,
+                steps=int(steps),
+                method=method,
+                t_min=t_min,
+                spacing=spacing,
+                generator=gen,
+                denoise=denoise,
+                device=device,
+            )
             out.append(x.detach().cpu().double().numpy())
             nfe = info["nfe"]
         return self.normaliser.inverse(np.concatenate(out)), nfe
@@ -280,15 +340,27 @@ class TrainedModel:
 def _versions() -> dict:
     import safetensors
 
-    return {"nonrev": __version__, "torch": torch.__version__, "numpy": np.__version__,
-            "safetensors": safetensors.__version__, "python": platform.python_version()}
+    return {
+        "nonrev": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "safetensors": safetensors.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def _data_meta(ds: Dataset, n_train: int) -> dict:
-    return {"name": ds.name, "dim": ds.dim, "shape": None if ds.shape is None else list(ds.shape),
-            "sample_shape": list(ds.sample_shape), "channels_last": bool(ds.channels_last),
-            "value_range": None if ds.value_range is None else list(ds.value_range),
-            "source": ds.source, "n_train": int(n_train), "n_test": int(ds.test.shape[0])}
+    return {
+        "name": ds.name,
+        "dim": ds.dim,
+        "shape": None if ds.shape is None else list(ds.shape),
+        "sample_shape": list(ds.sample_shape),
+        "channels_last": bool(ds.channels_last),
+        "value_range": None if ds.value_range is None else list(ds.value_range),
+        "source": ds.source,
+        "n_train": int(n_train),
+        "n_test": int(ds.test.shape[0]),
+    }
 
 
 @dataclass
@@ -330,16 +402,23 @@ def save_checkpoint(out: Path, state: _State) -> Path:
     wname = f"weights-{state.step:09d}.safetensors"
     write_bytes(out / wname, blob)
     doc = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "step": int(state.step),
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "step": int(state.step),
         "config": to_dict(state.cfg),
-        "network": {"kind": _network_kind(state.cfg, state.data["shape"]),
-                    "parameters": int(sum(p.numel() for p in state.model.parameters()))},
+        "network": {
+            "kind": _network_kind(state.cfg, state.data["shape"]),
+            "parameters": int(sum(p.numel() for p in state.model.parameters())),
+        },
         "process": {"U": state.process.U.tolist(), "Q": state.process.Q.tolist()},
         "normalisation": state.normaliser.to_dict(),
         "data": state.data,
         "ema": {"decay": state.ema.decay, "updates": int(state.ema.updates)},
-        "weights": {"file": wname, "sha256": hashlib.sha256(blob).hexdigest(),
-                    "tensors": {k: list(v.shape) for k, v in tensors.items()}},
+        "weights": {
+            "file": wname,
+            "sha256": hashlib.sha256(blob).hexdigest(),
+            "tensors": {k: list(v.shape) for k, v in tensors.items()},
+        },
         "loss_history": state.loss_history,
         "loss_window": state.loss_window,
         "elapsed_s": float(state.elapsed),
@@ -353,13 +432,33 @@ def save_checkpoint(out: Path, state: _State) -> Path:
 
 
 # ---------------------------------------------------------------------------- loading
-_SCHEMA = {"format": str, "format_version": int, "step": int, "config": dict, "network": dict,
-           "process": dict, "normalisation": dict, "data": dict, "ema": dict, "weights": dict,
-           "loss_history": list, "loss_window": list, "elapsed_s": (int, float),
-           "versions": dict}
-_DATA_SCHEMA = {"name": str, "dim": int, "shape": (list, type(None)), "sample_shape": list,
-                "channels_last": bool, "value_range": (list, type(None)), "source": dict,
-                "n_train": int, "n_test": int}
+_SCHEMA = {
+    "format": str,
+    "format_version": int,
+    "step": int,
+    "config": dict,
+    "network": dict,
+    "process": dict,
+    "normalisation": dict,
+    "data": dict,
+    "ema": dict,
+    "weights": dict,
+    "loss_history": list,
+    "loss_window": list,
+    "elapsed_s": (int, float),
+    "versions": dict,
+}
+_DATA_SCHEMA = {
+    "name": str,
+    "dim": int,
+    "shape": (list, type(None)),
+    "sample_shape": list,
+    "channels_last": bool,
+    "value_range": (list, type(None)),
+    "source": dict,
+    "n_train": int,
+    "n_test": int,
+}
 
 
 def _check_schema(obj: dict, schema: dict, where: str) -> None:
@@ -383,10 +482,14 @@ def _check_shapes(data: dict, where: str) -> None:
         val = data[key]
         if val is None:
             continue
-        if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in val) \
-                or math.prod(val) != dim:
-            raise CheckpointError(f"{where}: {key!r} must list positive integers whose product "
-                                  f"is dim = {dim}, got {str(val)[:80]}")
+        if (
+            not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in val)
+            or math.prod(val) != dim
+        ):
+            raise CheckpointError(
+                f"{where}: {key!r} must list positive integers whose product "
+                f"is dim = {dim}, got {str(val)[:80]}"
+            )
 
 
 def _read_doc(folder: Path) -> dict:
@@ -398,16 +501,20 @@ def _read_doc(folder: Path) -> dict:
     try:
         doc = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise CheckpointError(f"{path}: unreadable or not valid JSON (truncated or edited?): "
-                              f"{' '.join(str(exc).split())}") from None
+        raise CheckpointError(
+            f"{path}: unreadable or not valid JSON (truncated or edited?): "
+            f"{' '.join(str(exc).split())}"
+        ) from None
     if not isinstance(doc, dict):
         raise CheckpointError(f"{path}: must hold a JSON object")
     _check_schema(doc, _SCHEMA, str(path))
     if doc["format"] != FORMAT:
         raise CheckpointError(f"{path}: not a nonrev checkpoint (format {doc['format']!r})")
     if doc["format_version"] != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {doc['format_version']} "
-                              f"is not supported (this nonrev reads {FORMAT_VERSION})")
+        raise CheckpointError(
+            f"{path}: checkpoint format version {doc['format_version']} "
+            f"is not supported (this nonrev reads {FORMAT_VERSION})"
+        )
     _check_schema(doc["data"], _DATA_SCHEMA, f"{path}: data")
     _check_shapes(doc["data"], f"{path}: data")
     _check_schema(doc["weights"], {"file": str, "sha256": str, "tensors": dict}, f"{path}: weights")
@@ -429,19 +536,25 @@ def _read_tensors(folder: Path, doc: dict) -> dict:
         raise CheckpointError(f"{wpath}: weights file missing")
     blob = wpath.read_bytes()
     if hashlib.sha256(blob).hexdigest() != doc["weights"]["sha256"]:
-        raise CheckpointError(f"{wpath}: contents do not match the checkpoint (sha256 differs): "
-                              "the file is truncated or was modified")
+        raise CheckpointError(
+            f"{wpath}: contents do not match the checkpoint (sha256 differs): "
+            "the file is truncated or was modified"
+        )
     try:
         tensors = st_load(blob)
     except (SafetensorError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{wpath}: not a readable safetensors file "
-                              f"({' '.join(str(exc).split())})") from None
+        raise CheckpointError(
+            f"{wpath}: not a readable safetensors file ({' '.join(str(exc).split())})"
+        ) from None
     listed = {k: list(v) for k, v in doc["weights"]["tensors"].items()}
     found = {k: list(v.shape) for k, v in tensors.items()}
     if listed != found:
-        diff = sorted(set(listed) ^ set(found)) or sorted(k for k in listed if listed[k] != found[k])
-        raise CheckpointError(f"{wpath}: tensors do not match the checkpoint's list "
-                              f"(first difference: {diff[0]!r})")
+        diff = sorted(set(listed) ^ set(found)) or sorted(
+            k for k in listed if listed[k] != found[k]
+        )
+        raise CheckpointError(
+            f"{wpath}: tensors do not match the checkpoint's list (first difference: {diff[0]!r})"
+        )
     return tensors
 
 
@@ -456,11 +569,21 @@ def _restore(folder: Path, *, for_training: bool, device=None):
         return _restore_unchecked(folder, for_training=for_training, device=device)
     except CheckpointError:
         raise
-    except (TypeError, KeyError, ValueError, AttributeError, IndexError, OverflowError,
-            RuntimeError, RecursionError) as exc:
+    except (
+        TypeError,
+        KeyError,
+        ValueError,
+        AttributeError,
+        IndexError,
+        OverflowError,
+        RuntimeError,
+        RecursionError,
+    ) as exc:
         where = folder / CHECKPOINT_JSON
-        raise CheckpointError(f"{where}: malformed checkpoint ({type(exc).__name__}: "
-                              f"{' '.join(str(exc).split())[:200]})") from None
+        raise CheckpointError(
+            f"{where}: malformed checkpoint ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())[:200]})"
+        ) from None
 
 
 def _restore_unchecked(folder: Path, *, for_training: bool, device=None):
@@ -480,7 +603,9 @@ def _restore_unchecked(folder: Path, *, for_training: bool, device=None):
         Q = np.asarray(doc["process"]["Q"], dtype=np.float64)
         process = OUProcess(U, Q)
         if process.dim != data["dim"]:
-            raise ValueError(f"U is {process.dim}x{process.dim} but the data have d = {data['dim']}")
+            raise ValueError(
+                f"U is {process.dim}x{process.dim} but the data have d = {data['dim']}"
+            )
         normaliser = Normaliser.from_dict(doc["normalisation"], data["dim"])
         shape = None if data["shape"] is None else tuple(int(s) for s in data["shape"])
     except (ValueError, TypeError, KeyError, OverflowError) as exc:
@@ -496,8 +621,10 @@ def _restore_unchecked(folder: Path, *, for_training: bool, device=None):
     for n, p in ghost.named_parameters():
         t = tensors.get("model." + n)
         if t is None or tuple(t.shape) != tuple(p.shape):
-            raise CheckpointError(f"{where}: tensor model.{n} is missing or has the wrong "
-                                  f"shape for the network in the config")
+            raise CheckpointError(
+                f"{where}: tensor model.{n} is missing or has the wrong "
+                f"shape for the network in the config"
+            )
     try:
         model = _make_network(cfg, data["dim"], shape)
     except (ValueError, TypeError, KeyError) as exc:
@@ -507,17 +634,22 @@ def _restore_unchecked(folder: Path, *, for_training: bool, device=None):
         for n, p in params.items():
             t = tensors.get(prefix + n)
             if t is None or tuple(t.shape) != tuple(p.shape) or t.dtype != p.dtype:
-                raise CheckpointError(f"{where}: tensor {prefix + n} is missing or has the wrong "
-                                      f"shape/dtype for the network in the config")
+                raise CheckpointError(
+                    f"{where}: tensor {prefix + n} is missing or has the wrong "
+                    f"shape/dtype for the network in the config"
+                )
     known = {f"{p}{n}" for p in ("model.", "ema.") for n in params} | {"rng.torch", "data.cov"}
     extra = [k for k in tensors if k not in known and not k.startswith("optim.")]
     if extra:
         raise CheckpointError(f"{where}: unexpected tensor {extra[0]!r}")
     cov = tensors.get("data.cov")
     if cfg.precondition != (cov is not None) or (
-            cov is not None and tuple(cov.shape) != (data["dim"], data["dim"])):
-        raise CheckpointError(f"{where}: the data covariance (data.cov) is missing or does not "
-                              "fit the config's preconditioning")
+        cov is not None and tuple(cov.shape) != (data["dim"], data["dim"])
+    ):
+        raise CheckpointError(
+            f"{where}: the data covariance (data.cov) is missing or does not "
+            "fit the config's preconditioning"
+        )
     try:
         param = _parameterisation(cfg, process, None if cov is None else cov.double().numpy())
     except ValueError as exc:
@@ -540,12 +672,24 @@ def _restore_unchecked(folder: Path, *, for_training: bool, device=None):
             gen.set_state(tensors["rng.torch"])
             opt.load_state_dict(_optimizer_state(opt, tensors, len(params)))
         except (RuntimeError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"{where}: optimizer or generator state does not fit: "
-                                  f"{' '.join(str(exc).split())}") from None
-    state = _State(cfg=cfg, data=data, normaliser=normaliser, process=process, param=param,
-                   model=model, ema=ema, opt=opt, gen=gen, step=doc["step"],
-                   loss_history=doc["loss_history"], loss_window=doc["loss_window"],
-                   elapsed=float(doc["elapsed_s"]))
+            raise CheckpointError(
+                f"{where}: optimizer or generator state does not fit: {' '.join(str(exc).split())}"
+            ) from None
+    state = _State(
+        cfg=cfg,
+        data=data,
+        normaliser=normaliser,
+        process=process,
+        param=param,
+        model=model,
+        ema=ema,
+        opt=opt,
+        gen=gen,
+        step=doc["step"],
+        loss_history=doc["loss_history"],
+        loss_window=doc["loss_window"],
+        elapsed=float(doc["elapsed_s"]),
+    )
     return doc, state
 
 
@@ -582,10 +726,17 @@ def load_checkpoint(folder, *, ema: bool = True, device=None) -> TrainedModel:
     except ConfigError as exc:
         raise CheckpointError(f"{folder / CHECKPOINT_JSON}: config: {exc}") from None
     tables = st.param.tables(grid, device=dev)
-    return TrainedModel(config=st.cfg, process=st.process, param=st.param, tables=tables,
-                        network=st.model,
-                        normaliser=st.normaliser, data=st.data, step=st.step,
-                        loss_history=st.loss_history)
+    return TrainedModel(
+        config=st.cfg,
+        process=st.process,
+        param=st.param,
+        tables=tables,
+        network=st.model,
+        normaliser=st.normaliser,
+        data=st.data,
+        step=st.step,
+        loss_history=st.loss_history,
+    )
 
 
 def _grid(cfg: TrainConfig, dim: int, param: Parameterisation) -> np.ndarray:
@@ -599,15 +750,22 @@ def _grid(cfg: TrainConfig, dim: int, param: Parameterisation) -> np.ndarray:
 # ---------------------------------------------------------------------------- training
 def prepare_data(cfg: TrainConfig) -> tuple[Dataset, np.ndarray]:
     """The dataset of ``cfg`` and its training rows (the first ``n_train`` if set)."""
-    ds = load_dataset(cfg.data, split_seed=cfg.split_seed, test_fraction=cfg.test_fraction,
-                      n_points=cfg.n_points, image_size=cfg.image_size, color=cfg.color,
-                      key=cfg.key or None)
+    ds = load_dataset(
+        cfg.data,
+        split_seed=cfg.split_seed,
+        test_fraction=cfg.test_fraction,
+        n_points=cfg.n_points,
+        image_size=cfg.image_size,
+        color=cfg.color,
+        key=cfg.key or None,
+    )
     X = ds.train
     if cfg.n_train:
         if cfg.n_train > X.shape[0]:
-            raise ValueError(f"n_train = {cfg.n_train} exceeds the {X.shape[0]} training rows "
-                             f"of {cfg.data}")
-        X = X[:cfg.n_train]
+            raise ValueError(
+                f"n_train = {cfg.n_train} exceeds the {X.shape[0]} training rows of {cfg.data}"
+            )
+        X = X[: cfg.n_train]
     check_dense_memory(X.shape[1], cfg.data)  # U, Q and the kernel's d x d matrices
     return ds, X
 
@@ -630,22 +788,38 @@ def _fresh_state(cfg: TrainConfig, ds: Dataset, X: np.ndarray) -> _State:
     torch.manual_seed(cfg.seed)  # network initialisation
     model = _make_network(cfg, ds.dim, ds.shape).to(torch.device(cfg.device))
     param = _parameterisation(cfg, process, _covariance(normaliser.forward(X)))
-    return _State(cfg=cfg, data=_data_meta(ds, X.shape[0]), normaliser=normaliser,
-                  process=process, param=param, model=model, ema=EMA(model, cfg.ema_decay),
-                  opt=_optimizer(cfg, model), gen=torch.Generator().manual_seed(cfg.seed))
+    return _State(
+        cfg=cfg,
+        data=_data_meta(ds, X.shape[0]),
+        normaliser=normaliser,
+        process=process,
+        param=param,
+        model=model,
+        ema=EMA(model, cfg.ema_decay),
+        opt=_optimizer(cfg, model),
+        gen=torch.Generator().manual_seed(cfg.seed),
+    )
 
 
 def _check_same_data(state: _State, ds: Dataset, X: np.ndarray, where: str) -> None:
     old = state.data
     if old["source"] != ds.source or old["dim"] != ds.dim or old["n_train"] != X.shape[0]:
-        raise CheckpointError(f"{where}: the data have changed since the checkpoint was written "
-                              f"(source {ds.source.get('path', ds.name)}); cannot resume")
+        raise CheckpointError(
+            f"{where}: the data have changed since the checkpoint was written "
+            f"(source {ds.source.get('path', ds.name)}); cannot resume"
+        )
 
 
-def train(cfg: TrainConfig | None = None, out=None, *, resume: bool = False,
-          steps: int | None = None, device=None,
-          progress: Callable[[int, int, float], None] | None = None,
-          should_stop: Callable[[], bool] | None = None) -> TrainedModel:
+def train(
+    cfg: TrainConfig | None = None,
+    out=None,
+    *,
+    resume: bool = False,
+    steps: int | None = None,
+    device=None,
+    progress: Callable[[int, int, float], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainedModel:
     """Train (or, with ``resume``, continue) a score model; returns it with EMA weights.
 
     ``cfg``: a :class:`TrainConfig` (ignored when resuming: the checkpoint's config
@@ -724,7 +898,8 @@ def train(cfg: TrainConfig | None = None, out=None, *, resume: bool = False,
         stopped = should_stop is not None and should_stop()
         wait = min(interval, FIRST_CHECKPOINT_S) if first_save else interval
         due = (cfg.checkpoint_minutes > 0 and time.monotonic() - last_save >= wait) or (
-            cfg.checkpoint_steps > 0 and state.step % cfg.checkpoint_steps == 0)
+            cfg.checkpoint_steps > 0 and state.step % cfg.checkpoint_steps == 0
+        )
         if out is not None and (due or stopped):
             save_checkpoint(out, state)
             last_save = time.monotonic()
@@ -735,7 +910,14 @@ def train(cfg: TrainConfig | None = None, out=None, *, resume: bool = False,
         save_checkpoint(out, state)
     model.eval()
     state.ema.copy_to(model)
-    return TrainedModel(config=cfg, process=state.process, param=state.param, tables=tables,
-                        network=model,
-                        normaliser=state.normaliser, data=state.data, step=state.step,
-                        loss_history=state.loss_history)
+    return TrainedModel(
+        config=cfg,
+        process=state.process,
+        param=state.param,
+        tables=tables,
+        network=model,
+        normaliser=state.normaliser,
+        data=state.data,
+        step=state.step,
+        loss_history=state.loss_history,
+    )
