@@ -14,7 +14,13 @@
   a method's exact error at a given NFE).
 """
 
-from nonrev.samplers import affine, dpmpp, explicit  # noqa: F401  (they register the methods)
+# isort: off
+# The families register their methods on import, in this order (the order of METHODS).
+from nonrev.samplers import explicit  # noqa: F401
+from nonrev.samplers import affine  # noqa: F401
+from nonrev.samplers import dpmpp  # noqa: F401
+
+# isort: on
 from nonrev.samplers.design import design_current
 from nonrev.samplers.driver import sample
 from nonrev.samplers.gaussian import gaussian_error, optimise_grid

@@ -1,4 +1,4 @@
-"""Issue 17: the failures a hostile probe found, one test per cause (each failed
+"""The failures a hostile probe found, one test per cause (each failed
 before its fix): outputs checked before any work, bounded configs, integer option
 ranges, pool workers that die with their parent, large-d cost messages, loader
 messages, leftovers of killed runs, SIGTERM and file permissions."""
