@@ -9,6 +9,7 @@ import nonrev
 
 ORDER = [
     "version",
+    "progress",
     "linalg",
     "operators",
     "errors",

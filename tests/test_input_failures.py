@@ -676,3 +676,33 @@ def test_outputs_get_the_usual_permissions(tmp_path):
         os.umask(old)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "run").stat().st_mode & 0o777 == 0o755
+
+
+def test_a_long_sampler_run_reports_its_progress(monkeypatch, capsys):
+    """A run past the heartbeat's delay says how far it is on stderr (sample's loop
+    and the exact kernel's precompute); a short one stays silent."""
+    import nonrev.progress as progress
+    from nonrev import OUProcess, sample
+    from nonrev.scores import GaussianMixtureScore
+
+    proc = OUProcess(np.diag([0.5, 1.0, 2.0]))
+    score = GaussianMixtureScore(proc, np.zeros((1, 3)), np.eye(3)[None])
+    sample(score, proc, n=4, steps=50, method="ancestral")
+    assert "nonrev:" not in capsys.readouterr().err
+    monkeypatch.setattr(progress, "AFTER_S", 0.0)
+    sample(score, proc, n=4, steps=50, method="ancestral")
+    err = capsys.readouterr().err
+    assert "nonrev: sample (ancestral): " in err and "of 50, t = " in err
+    assert "nonrev: exact kernel on the grid: " in err
+
+
+def test_training_with_a_current_too_stiff_to_sample_warns_before_it_starts():
+    """`train --q gamma:1e10` used to train without a word (its samplers then refused
+    it): the current is named in a warning before any training."""
+    from nonrev import OUProcess, optimal_q
+    from nonrev.process.stiffness import StiffCurrentWarning, warn_if_too_stiff
+
+    U = np.diag([0.5, 1.0, 2.0])
+    with pytest.warns(StiffCurrentWarning, match=r"--q gamma:1e10: the current Q"):
+        assert warn_if_too_stiff(OUProcess(U, 1e10 * optimal_q(U)), 8.0, "--q gamma:1e10")
+    assert not warn_if_too_stiff(OUProcess(U, optimal_q(U)), 8.0)

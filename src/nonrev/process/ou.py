@@ -53,6 +53,7 @@ from nonrev.linalg import (
 )
 from nonrev.operators import IdentityBasis, OperatorStack, stack
 from nonrev.process.stiffness import MagnusProgress
+from nonrev.progress import Heartbeat
 from nonrev.threads import single_threaded
 
 _TAYLOR_THETA = 0.25  # ||h A||_1 bound at the base of the scaling and squaring
@@ -575,7 +576,9 @@ class OUProcess:
         uniform = self._is_uniform(grid)  # then every step is the same: store one
         step_M = np.empty((1 if uniform else max(n - 1, 0), d, d))
         step_S = np.empty_like(step_M)
+        beat = Heartbeat("exact kernel on the grid", n)  # silent unless it runs long
         for i, (M, S, gM, gS) in enumerate(self._step_pairs(grid)):
+            beat.tick(i)
             M_all[i], S_all[i], L_all[i] = M, S, psd_factor(S)
             if i > 0 and (i == 1 or not uniform):
                 step_M[i - 1], step_S[i - 1] = gM, gS

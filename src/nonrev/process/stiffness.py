@@ -176,3 +176,22 @@ def _caller_level() -> int:
     while frame is not None and frame.f_globals.get("__name__", "").startswith("nonrev"):
         frame, level = frame.f_back, level + 1
     return level
+
+
+def warn_if_too_stiff(process, t_max: float, option: str = "--q") -> bool:
+    """Warn (:class:`StiffCurrentWarning`, naming ``option``) when the gDDIM factor up to
+    ``t_max`` would need more than :data:`MAX_STEPS` Magnus steps: a model trained with
+    this current can then be sampled by 'ancestral' or 'ddim' only (gddim, dpmpp_2m and
+    the diffusers scheduler refuse it). Returns whether it warned."""
+    n = estimated_steps(process, 0.0, float(t_max))
+    if n <= MAX_STEPS:
+        return False
+    warnings.warn(
+        f"{option}: the current {_describe(process)} needs about {n:.3g} Magnus steps for "
+        f"the gDDIM factor up to t = {float(t_max):.4g} (more than {MAX_STEPS:g}): a model "
+        "trained with it samples with 'ancestral' or 'ddim' only (gddim, dpmpp_2m and the "
+        "diffusers scheduler refuse it); scale Q down to use them",
+        StiffCurrentWarning,
+        stacklevel=_caller_level(),
+    )
+    return True

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from nonrev.linalg import as_batch
+from nonrev.progress import Heartbeat
 from nonrev.samplers.grids import SPACINGS, resolve_grid, time_grid
 from nonrev.samplers.registry import METHODS, get_method
 from nonrev.samplers.steps import coefficients, step
@@ -174,7 +175,9 @@ def sample(
     if saves is not None and np.isclose(grid[-1], saves).any():
         trajectory[float(grid[-1])] = x.clone()
     state = None
+    beat = Heartbeat(f"sample ({record.name})", coef.steps)  # a long run says how far it is
     for k in range(coef.steps):
+        beat.tick(k, f"t = {times_desc[k]:.4g}")
         for stage in range(coef.stages):
             out = model(x, coef.eval_time(k, stage), first=nfe == 0)
             nfe += 1

@@ -60,6 +60,7 @@ from nonrev.linalg import sample_covariance
 from nonrev.outputs import remove_partials, write_bytes
 from nonrev.process.ou import OUProcess
 from nonrev.process.spec import condition_cap_of, gamma_of, process_from_spec
+from nonrev.process.stiffness import warn_if_too_stiff
 from nonrev.samplers import SPACINGS, get_method, sample, time_grid
 from nonrev.scores.neural import NeuralScore, Parameterisation, build_network, dsm_loss
 from nonrev.version import __version__
@@ -785,6 +786,7 @@ def _covariance(X: np.ndarray) -> np.ndarray:
 def _fresh_state(cfg: TrainConfig, ds: Dataset, X: np.ndarray) -> _State:
     normaliser = Normaliser.fit(X)
     process = process_from_spec(normaliser.forward(X), cfg.u, cfg.q)
+    warn_if_too_stiff(process, cfg.t_max, f"--q {cfg.q}")  # before minutes of training
     torch.manual_seed(cfg.seed)  # network initialisation
     model = _make_network(cfg, ds.dim, ds.shape).to(torch.device(cfg.device))
     param = _parameterisation(cfg, process, _covariance(normaliser.forward(X)))
