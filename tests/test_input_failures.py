@@ -706,3 +706,16 @@ def test_training_with_a_current_too_stiff_to_sample_warns_before_it_starts():
     with pytest.warns(StiffCurrentWarning, match=r"--q gamma:1e10: the current Q"):
         assert warn_if_too_stiff(OUProcess(U, 1e10 * optimal_q(U)), 8.0, "--q gamma:1e10")
     assert not warn_if_too_stiff(OUProcess(U, optimal_q(U)), 8.0)
+
+
+def test_the_finite_n_monte_carlo_reports_its_progress(monkeypatch, capsys):
+    """`analyze --finite-n` ran minutes in silence at d = 256: its forward-path loop now
+    reports on stderr once it runs past the heartbeat's delay."""
+    import nonrev.progress as progress
+    from nonrev import OUProcess
+    from nonrev.regimes import collapse_time_finite
+
+    monkeypatch.setattr(progress, "AFTER_S", 0.0)
+    collapse_time_finite(OUProcess(np.eye(4)), np.eye(4), 50, seed=0)
+    err = capsys.readouterr().err
+    assert "nonrev: finite-N collapse (forward paths): " in err and "paths unlocked" in err

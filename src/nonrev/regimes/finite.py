@@ -74,6 +74,7 @@ import torch
 
 from nonrev.linalg import as_count, as_positive_float, as_psd, psd_factor
 from nonrev.process.ou import OUProcess
+from nonrev.progress import Heartbeat
 from nonrev.regimes.theory import collapse_time
 
 __all__ = ["collapse_time_finite", "finite_lock_times"]
@@ -293,9 +294,12 @@ def finite_lock_times(
     G0 = None
     k = 0
     done = False
+    beat = Heartbeat("finite-N collapse (forward paths)", int(math.ceil(t_hi / dt - 1e-9)))
     while True:
         steps = int(math.ceil(t_hi / dt - 1e-9))
         while k < steps and not done:
+            beat.total = steps
+            beat.tick(k, f"t = {k * dt:.4g}, {int((lock < 0).sum())} of {n_traj} paths unlocked")
             alive0 = lock < 0
             if not bool(alive0.any()):
                 break
