@@ -58,7 +58,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from nonrev.config import ConfigError, check_memory
-from nonrev.process.ou import OUProcess
+from nonrev.process.ou import OUProcess, has_block_interface
 from nonrev.samplers import get_method, method_names
 from nonrev.samplers.steps import coefficients
 from nonrev.samplers.steps import step as nonrev_step
@@ -225,10 +225,7 @@ class NonReversibleScheduler(SchedulerMixin, ConfigMixin):
         if process is not None:
             if U is not None or Q is not None:
                 raise ValueError("give either process= or U= (and Q=), not both")
-            if not all(
-                hasattr(process, a)
-                for a in ("kernel_blocks", "gddim_blocks", "operators", "drift_blocks")
-            ):
+            if not has_block_interface(process):
                 raise ValueError(
                     f"process must be an OUProcess or a SpectralProcess, got "
                     f"{type(process).__name__}"

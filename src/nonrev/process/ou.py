@@ -304,6 +304,52 @@ class Frame:
                     )
 
 
+#: The methods and attributes every kind of kernel offers the rooms above the process
+#: (OUProcess and nonrev.process.SpectralProcess): see docs/ARCHITECTURE.md.
+BLOCK_INTERFACE = (
+    "dim",
+    "basis",
+    "drift_blocks",
+    "precision_blocks",
+    "stationary_cov_blocks",
+    "pair_blocks",
+    "kernel_blocks",
+    "gddim_blocks",
+    "frame",
+    "to_blocks",
+    "vector_to_blocks",
+    "vector_from_blocks",
+    "operators",
+    "relaxation_rate",
+)
+
+
+def has_block_interface(process) -> bool:
+    """Whether ``process`` offers :data:`BLOCK_INTERFACE` (any kind of kernel)."""
+    return all(hasattr(process, a) for a in BLOCK_INTERFACE)
+
+
+def sample_inputs(dim: int, x0, t, generator):
+    """The checked inputs of a process's ``sample(x0, t, generator)``: ``x0`` as a
+    (B, dim) tensor, the times (one, or one per row: ValueError otherwise), whether
+    there was one, and standard normal noise of ``x0``'s shape drawn from
+    ``generator`` (on its device) and moved to ``x0``'s."""
+    x0 = as_batch("x0", x0, dim)
+    times, scalar = as_times("t", t.detach().cpu().numpy() if torch.is_tensor(t) else t)
+    if not scalar and times.shape[0] != x0.shape[0]:
+        raise ValueError(
+            f"t must be a scalar or have one time per row of x0 "
+            f"({x0.shape[0]}), got {times.shape[0]}"
+        )
+    z = torch.randn(
+        x0.shape,
+        generator=generator,
+        dtype=x0.dtype,
+        device=generator.device if generator is not None else x0.device,
+    )
+    return x0, times, scalar, z.to(x0.device)
+
+
 @dataclass(frozen=True)
 class Kernel:
     """The exact kernel of an :class:`OUProcess` on an increasing grid of times.
@@ -651,20 +697,7 @@ class OUProcess:
         ``x0``: (B, d) tensor (or array). ``t``: a scalar, or a (B,) tensor/array of
         per-row times. Returns a tensor on ``x0``'s device and dtype (float32 for arrays).
         """
-        x0 = as_batch("x0", x0, self.dim)
-        times, scalar = as_times("t", t.detach().cpu().numpy() if torch.is_tensor(t) else t)
-        if not scalar and times.shape[0] != x0.shape[0]:
-            raise ValueError(
-                f"t must be a scalar or have one time per row of x0 "
-                f"({x0.shape[0]}), got {times.shape[0]}"
-            )
-        z = torch.randn(
-            x0.shape,
-            generator=generator,
-            dtype=x0.dtype,
-            device=generator.device if generator is not None else x0.device,
-        )
-        z = z.to(x0.device)
+        x0, times, scalar, z = sample_inputs(self.dim, x0, t, generator)
         if scalar:
             times = np.full(x0.shape[0], times[0])
         out = torch.empty_like(x0)

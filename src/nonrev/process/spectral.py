@@ -960,22 +960,9 @@ class SpectralProcess:
         tensor/array of per-row times. Returns a tensor on ``x0``'s device and dtype.
         ``z`` is drawn as (B, d) standard normals (from ``generator`` on its device)
         and used as the noise's coefficients (``V z`` has the same law)."""
-        from nonrev.linalg import as_batch, as_times
+        from nonrev.process.ou import sample_inputs
 
-        x0 = as_batch("x0", x0, self.dim)
-        times, scalar = as_times("t", t.detach().cpu().numpy() if torch.is_tensor(t) else t)
-        if not scalar and times.shape[0] != x0.shape[0]:
-            raise ValueError(
-                f"t must be a scalar or have one time per row of x0 "
-                f"({x0.shape[0]}), got {times.shape[0]}"
-            )
-        z = torch.randn(
-            x0.shape,
-            generator=generator,
-            dtype=x0.dtype,
-            device=generator.device if generator is not None else x0.device,
-        )
-        z = z.to(x0.device)
+        x0, times, scalar, z = sample_inputs(self.dim, x0, t, generator)
         uniq, inverse = np.unique(times, return_inverse=True)
         M, S = self.mean_and_cov_blocks(uniq)
         L = _block_factors(S)

@@ -94,7 +94,7 @@ from nonrev.linalg import (
     sample_covariance,
     sym,
 )
-from nonrev.process.ou import OUProcess
+from nonrev.process.ou import OUProcess, has_block_interface
 from nonrev.regimes import criteria
 
 __all__ = [
@@ -118,20 +118,11 @@ _NO_VARIANCE = (
 
 
 #: What the block route uses of a kernel that is not an OUProcess.
-_BLOCK_INTERFACE = (
-    "dim",
-    "basis",
-    "precision_blocks",
-    "drift_blocks",
-    "pair_blocks",
-    "to_blocks",
-    "relaxation_rate",
-)
 
 
 def _has_blocks(process) -> bool:
     """A kernel with the block interface (not a dense OUProcess)."""
-    return not isinstance(process, OUProcess) and all(hasattr(process, a) for a in _BLOCK_INTERFACE)
+    return not isinstance(process, OUProcess) and has_block_interface(process)
 
 
 def _check_process(process):

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from nonrev.linalg import as_batch
+from nonrev.process.ou import has_block_interface
 from nonrev.progress import Heartbeat
 from nonrev.samplers.grids import SPACINGS, resolve_grid, time_grid
 from nonrev.samplers.registry import METHODS, get_method
@@ -104,7 +105,7 @@ def sample(
         (len(save_times), B, d) in the order given.
     """
     record = get_method(method)
-    if not all(hasattr(process, a) for a in ("kernel_blocks", "operators", "dim")):
+    if not has_block_interface(process):
         raise ValueError(
             f"process must be an OUProcess (or a kernel with its block "
             f"interface), got {type(process).__name__}"
