@@ -1,13 +1,40 @@
 """Reference problems shared by the tests, imported like any module
 (``from problems import random_spd``)."""
 
+import os
+
 import numpy as np
 import torch
+from click.testing import CliRunner
 
 from nonrev import OUProcess, optimal_q
+from nonrev.cli import main
 from nonrev.linalg import random_spd as _random_spd
 from nonrev.samplers import gaussian_error, sample
 from nonrev.scores import GaussianMixtureScore
+
+#: One thread per pool for the commands a test runs in a child process.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+#: A training config that runs in seconds (moons, a tiny MLP).
+TINY_TRAIN = dict(
+    data="moons",
+    n_points=300,
+    hidden=16,
+    depth=1,
+    emb_dim=8,
+    batch_size=32,
+    time_groups=4,
+    n_times=40,
+    t_max=4.0,
+    checkpoint_minutes=0.0,
+    warmup=5,
+)
+
+
+def invoke(*args):
+    """``nonrev ARGS...`` in-process (click's runner); the result has ``exit_code`` and
+    ``output``."""
+    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def random_spd(d, rng, lo=0.25, hi=1.75, geometric=False):

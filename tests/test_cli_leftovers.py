@@ -4,7 +4,6 @@ the same folder; devices, shapes in a checkpoint, image bombs and huge archives 
 one-line errors naming the input."""
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -12,28 +11,7 @@ import sys
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-
-from nonrev.cli import main
-
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-TINY_TRAIN = dict(
-    data="moons",
-    n_points=300,
-    hidden=16,
-    depth=1,
-    emb_dim=8,
-    batch_size=32,
-    time_groups=4,
-    n_times=40,
-    t_max=4.0,
-    checkpoint_minutes=0.0,
-    warmup=5,
-)
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
+from problems import ENV, TINY_TRAIN, invoke
 
 
 def error_line(res, *fragments):

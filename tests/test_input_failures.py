@@ -16,29 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from click.testing import CliRunner
+from problems import ENV, TINY_TRAIN, invoke
 
-from nonrev.cli import main
 from nonrev.config import SEED_MAX, ConfigError, load_file, show
-
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-TINY_TRAIN = dict(
-    data="moons",
-    n_points=300,
-    hidden=16,
-    depth=1,
-    emb_dim=8,
-    batch_size=32,
-    time_groups=4,
-    n_times=40,
-    t_max=4.0,
-    checkpoint_minutes=0.0,
-    warmup=5,
-)
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def assert_one_line(res, *fragments, code=1):

@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
+from problems import TINY_TRAIN as TINY
 from problems import random_spd
 
 from nonrev import OUProcess, optimal_q
@@ -19,20 +20,6 @@ from nonrev.metrics import sliced_wasserstein
 from nonrev.scores import GaussianMixtureScore
 from nonrev.scores.neural import MLPNet, NeuralScore, Parameterisation
 from nonrev.training.loop import CheckpointError, TrainConfig, load_checkpoint, train
-
-TINY = dict(
-    data="moons",
-    n_points=300,
-    hidden=16,
-    depth=1,
-    emb_dim=8,
-    batch_size=32,
-    time_groups=4,
-    n_times=40,
-    t_max=4.0,
-    checkpoint_minutes=0.0,
-    warmup=5,
-)
 
 
 def tiny(**kw):
