@@ -22,6 +22,7 @@ from nonrev.cli.common import (
 )
 from nonrev.process.spec import U_METAVAR
 from nonrev.regimes.steering import OBJECTIVES
+from nonrev.samplers import METHODS
 
 
 def _print_table(
@@ -66,9 +67,6 @@ def _print_table(
             "section 1); use --u data or --u FILE"
         )
     click.echo(f"saved Q ({d} x {d}) to {out}; reuse: {reuse}")
-
-
-SAMPLER_METHODS = ("dpmpp_2m", "gddim", "ddim", "ancestral", "heun", "euler_maruyama")
 
 
 def _print_sampling(
@@ -173,7 +171,7 @@ def _steer_sampling(X, data, u_spec, method, nfe, prior, q_norm_max, seed, maxit
 )
 @click.option(
     "--method",
-    type=click.Choice(SAMPLER_METHODS),
+    type=click.Choice(list(METHODS)),
     default=None,
     help="Sampler (with --objective sampling) [default: dpmpp_2m].",
 )
