@@ -65,7 +65,7 @@ def test_data_frame_factors_and_noise_level(rng):
     Ch = (V * np.sqrt(w)) @ V.T
     for t in (0.01, 0.3, 2.0):
         M, S = proc.mean_and_cov(t)
-        W, R, _, K = param._posterior(M, S)
+        W, R, _, K = (a[0] for a in param._posterior(M[None], S[None]))  # one block
         G = M @ C @ M.T + S
         P = C - C @ M.T @ np.linalg.solve(G, M @ C)
         np.testing.assert_allclose(R @ R.T, P, rtol=1e-9, atol=1e-12)

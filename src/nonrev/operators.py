@@ -111,6 +111,12 @@ class OperatorStack:
         e.g. a per-sample time)."""
         raise NotImplementedError
 
+    def apply_groups(self, x: torch.Tensor) -> torch.Tensor:
+        """Groups of rows ``x`` (n, r, d), group ``k`` mapped by ``P_k`` (a stack of ``n``
+        maps, e.g. :meth:`take` of the times drawn for a training batch): memory
+        O(n d g + n r d), not a (n r, d, d) gather."""
+        raise NotImplementedError
+
     def take(self, idx) -> "OperatorStack":
         """The maps at the indices ``idx`` (a 1-D index array or slice), as a stack."""
         raise NotImplementedError
@@ -146,6 +152,9 @@ class DenseStack(OperatorStack):
     def apply_rows(self, idx, x):
         return torch.bmm(self.P[idx], x.unsqueeze(-1)).squeeze(-1)
 
+    def apply_groups(self, x):
+        return x @ self.P.transpose(-1, -2)
+
     def take(self, idx):
         return DenseStack(self.P[idx])
 
@@ -180,6 +189,12 @@ class BlockStack(OperatorStack):
     def apply_rows(self, idx, x):
         y = self.basis.forward(x)
         return self.basis.inverse(torch.einsum("bmij,bmj->bmi", self.blocks[idx], y))
+
+    def apply_groups(self, x):
+        n, r, d = x.shape
+        y = self.basis.forward(x.reshape(n * r, d)).reshape(n, r, *self.blocks.shape[1:3])
+        z = torch.einsum("nmij,nrmj->nrmi", self.blocks, y)
+        return self.basis.inverse(z.reshape(n * r, *z.shape[2:])).reshape(n, r, d)
 
     def dense(self, k=None):
         b = self.blocks.detach().cpu().double().numpy()

@@ -46,6 +46,22 @@ def _train_config(quick, config_file, overrides):
     help="Current Q: none; " + Q_HELP + " [default: none]",
 )
 @click.option(
+    "--kernel",
+    type=click.Choice(["dense", "spectral"]),
+    default=None,
+    help="dense: U and Q as d x d matrices; spectral: U diagonal and Q block-diagonal "
+    "in the images' 2-D DCT (image data; --u identity|data|data:<k>, --q "
+    "none|optimal|gamma:<x>), O(d log d) per step, for images of any size. "
+    "[default: dense]",
+)
+@click.option(
+    "--groups",
+    type=click.IntRange(min=2, max=4096),
+    default=None,
+    help="With --kernel spectral: frequencies per group of the current (g; it must "
+    "divide d). [default: 2]",
+)
+@click.option(
     "--out",
     "out_dir",
     required=True,
@@ -92,6 +108,8 @@ def train(
     data,
     u_spec,
     q_spec,
+    kernel,
+    groups,
     out_dir,
     quick,
     steps,
@@ -126,6 +144,8 @@ def train(
         "--data": data,
         "--u": u_spec,
         "--q": q_spec,
+        "--kernel": kernel,
+        "--groups": groups,
         "--seed": seed,
         "--key": key,
         "--image-size": image_size,
@@ -154,6 +174,8 @@ def train(
                     "data": data,
                     "u": u_spec,
                     "q": q_spec,
+                    "kernel": kernel,
+                    "groups": groups,
                     "seed": seed,
                     "key": key,
                     "image_size": image_size,

@@ -979,14 +979,21 @@ class SpectralProcess:
 
 
 def spectral_from_spec(
-    shape, u_spec: str, q_spec: str, X: np.ndarray, *, option_u: str = "--u", option_q: str = "--q"
+    shape,
+    u_spec: str,
+    q_spec: str,
+    X: np.ndarray,
+    *,
+    option_u: str = "--u",
+    option_q: str = "--q",
+    groups=None,
 ) -> dict:
     """``{name: SpectralProcess}`` for rows of ``X`` seen as images of ``shape``: the
     reversible process (``"none"``) and, unless ``q_spec`` is ``none``, the one with
     the per-group current (``optimal`` or ``gamma:<x>``). ``u_spec``: ``identity``
     (u = 1), ``data`` or ``data:<k>`` (the data's per-frequency DCT precisions, the
     condition capped at ``k``). Dense-only specs (a FILE, ``rate:<x>``) are refused
-    naming the option."""
+    naming the option. ``groups``: as in :class:`SpectralProcess` (None: pairs)."""
     from nonrev.process.spec import condition_cap_of, gamma_of
 
     images = np.asarray(X, dtype=np.float64).reshape(X.shape[0], *shape)
@@ -997,11 +1004,11 @@ def spectral_from_spec(
     if u_spec == "identity":
 
         def make(current):
-            return SpectralProcess(shape, np.ones(shape), current=current)
+            return SpectralProcess(shape, np.ones(shape), current=current, groups=groups)
     elif u_spec == "data" or cap is not None:
 
         def make(current):
-            return SpectralProcess.from_data(images, k=cap, current=current)
+            return SpectralProcess.from_data(images, k=cap, current=current, groups=groups)
     else:
         raise ValueError(
             f"{option_u}: with an image shape, U is identity, data or "

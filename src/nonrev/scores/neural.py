@@ -48,11 +48,10 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-import scipy.linalg
 import torch
 from torch import nn
 
-from nonrev.linalg import as_batch, as_time, psd_factor
+from nonrev.linalg import as_batch, as_time, psd_factor, sym
 from nonrev.models.networks import (  # noqa: F401  (re-exported)
     NETWORKS,
     ConvNet,
@@ -60,6 +59,7 @@ from nonrev.models.networks import (  # noqa: F401  (re-exported)
     SinusoidalTimeEmbedding,
     build_network,
 )
+from nonrev.operators import IdentityBasis, OperatorStack, apply_sum
 
 __all__ = [
     "ConvNet",
@@ -79,29 +79,69 @@ __all__ = [
 
 # ---------------------------------------------------------------------------- parameterisation
 class Tables(NamedTuple):
-    """Per-time matrices, stacked over ``n`` times (tensors (n,) and (n, d, d)).
+    """Per-time maps, stacked over ``n`` times.
 
-    ``cond``: what the network is given as its time input (the time ``t`` itself, or
-    a noise level: :meth:`Parameterisation.cond`); ``M``, ``L``: the kernel
-    (``L L^T = Sigma_t``); ``K``: input map (the network sees ``y = K x``); ``A``,
-    ``D``: ``eps_theta(x, t) = A x - D F(K x, cond)``.
+    ``times``, ``cond``: tensors (n,), ``cond`` what the network is given as its time
+    input (the time ``t`` itself, or a noise level: :meth:`Parameterisation.cond`).
+    The rest are :class:`nonrev.operators.OperatorStack` of ``n`` maps in the
+    process's basis (dense ``(n, d, d)`` for an :class:`~nonrev.process.ou.OUProcess`,
+    blocks ``(n, m, g, g)`` for a structured kernel such as
+    :class:`~nonrev.process.spectral.SpectralProcess`): ``M``, ``L``: the kernel
+    (``L L^T = Sigma_t``), ``Linv`` = ``L^{-1}``; ``K``: input map (the network sees
+    ``y = K x``); ``A``, ``D``: ``eps_theta(x, t) = A x - D F(K x, cond)``.
     """
 
     times: torch.Tensor
     cond: torch.Tensor
-    M: torch.Tensor
-    L: torch.Tensor
-    K: torch.Tensor
-    A: torch.Tensor
-    D: torch.Tensor
+    M: OperatorStack
+    L: OperatorStack
+    Linv: OperatorStack
+    K: OperatorStack
+    A: OperatorStack
+    D: OperatorStack
 
     def take(self, idx) -> "Tables":
-        return Tables(*(a[idx] for a in self))
+        """The tables at the indices ``idx`` (an index tensor or a slice)."""
+        return Tables(*(a[idx] if torch.is_tensor(a) else a.take(idx) for a in self))
+
+    def to(self, device=None, dtype=None) -> "Tables":
+        return Tables(
+            *(
+                a.to(device=device, dtype=dtype)
+                if torch.is_tensor(a)
+                else a.to(dtype=dtype, device=device)
+                for a in self
+            )
+        )
+
+    @property
+    def nbytes(self) -> int:
+        return sum(
+            a.element_size() * a.nelement() if torch.is_tensor(a) else a.nbytes for a in self
+        )
 
 
 #: The parametrisations: plain noise prediction, the Gaussian preconditioning, and
 #: the same Gaussian core with the network's input, output and time in the data frame.
 KINDS = ("eps", "gaussian", "data_frame")
+
+#: Times per chunk when the tables are computed (bounds the float64 temporaries).
+_CHUNK = 64
+
+
+def _T(X: np.ndarray) -> np.ndarray:
+    return np.swapaxes(X, -1, -2)
+
+
+def _psd_factors(S: np.ndarray) -> np.ndarray:
+    """:func:`nonrev.linalg.psd_factor` of every matrix of a stack (..., g, g)."""
+    try:
+        return np.linalg.cholesky(S)
+    except np.linalg.LinAlgError:
+        out = np.empty_like(S)
+        for idx in np.ndindex(*S.shape[:-2]):
+            out[idx] = psd_factor(S[idx])
+        return out
 
 
 class Parameterisation:
@@ -157,14 +197,32 @@ class Parameterisation:
         kernel, so with a strong current the network must learn a function that spins
         in ``t``. ``C`` may be singular (constant pixels): no inverse of ``C`` is
         formed.
+
+    **Structured kernels.** Every matrix above is computed and applied in the
+    kernel's blocks (``process.pair_blocks``, ``process.operators``): for a
+    :class:`~nonrev.process.spectral.SpectralProcess` each is block-diagonal in the
+    DCT groups, so the tables cost ``O(n d g)`` memory and a map ``O(d log d + d g)``
+    per row. ``data_cov`` is then the data's covariance blocks in the process's basis
+    (``(m, g, g)``, :func:`nonrev.regimes.theory.covariance_blocks`: the part of the
+    covariance inside the groups, the Gaussian core's approximation); a ``(d, d)``
+    covariance is accepted when it is block-diagonal in the basis.
     """
 
     def __init__(self, process, data_cov=None, kind: str | None = None, t_range=None):
         self.process = process
-        self.dim = int(process.dim)
+        self.dim = d = int(process.dim)
+        self.blocks = tuple(int(b) for b in process.basis.blocks)  # (m, g)
+        m, g = self.blocks
         self.cov = None if data_cov is None else np.asarray(data_cov, dtype=np.float64)
-        if self.cov is not None and self.cov.shape != (self.dim, self.dim):
-            raise ValueError(f"data_cov must be ({self.dim}, {self.dim}), got {self.cov.shape}")
+        if self.cov is None:
+            self.cov_blocks = None
+        elif self.cov.shape == (m, g, g):
+            self.cov_blocks = self.cov
+        elif self.cov.shape == (d, d):
+            self.cov_blocks = process.to_blocks("data_cov", self.cov)
+        else:
+            want = f"({d}, {d})" + ("" if (m, g) == (1, d) else f" or blocks ({m}, {g}, {g})")
+            raise ValueError(f"data_cov must be {want}, got {self.cov.shape}")
         self.kind = ("eps" if self.cov is None else "gaussian") if kind is None else kind
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
@@ -175,9 +233,9 @@ class Parameterisation:
             )
         self._sqrt_cov = None
         self._nu_range = None
-        if self.cov is not None:
-            w, V = np.linalg.eigh(0.5 * (self.cov + self.cov.T))
-            self._sqrt_cov = (V * np.sqrt(np.clip(w, 0.0, None))) @ V.T
+        if self.cov_blocks is not None:
+            w, V = np.linalg.eigh(sym(self.cov_blocks))
+            self._sqrt_cov = (V * np.sqrt(np.clip(w, 0.0, None))[..., None, :]) @ _T(V)
         if self.kind == "data_frame":
             if t_range is None:
                 raise ValueError(
@@ -187,9 +245,8 @@ class Parameterisation:
             self.t_range = (float(t_range[0]), float(t_range[1]))
             if not (0 < self.t_range[0] < self.t_range[1]):
                 raise ValueError(f"t_range must be 0 < t_min < t_max, got {t_range}")
-            self._nu_range = tuple(
-                self._log_nu(*self.process.mean_and_cov(t)) for t in self.t_range
-            )
+            M, S = process.pair_blocks(np.array(self.t_range))
+            self._nu_range = tuple(float(v) for v in self._log_nu(M, S))
         self._at = functools.lru_cache(maxsize=256)(self._at_uncached)
         self._den = functools.lru_cache(maxsize=256)(self._denoise_uncached)
 
@@ -197,33 +254,32 @@ class Parameterisation:
     def preconditioned(self) -> bool:
         return self.cov is not None
 
-    # -- the Gaussian core ----------------------------------------------------------
+    # -- the Gaussian core (every function broadcasts over leading axes: times) --------
     def _posterior(self, M: np.ndarray, S: np.ndarray):
-        """``(W, R, G_inv, K)``: posterior mean map, a root of the posterior covariance
-        (as the kind wants it), ``G_t^{-1}`` and the network's input map."""
-        d = self.dim
-        C = self.cov
-        G = M @ C @ M.T + S
-        LG = np.linalg.cholesky(0.5 * (G + G.T))
-        LG_inv = scipy.linalg.solve_triangular(LG, np.eye(d), lower=True)
-        G_inv = LG_inv.T @ LG_inv
-        W = C @ M.T @ G_inv
+        """``(W, R, G_inv, K)`` as blocks: posterior mean map, a root of the posterior
+        covariance (as the kind wants it), ``G_t^{-1}`` and the network's input map."""
+        C = self.cov_blocks
+        G = sym(M @ C @ _T(M)) + sym(S)
+        LG_inv = np.linalg.inv(np.linalg.cholesky(G))
+        G_inv = _T(LG_inv) @ LG_inv
+        W = C @ _T(M) @ G_inv
         if self.kind == "data_frame":
             Ch = self._sqrt_cov
             w, V = np.linalg.eigh(self._snr(M, S))
-            R = Ch @ ((V / np.sqrt(1.0 + np.clip(w, 0.0, None))) @ V.T)
-            return W, R, G_inv, Ch @ M.T @ G_inv
+            R = Ch @ ((V / np.sqrt(1.0 + np.clip(w, 0.0, None))[..., None, :]) @ _T(V))
+            return W, R, G_inv, Ch @ _T(M) @ G_inv
         P = C - W @ M @ C
-        return W, psd_factor(0.5 * (P + P.T)), G_inv, LG_inv
+        return W, _psd_factors(sym(P)), G_inv, LG_inv
 
     def _snr(self, M: np.ndarray, S: np.ndarray) -> np.ndarray:
-        """``S_t = C^{1/2} M^T Sigma^{-1} M C^{1/2}`` (symmetric PSD)."""
-        B = np.linalg.solve(0.5 * (S + S.T), M @ self._sqrt_cov)
-        X = (M @ self._sqrt_cov).T @ B
-        return 0.5 * (X + X.T)
+        """``S_t = C^{1/2} M^T Sigma^{-1} M C^{1/2}`` (symmetric PSD) as blocks."""
+        MC = M @ self._sqrt_cov
+        return sym(_T(MC) @ np.linalg.solve(sym(S), MC))
 
-    def _log_nu(self, M: np.ndarray, S: np.ndarray) -> float:
-        return math.log(self.dim / max(float(np.trace(self._snr(M, S))), 1e-300))
+    def _log_nu(self, M: np.ndarray, S: np.ndarray) -> np.ndarray:
+        """``log(d / Tr S_t)`` for blocks (..., m, g, g): one value per leading index."""
+        tr = np.trace(self._snr(M, S), axis1=-2, axis2=-1).sum(axis=-1)
+        return np.log(self.dim / np.maximum(tr, 1e-300))
 
     def noise_level_grid(self, t_min: float, t_max: float, n: int) -> np.ndarray:
         """``n`` increasing times from ``t_min`` to ``t_max`` evenly spaced in the log
@@ -236,76 +292,90 @@ class Parameterisation:
                 "a noise-level grid needs the data covariance (a preconditioned parametrisation)"
             )
         fine = np.geomspace(t_min, t_max, max(20 * n, 400))
-        ker = self.process.kernel(fine, dtype=torch.float64)
-        Ms, Ss = ker.M.numpy(), ker.Sigma.numpy()
-        log_nu = np.array([self._log_nu(Ms[i], Ss[i]) for i in range(len(fine))])
+        log_nu = np.concatenate(
+            [
+                self._log_nu(*self.process.pair_blocks(fine[lo : lo + _CHUNK]))
+                for lo in range(0, fine.size, _CHUNK)
+            ]
+        )
         log_nu = np.maximum.accumulate(log_nu)  # round-off only: it increases with t
         targets = np.linspace(log_nu[0], log_nu[-1], n)
         grid = np.exp(np.interp(targets, log_nu, np.log(fine)))
         grid[0], grid[-1] = t_min, t_max
         return grid
 
-    def cond(self, t: float, M: np.ndarray | None = None, S: np.ndarray | None = None) -> float:
-        """The network's time input at ``t``: ``t`` itself, or (``data_frame``) the
-        noise level ``nu_t`` mapped log-affinely onto ``t_range``."""
+    def _cond(self, times: np.ndarray, M: np.ndarray, S: np.ndarray) -> np.ndarray:
+        """The network's time input at ``times`` (kernel blocks ``M``, ``S`` (n, m, g,
+        g)): the times themselves, or (``data_frame``) the noise level ``nu_t`` mapped
+        log-affinely onto ``t_range``."""
         if self.kind != "data_frame":
-            return float(t)
-        if M is None:
-            M, S = self.process.mean_and_cov(t)
+            return np.asarray(times, dtype=np.float64)
         lo, hi = self._nu_range
         a = (self._log_nu(M, S) - lo) / (hi - lo)
         l0, l1 = (math.log(x) for x in self.t_range)
-        return math.exp(l0 + a * (l1 - l0))
+        return np.exp(l0 + a * (l1 - l0))
+
+    def cond(self, t: float) -> float:
+        """The network's time input at ``t`` (see :meth:`_cond`)."""
+        M, S = self.process.pair_blocks([float(t)])
+        return float(self._cond(np.array([float(t)]), M, S)[0])
 
     def _matrices(self, M: np.ndarray, S: np.ndarray):
-        """``(L, K, A, D)`` for one time from ``M_t`` and ``Sigma_t`` (float64)."""
-        d = self.dim
-        L = np.linalg.cholesky(0.5 * (S + S.T))
+        """``(L, L^{-1}, K, A, D)`` as blocks from ``M_t`` and ``Sigma_t`` (float64,
+        leading axes free)."""
+        L = np.linalg.cholesky(sym(S))
+        Linv = np.linalg.inv(L)
         if self.cov is None:
-            return L, np.eye(d), np.zeros((d, d)), -np.eye(d)
+            eye = np.broadcast_to(np.eye(L.shape[-1]), L.shape)
+            return L, Linv, eye, np.zeros_like(L), -eye
         _, R, G_inv, K = self._posterior(M, S)
-        A = L.T @ G_inv
-        D = scipy.linalg.solve_triangular(L, M @ R, lower=True)
-        return L, K, A, D
+        return L, Linv, K, _T(L) @ G_inv, Linv @ M @ R
+
+    def _tables(self, times: np.ndarray, device, dtype) -> Tables:
+        parts = []
+        for lo in range(0, times.size, _CHUNK):
+            t = times[lo : lo + _CHUNK]
+            M, S = self.process.pair_blocks(t)
+            parts.append((self._cond(t, M, S), M, *self._matrices(M, S)))
+        to = dict(device=device, dtype=dtype)
+        cond, *mats = (np.concatenate([p[k] for p in parts]) for k in range(7))
+        ops = [self.process.operators(a, **to) for a in mats]
+        return Tables(torch.as_tensor(times, **to), torch.as_tensor(cond, **to), *ops)
 
     def tables(self, times, *, device=None, dtype=torch.float32) -> Tables:
-        """:class:`Tables` on a strictly increasing grid of positive times (the
-        kernel from :meth:`OUProcess.kernel`, the rest per time, in float64)."""
-        ker = self.process.kernel(times, dtype=torch.float64)
-        Ms, Ss = ker.M.numpy(), ker.Sigma.numpy()
-        if float(ker.times[0]) <= 0:
+        """:class:`Tables` on a strictly increasing grid of positive times (every
+        time's kernel computed exactly, the rest per time, in float64; in chunks of
+        :data:`_CHUNK` times)."""
+        grid = np.asarray(times, dtype=np.float64).reshape(-1)
+        if grid.size == 0 or not np.all(np.isfinite(grid)):
+            raise ValueError("the training grid must be a non-empty array of finite times")
+        if float(grid[0]) <= 0:
             raise ValueError("the training grid must start at t > 0")
-        mats = [self._matrices(Ms[i], Ss[i]) for i in range(len(ker))]
-        cond = [self.cond(float(t), Ms[i], Ss[i]) for i, t in enumerate(ker.times.tolist())]
-        to = dict(device=device, dtype=dtype)
-        stack = [torch.as_tensor(np.stack([m[k] for m in mats]), **to) for k in range(4)]
-        return Tables(ker.times.to(**to), torch.tensor(cond, **to), ker.M.to(**to), *stack)
+        if grid.size > 1 and not np.all(np.diff(grid) > 0):
+            raise ValueError("the training grid must be strictly increasing")
+        return self._tables(grid, device, dtype)
 
     def _at_uncached(self, t: float, device, dtype) -> Tables:
-        M, S = self.process.mean_and_cov(t)
-        to = dict(device=device, dtype=dtype)
-        return Tables(
-            torch.tensor([t], **to),
-            torch.tensor([self.cond(t, M, S)], **to),
-            *(torch.as_tensor(a, **to)[None] for a in (M, *self._matrices(M, S))),
-        )
+        return self._tables(np.array([t]), device, dtype)
 
     def _denoise_uncached(self, t: float, device, dtype):
-        """``(W_t, R_t)`` (preconditioned) or ``(M_t^{-1}, L_t)`` (plain) at ``t``, so
-        that ``x0_hat = W x + R F`` resp. ``M^{-1} (x - L eps)``."""
-        M, S = self.process.mean_and_cov(t)
+        """``(W_t, R_t)`` (preconditioned) or ``(M_t^{-1}, L_t)`` (plain) at ``t``, as
+        operator stacks of one time, so that ``x0_hat = W x + R F`` resp.
+        ``M^{-1} (x - L eps)``."""
+        M, S = self.process.pair_blocks([t])
         to = dict(device=device, dtype=dtype)
         if self.cov is None:
-            L = np.linalg.cholesky(0.5 * (S + S.T))
-            return torch.as_tensor(np.linalg.inv(M), **to), torch.as_tensor(L, **to)
-        W, R, _, _ = self._posterior(M, S)
-        return torch.as_tensor(W, **to), torch.as_tensor(R, **to)
+            L = np.linalg.cholesky(sym(S))
+            pair = (np.linalg.inv(M), L)
+        else:
+            pair = self._posterior(M, S)[:2]
+        return tuple(self.process.operators(a, **to) for a in pair)
 
     def denoise_matrices(self, t: float, *, device=None, dtype=torch.float32):
-        """The matrices of the data prediction at ``t`` (cached, LRU of 256 times):
-        ``(W_t, R_t)`` with ``x0_hat = W_t x + R_t F`` when preconditioned (``R_t``
-        the posterior factor above), else ``(M_t^{-1}, L_t)`` with
-        ``x0_hat = M_t^{-1} (x - L_t eps)``."""
+        """The maps of the data prediction at ``t`` (cached, LRU of 256 times), as
+        :class:`~nonrev.operators.OperatorStack` of one time: ``(W_t, R_t)`` with
+        ``x0_hat = W_t x + R_t F`` when preconditioned (``R_t`` the posterior factor
+        above), else ``(M_t^{-1}, L_t)`` with ``x0_hat = M_t^{-1} (x - L_t eps)``."""
         return self._den(float(t), torch.device(device or "cpu"), dtype)
 
     def at(self, t: float, *, device=None, dtype=torch.float32) -> Tables:
@@ -313,40 +383,32 @@ class Parameterisation:
         return self._at(float(t), torch.device(device or "cpu"), dtype)
 
 
-def predict_eps(net: nn.Module, x: torch.Tensor, t: torch.Tensor, K, A, D) -> torch.Tensor:
-    """``eps_theta = A x - D F(K x, t)`` for rows ``x`` (B, d) sharing matrices
-    ``K, A, D`` (d, d), or groups ``x`` (G, m, d) with matrices (G, d, d); ``t``
-    holds the network's time input (:attr:`Tables.cond`) per row (B,) or per group
-    (G,)."""
-    if x.ndim == 2:
-        y = x @ K.T
-        return x @ A.T - net(y, t) @ D.T
-    G, m, d = x.shape
-    y = (x @ K.transpose(1, 2)).reshape(G * m, d)
-    F = net(y, t.repeat_interleave(m)).reshape(G, m, d)
-    return x @ A.transpose(1, 2) - F @ D.transpose(1, 2)
+def predict_eps(net: nn.Module, x: torch.Tensor, tab: Tables) -> torch.Tensor:
+    """``eps_theta = A x - D F(K x, cond)`` for groups of rows ``x`` (G, r, d), group
+    ``k`` at the ``k``-th time of ``tab`` (:class:`Tables` of ``G`` times)."""
+    G, r, d = x.shape
+    y = tab.K.apply_groups(x).reshape(G * r, d)
+    F = net(y, tab.cond.repeat_interleave(r)).reshape(G, r, d)
+    return tab.A.apply_groups(x) - tab.D.apply_groups(F)
 
 
 # ---------------------------------------------------------------------------- objective
-def perturb(x0: torch.Tensor, M: torch.Tensor, L: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """``x_t = M_t x_0 + L_t z`` for groups sharing a time.
-
-    ``x0`` and ``z``: (G, m, d), group ``g`` at the time whose kernel is ``M[g]``,
-    ``L[g]`` ((G, d, d) each). Rows: ``x0 M^T + z L^T``, one batched product per
-    term, memory O(G d^2 + G m d).
-    """
-    return x0 @ M.transpose(1, 2) + z @ L.transpose(1, 2)
+def perturb(x0: torch.Tensor, tab: Tables, z: torch.Tensor) -> torch.Tensor:
+    """``x_t = M_t x_0 + L_t z`` for groups of rows sharing a time: ``x0`` and ``z``
+    (G, r, d), group ``k`` at the ``k``-th time of ``tab`` (memory O(G d g + G r d))."""
+    return tab.M.apply_groups(x0) + tab.L.apply_groups(z)
 
 
 def dsm_loss(net: nn.Module, x0: torch.Tensor, tab: Tables, z: torch.Tensor) -> torch.Tensor:
     """Denoising score matching in noise prediction, ``mean |eps_theta(x_t, t) - z|^2``.
 
-    ``x0``, ``z``: (G, m, d); ``tab``: :class:`Tables` of G times, group ``g``
-    perturbed at ``tab.times[g]`` (:func:`perturb`). The mean runs over the
-    ``G m d`` entries, so the loss of a perfect denoiser of pure noise is 1.
+    ``x0``, ``z``: (G, r, d); ``tab``: :class:`Tables` of G times, group ``k``
+    perturbed at ``tab.times[k]`` (:func:`perturb`); ``r = 1`` gives every row its
+    own time. The mean runs over the ``G r d`` entries, so the loss of a perfect
+    denoiser of pure noise is 1.
     """
-    xt = perturb(x0, tab.M, tab.L, z)
-    return (predict_eps(net, xt, tab.cond, tab.K, tab.A, tab.D) - z).square().mean()
+    xt = perturb(x0, tab, z)
+    return (predict_eps(net, xt, tab) - z).square().mean()
 
 
 # ---------------------------------------------------------------------------- score
@@ -363,7 +425,8 @@ class NeuralScore:
     ``t`` may be any time in the training range: on a grid time the stored tables
     are used, elsewhere the exact ones (``param.at``). ``x`` is a (B, d) tensor on
     the network's device; the result has ``x``'s dtype (the network runs in its own).
-    Evaluated under ``torch.no_grad`` with the network in eval mode.
+    Evaluated under ``torch.no_grad`` with the network in eval mode. With a
+    structured process every map acts through its basis (``O(d log d)`` per row).
     """
 
     def __init__(self, net: nn.Module, param: Parameterisation, tables: Tables):
@@ -376,7 +439,7 @@ class NeuralScore:
         self._grid = times
         p = next(net.parameters())
         self.device, self.dtype = p.device, p.dtype
-        self.tables = Tables(*(a.to(device=self.device, dtype=self.dtype) for a in tables))
+        self.tables = tables.to(device=self.device, dtype=self.dtype)
 
     def __repr__(self) -> str:
         return (
@@ -384,9 +447,9 @@ class NeuralScore:
             f"net={type(self.net).__name__}, parametrisation={self.param.kind})"
         )
 
-    def _tables_at(self, t: float):
-        """``(K, A, D, L, cond)`` at ``t``: the training grid's when ``t`` is on it (to
-        float32 rounding), else exact."""
+    def _tables_at(self, t: float) -> Tables:
+        """The :class:`Tables` of the one time ``t``: the training grid's when ``t`` is
+        on it (to float32 rounding), else exact."""
         tol = 1e-9 * max(1.0, abs(t))
         if t < self.t_min * (1 - 1e-6) - tol or t > self.t_max * (1 + 1e-6) + tol:
             raise ValueError(
@@ -397,30 +460,28 @@ class NeuralScore:
         i = int(torch.searchsorted(self._grid, torch.tensor(t, dtype=torch.float64)))
         for j in (i - 1, i):
             if 0 <= j < len(self._grid) and abs(float(self._grid[j]) - t) <= 1e-6 * t:
-                tab = self.tables
-                return tab.K[j], tab.A[j], tab.D[j], tab.L[j], tab.cond[j]
-        tab = self.param.at(t, device=self.device, dtype=self.dtype)
-        return tab.K[0], tab.A[0], tab.D[0], tab.L[0], tab.cond[0]
+                return self.tables.take(slice(j, j + 1))
+        return self.param.at(t, device=self.device, dtype=self.dtype)
+
+    def _eps(self, x: torch.Tensor, tab: Tables) -> torch.Tensor:
+        self.net.eval()
+        return predict_eps(self.net, x.to(device=self.device, dtype=self.dtype)[None], tab)[0]
 
     @torch.no_grad()
     def eps(self, x, t) -> torch.Tensor:
         """The predicted noise ``eps_theta(x, t)``, (B, d) in the network's dtype."""
         x = as_batch("x", x, self.dim)
-        t = as_time("t", t)
-        K, A, D, _, c = self._tables_at(t)
-        self.net.eval()
-        return predict_eps(
-            self.net, x.to(device=self.device, dtype=self.dtype), c.expand(x.shape[0]), K, A, D
-        )
+        return self._eps(x, self._tables_at(as_time("t", t)))
 
     def stiffness(self, t) -> np.ndarray:
-        """The Gaussian part of ``-grad score`` at ``t`` (float64 (d, d)):
-        ``(M_t C M_t^T + Sigma_t)^{-1}`` with the training covariance ``C`` when
-        preconditioned, else ``Sigma_t^{-1}``; for the samplers' stability check."""
-        M, S = self.process.mean_and_cov(as_time("t", t))
-        G = S if self.param.cov is None else M @ self.param.cov @ M.T + S
-        P = np.linalg.inv(0.5 * (G + G.T))
-        return 0.5 * (P + P.T)
+        """The Gaussian part of ``-grad score`` at ``t`` (float64): ``(M_t C M_t^T +
+        Sigma_t)^{-1}`` with the training covariance ``C`` when preconditioned, else
+        ``Sigma_t^{-1}``; (d, d) for a dense process, the kernel's blocks (m, g, g)
+        for a structured one; for the samplers' stability check."""
+        M, S = (a[0] for a in self.process.pair_blocks([as_time("t", t)]))
+        G = S if self.param.cov is None else M @ self.param.cov_blocks @ _T(M) + S
+        P = sym(np.linalg.inv(sym(G)))
+        return P[0] if isinstance(self.process.basis, IdentityBasis) else P
 
     @torch.no_grad()
     def denoise(self, x, t) -> torch.Tensor:
@@ -435,32 +496,27 @@ class NeuralScore:
     def denoise_unchecked(self, x, t) -> torch.Tensor:
         """:meth:`denoise` without input checks."""
         t = float(t)
-        K, A, D, L, c = self._tables_at(t)
+        tab = self._tables_at(t)
         W, R = self.param.denoise_matrices(t, device=self.device, dtype=self.dtype)
         xn = x.to(device=self.device, dtype=self.dtype)
         self.net.eval()
-        tt = c.expand(x.shape[0])
+        F = self.net(tab.K.apply(0, xn), tab.cond.expand(x.shape[0]))
         if self.param.preconditioned:
-            out = xn @ W.T + self.net(xn @ K.T, tt) @ R.T
+            out = apply_sum(0, [(W, xn), (R, F)])
         else:
-            out = (xn - self.net(xn @ K.T, tt) @ R.T) @ W.T
+            out = W.apply(0, xn - R.apply(0, F))
         return out.to(dtype=x.dtype)
 
     @torch.no_grad()
     def score_unchecked(self, x, t) -> torch.Tensor:
         """``__call__`` without input checks."""
-        t = float(t)
-        K, A, D, L, c = self._tables_at(t)
-        self.net.eval()
-        e = predict_eps(
-            self.net, x.to(device=self.device, dtype=self.dtype), c.expand(x.shape[0]), K, A, D
-        )
-        return -torch.linalg.solve_triangular(L, e, upper=False, left=False).to(dtype=x.dtype)
+        tab = self._tables_at(float(t))
+        return -tab.Linv.apply_t(0, self._eps(x, tab)).to(dtype=x.dtype)
 
     @torch.no_grad()
     def __call__(self, x, t) -> torch.Tensor:
-        """``-L_t^{-T} eps_theta(x, t)``: rows ``-eps^T L_t^{-1}`` (triangular solve)."""
-        L = self._tables_at(as_time("t", t))[3]
-        e = self.eps(x, t)
-        s = -torch.linalg.solve_triangular(L, e, upper=False, left=False)
+        """``-L_t^{-T} eps_theta(x, t)``: rows ``-eps^T L_t^{-1}``."""
+        xb = as_batch("x", x, self.dim)
+        tab = self._tables_at(as_time("t", t))
+        s = -tab.Linv.apply_t(0, self._eps(xb, tab))
         return s.to(dtype=x.dtype if torch.is_tensor(x) else torch.float32)

@@ -60,7 +60,9 @@ from nonrev.linalg import sample_covariance
 from nonrev.outputs import remove_partials, write_bytes
 from nonrev.process.ou import OUProcess
 from nonrev.process.spec import condition_cap_of, gamma_of, process_from_spec
+from nonrev.process.spectral import SpectralProcess, spectral_from_spec
 from nonrev.process.stiffness import warn_if_too_stiff
+from nonrev.regimes.theory import covariance_blocks
 from nonrev.samplers import SPACINGS, get_method, sample, time_grid
 from nonrev.scores.neural import NeuralScore, Parameterisation, build_network, dsm_loss
 from nonrev.version import __version__
@@ -114,6 +116,16 @@ class TrainConfig:
         "the best of the digits grid (README)",
     )
     q: str = field("none", help="none | optimal | gamma:<x> | rate:<x> | FILE (antisymmetric)")
+    kernel: str = field(
+        "dense",
+        choices=("dense", "spectral"),
+        help="dense: U and Q as d x d matrices; spectral: U diagonal and Q "
+        "block-diagonal in the images' 2-D DCT (nonrev.process.SpectralProcess; "
+        "image data, u: identity | data | data:<k>, q: none | optimal | gamma:<x>)",
+    )
+    groups: int = field(
+        2, min=2, max=4096, help="spectral: frequencies per group of the current (divides d)"
+    )
     network: str = field(
         "mlp",
         choices=("mlp", "conv", "auto"),
@@ -204,10 +216,13 @@ def quick_config(**overrides) -> TrainConfig:
 
 
 def grid_size(cfg: TrainConfig, dim: int) -> int:
-    """Training grid size: ``n_times``, or (auto) ``clip(2^25 / d^2, 50, 1000)`` so
-    that the five stored (n, d, d) tables stay under about 640 MiB in float32."""
+    """Training grid size: ``n_times``, or (auto) 1000 for the spectral kernel and
+    ``clip(2^25 / d^2, 50, 1000)`` for the dense one, so that its six stored (n, d, d)
+    tables stay under about 770 MiB in float32."""
     if cfg.n_times:
         return cfg.n_times
+    if cfg.kernel == "spectral":
+        return 1000
     return int(min(1000, max(50, 2**25 // (dim * dim))))
 
 
@@ -390,7 +405,36 @@ def _tensors(state: _State) -> dict:
     t["rng.torch"] = state.gen.get_state()
     if state.param.preconditioned:
         t["data.cov"] = torch.as_tensor(state.param.cov)
+    if isinstance(state.process, SpectralProcess):
+        for k, v in state.process.to_arrays().items():
+            t[f"{SPECTRAL_PREFIX}{k}"] = torch.as_tensor(v)
     return t
+
+
+#: Prefix of the spectral process's arrays in the weights file (its JSON entry is
+#: ``{"kind": "spectral"}``; a dense process is stored as U and Q lists in the JSON).
+SPECTRAL_PREFIX = "process."
+
+
+def _process_doc(process) -> dict:
+    if isinstance(process, SpectralProcess):
+        return {"kind": "spectral", "shape": list(process.shape)}
+    return {"U": process.U.tolist(), "Q": process.Q.tolist()}
+
+
+def _read_process(entry: dict, tensors: dict, data: dict, where: str):
+    """The process of a checkpoint: U and Q from the JSON, or a spectral process from
+    the weights file's ``process.*`` arrays (refused if written for another shape)."""
+    if entry.get("kind", "dense") == "spectral":
+        arrays = {
+            k[len(SPECTRAL_PREFIX) :]: v.double().numpy() if v.is_floating_point() else v.numpy()
+            for k, v in tensors.items()
+            if k.startswith(SPECTRAL_PREFIX)
+        }
+        return SpectralProcess.from_arrays(arrays, shape=data["shape"], source=where)
+    U = np.asarray(entry["U"], dtype=np.float64)
+    Q = np.asarray(entry["Q"], dtype=np.float64)
+    return OUProcess(U, Q)
 
 
 def save_checkpoint(out: Path, state: _State) -> Path:
@@ -411,7 +455,7 @@ def save_checkpoint(out: Path, state: _State) -> Path:
             "kind": _network_kind(state.cfg, state.data["shape"]),
             "parameters": int(sum(p.numel() for p in state.model.parameters())),
         },
-        "process": {"U": state.process.U.tolist(), "Q": state.process.Q.tolist()},
+        "process": _process_doc(state.process),
         "normalisation": state.normaliser.to_dict(),
         "data": state.data,
         "ema": {"decay": state.ema.decay, "updates": int(state.ema.updates)},
@@ -599,19 +643,19 @@ def _restore_unchecked(folder: Path, *, for_training: bool, device=None):
     if device is not None:
         cfg = dataclasses.replace(cfg, device=str(device))
     data = doc["data"]
+    tensors = _read_tensors(folder, doc)
     try:
-        U = np.asarray(doc["process"]["U"], dtype=np.float64)
-        Q = np.asarray(doc["process"]["Q"], dtype=np.float64)
-        process = OUProcess(U, Q)
+        process = _read_process(doc["process"], tensors, data, where)
         if process.dim != data["dim"]:
             raise ValueError(
-                f"U is {process.dim}x{process.dim} but the data have d = {data['dim']}"
+                f"the process has d = {process.dim} but the data have d = {data['dim']}"
             )
+        if (cfg.kernel == "spectral") != isinstance(process, SpectralProcess):
+            raise ValueError(f"the stored process does not fit the config's kernel {cfg.kernel}")
         normaliser = Normaliser.from_dict(doc["normalisation"], data["dim"])
         shape = None if data["shape"] is None else tuple(int(s) for s in data["shape"])
     except (ValueError, TypeError, KeyError, OverflowError) as exc:
         raise CheckpointError(f"{where}: {' '.join(str(exc).split())}") from None
-    tensors = _read_tensors(folder, doc)
     # The network the config describes, first without memory (torch's meta device):
     # an edited config (hidden: 16384, depth: 256...) is refused before it allocates.
     try:
@@ -640,13 +684,13 @@ def _restore_unchecked(folder: Path, *, for_training: bool, device=None):
                     f"shape/dtype for the network in the config"
                 )
     known = {f"{p}{n}" for p in ("model.", "ema.") for n in params} | {"rng.torch", "data.cov"}
-    extra = [k for k in tensors if k not in known and not k.startswith("optim.")]
+    extra = [k for k in tensors if k not in known and not k.startswith(("optim.", SPECTRAL_PREFIX))]
     if extra:
         raise CheckpointError(f"{where}: unexpected tensor {extra[0]!r}")
     cov = tensors.get("data.cov")
-    if cfg.precondition != (cov is not None) or (
-        cov is not None and tuple(cov.shape) != (data["dim"], data["dim"])
-    ):
+    m, g = process.basis.blocks
+    cov_shape = (data["dim"], data["dim"]) if isinstance(process, OUProcess) else (m, g, g)
+    if cfg.precondition != (cov is not None) or (cov is not None and tuple(cov.shape) != cov_shape):
         raise CheckpointError(
             f"{where}: the data covariance (data.cov) is missing or does not "
             "fit the config's preconditioning"
@@ -741,8 +785,10 @@ def load_checkpoint(folder, *, ema: bool = True, device=None) -> TrainedModel:
 
 
 def _grid(cfg: TrainConfig, dim: int, param: Parameterisation) -> np.ndarray:
-    # the five (n, d, d) float32 tables of the parameterisation, refused before allocation
-    check_memory("n_times", 20.0 * grid_size(cfg, dim) * dim * dim, "the training grid's tables")
+    # the six float32 tables of the parameterisation, (n, d, d) dense or (n, m, g, g)
+    # in blocks, refused before allocation
+    m, g = param.blocks
+    check_memory("n_times", 24.0 * grid_size(cfg, dim) * m * g * g, "the training grid's tables")
     if cfg.spacing == "snr":
         return param.noise_level_grid(cfg.t_min, cfg.t_max, grid_size(cfg, dim))
     return time_grid(cfg.t_max, grid_size(cfg, dim) - 1, cfg.t_min, cfg.spacing)
@@ -767,7 +813,14 @@ def prepare_data(cfg: TrainConfig) -> tuple[Dataset, np.ndarray]:
                 f"n_train = {cfg.n_train} exceeds the {X.shape[0]} training rows of {cfg.data}"
             )
         X = X[: cfg.n_train]
-    check_dense_memory(X.shape[1], cfg.data)  # U, Q and the kernel's d x d matrices
+    if cfg.kernel == "spectral":
+        if ds.shape is None:
+            raise ValueError(
+                f"kernel: spectral needs image data (C, H, W); {cfg.data} holds "
+                f"{ds.dim}-dimensional vectors"
+            )
+    else:
+        check_dense_memory(X.shape[1], cfg.data)  # U, Q and the kernel's d x d matrices
     return ds, X
 
 
@@ -783,13 +836,35 @@ def _covariance(X: np.ndarray) -> np.ndarray:
     return sample_covariance(X)
 
 
+def make_process(cfg: TrainConfig, Xn: np.ndarray, shape):
+    """The process of ``cfg`` for the normalised training rows ``Xn``: an
+    :class:`OUProcess` from the ``u`` and ``q`` specs (``kernel: dense``) or a
+    :class:`~nonrev.process.spectral.SpectralProcess` of images of ``shape``
+    (``kernel: spectral``, groups of ``cfg.groups`` frequencies)."""
+    if cfg.kernel == "dense":
+        return process_from_spec(Xn, cfg.u, cfg.q)
+    procs = spectral_from_spec(
+        tuple(shape), cfg.u, cfg.q, Xn, option_u="u", option_q="q", groups=cfg.groups
+    )
+    return list(procs.values())[-1]  # the one with the current, if any
+
+
+def _data_covariance(process, Xn: np.ndarray) -> np.ndarray:
+    """The normalised training covariance the preconditioning uses: (d, d) for a
+    dense kernel, its blocks in the process's basis (m, g, g) for a structured one."""
+    if isinstance(process, OUProcess):
+        return _covariance(Xn)
+    return covariance_blocks(process, Xn)
+
+
 def _fresh_state(cfg: TrainConfig, ds: Dataset, X: np.ndarray) -> _State:
     normaliser = Normaliser.fit(X)
-    process = process_from_spec(normaliser.forward(X), cfg.u, cfg.q)
+    Xn = normaliser.forward(X)
+    process = make_process(cfg, Xn, ds.shape)
     warn_if_too_stiff(process, cfg.t_max, f"--q {cfg.q}")  # before minutes of training
     torch.manual_seed(cfg.seed)  # network initialisation
     model = _make_network(cfg, ds.dim, ds.shape).to(torch.device(cfg.device))
-    param = _parameterisation(cfg, process, _covariance(normaliser.forward(X)))
+    param = _parameterisation(cfg, process, _data_covariance(process, Xn))
     return _State(
         cfg=cfg,
         data=_data_meta(ds, X.shape[0]),
