@@ -58,20 +58,10 @@ def _example():
 
 def rgb_patches(n: int, size: int, seed: int = 0) -> np.ndarray:
     """``n`` RGB ``size``-square crops (n, 3, size, size) in [-1, 1] of scikit-learn's
-    two sample photos, alternating, uniform positions from ``seed``."""
-    from sklearn.datasets import load_sample_images
+    two sample photos (:func:`nonrev.data.datasets.photo_patches`)."""
+    from nonrev.data.datasets import photo_patches
 
-    photos = [
-        im.astype(np.float64).transpose(2, 0, 1) / 127.5 - 1.0 for im in load_sample_images().images
-    ]
-    rng = np.random.default_rng(seed)
-    out = np.empty((n, 3, size, size))
-    for i in range(n):
-        im = photos[i % len(photos)]
-        r = rng.integers(0, im.shape[1] - size + 1)
-        c = rng.integers(0, im.shape[2] - size + 1)
-        out[i] = im[:, r : r + size, c : c + size]
-    return out
+    return photo_patches(n, size, seed, color="rgb") / 127.5 - 1.0
 
 
 def bench_shape(size: int, device: str = "cpu", repeats: int = 5) -> dict:

@@ -28,26 +28,14 @@ import json
 
 import numpy as np
 
+from nonrev.data.datasets import photo_patches
 from nonrev.process.spectral import SpectralProcess
 
 
 def sample_patches(n: int = 4000, size: int = 32, seed: int = 0) -> np.ndarray:
     """``n`` grayscale patches (n, 1, size, size) in [-1, 1] from scikit-learn's two
-    sample photos (427 x 640), alternating between them, uniform random positions."""
-    from sklearn.datasets import load_sample_images
-
-    photos = [
-        im.astype(np.float64).mean(axis=-1) / 255.0 * 2.0 - 1.0
-        for im in load_sample_images().images
-    ]
-    rng = np.random.default_rng(seed)
-    out = np.empty((n, 1, size, size))
-    for i in range(n):
-        im = photos[i % len(photos)]
-        r = rng.integers(0, im.shape[0] - size + 1)
-        c = rng.integers(0, im.shape[1] - size + 1)
-        out[i, 0] = im[r : r + size, c : c + size]
-    return out
+    sample photos (:func:`nonrev.data.datasets.photo_patches`)."""
+    return photo_patches(n, size, seed) / 127.5 - 1.0
 
 
 def serpentine(u: np.ndarray, g: int) -> np.ndarray:

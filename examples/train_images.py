@@ -177,20 +177,10 @@ def check_args(args: argparse.Namespace) -> None:
 
 def load_patches(n: int, size: int, seed: int) -> np.ndarray:
     """``n`` grayscale ``size``-square crops (n, 1, size, size) in [-1, 1] of the two
-    scikit-learn sample photos (RGB mean), alternating, uniform positions from ``seed``."""
-    from sklearn.datasets import load_sample_images
+    scikit-learn sample photos (:func:`nonrev.data.datasets.photo_patches`)."""
+    from nonrev.data.datasets import photo_patches
 
-    photos = [
-        im.astype(np.float64).mean(axis=-1) / 127.5 - 1.0 for im in load_sample_images().images
-    ]
-    rng = np.random.default_rng(seed)
-    out = np.empty((n, 1, size, size), dtype=np.float32)
-    for i in range(n):
-        im = photos[i % len(photos)]
-        r = rng.integers(0, im.shape[0] - size + 1)
-        c = rng.integers(0, im.shape[1] - size + 1)
-        out[i, 0] = im[r : r + size, c : c + size]
-    return out
+    return (photo_patches(n, size, seed) / 127.5 - 1.0).astype(np.float32)
 
 
 def load_images(folder: str, size: int, channels: int) -> np.ndarray:

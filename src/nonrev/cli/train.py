@@ -33,8 +33,9 @@ def _train_config(quick, config_file, overrides):
 @click.option(
     "--data",
     default=None,
-    metavar="digits|moons|circles|ring|PATH",
-    help="Training data: a bundled set, a .npy/.npz array ((n, d) vectors or "
+    metavar="digits|patches|moons|circles|ring|PATH",
+    help="Training data: a bundled set (patches: grayscale crops of scikit-learn's two "
+    "sample photos, --image-size square, n_points of them), a .npy/.npz array ((n, d) vectors or "
     "(n, H, W) / (n, C, H, W) images) or a folder of images. [default: digits]",
 )
 @click.option("--u", "u_spec", default=None, metavar=U_METAVAR, help=U_HELP + " [default: data:10]")
@@ -93,7 +94,7 @@ def _train_config(quick, config_file, overrides):
     "--image-size",
     type=click.IntRange(min=2, max=256),
     default=None,
-    help="Side of the resized images of a folder. [default: 16]",
+    help="Side of the resized images of a folder, or of patches. [default: 16]",
 )
 @click.option(
     "--config",

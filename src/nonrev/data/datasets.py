@@ -7,6 +7,11 @@ Sources (:func:`load_dataset`):
 * ``digits``: scikit-learn's 8x8 handwritten digits (1797 images, pixel values
   0..16, labels 0..9), shipped inside the scikit-learn package: no download.
   Image shape (1, 8, 8).
+* ``patches``: ``n_points`` grayscale ``image_size``-square crops of the two photos
+  that ship with scikit-learn (``sklearn.datasets.load_sample_images``, 427 x 640;
+  the mean of R, G, B; the photos alternate, positions uniform from ``split_seed``):
+  :func:`photo_patches`. Pixel values 0..255, image shape (1, s, s). Natural-image
+  statistics (a power spectrum falling over decades) with no download.
 * ``moons``, ``circles``, ``ring``: 2-D toy sets generated from a seed
   (``sklearn.datasets.make_moons`` / ``make_circles`` with noise 0.05; ``ring``:
   8 Gaussians of standard deviation 0.1 on the unit circle, scaled by 2), with labels.
@@ -39,6 +44,7 @@ from nonrev.linalg import as_samples
 
 __all__ = [
     "BUNDLED",
+    "photo_patches",
     "Dataset",
     "Normaliser",
     "IMAGE_SUFFIXES",
@@ -47,7 +53,38 @@ __all__ = [
     "write_image_grid",
 ]
 
-BUNDLED = ("digits", "moons", "circles", "ring")
+BUNDLED = ("digits", "patches", "moons", "circles", "ring")
+
+
+def photo_patches(n: int, size: int, seed: int, color: str = "gray") -> np.ndarray:
+    """``n`` ``size``-square crops (n, C, size, size), float64 in 0..255, of the two
+    scikit-learn sample photos: ``color="gray"`` (C = 1, the mean of R, G, B) or
+    ``"rgb"`` (C = 3); alternating between the photos, top-left corners uniform from
+    ``seed``."""
+    from sklearn.datasets import load_sample_images
+
+    n, size = int(n), int(size)
+    if color not in ("gray", "rgb"):
+        raise ValueError(f"color must be gray or rgb, got {color!r}")
+    photos = [
+        im.astype(np.float64).mean(axis=-1, keepdims=True) if color == "gray" else im
+        for im in load_sample_images().images
+    ]
+    side = min(min(im.shape[:2]) for im in photos)
+    if not 1 <= size <= side:
+        raise ValueError(f"patch size must be between 1 and {side} pixels, got {size}")
+    if n < 1:
+        raise ValueError(f"the number of patches must be >= 1, got {n}")
+    rng = np.random.default_rng(int(seed))
+    out = np.empty((n, photos[0].shape[-1], size, size))
+    for i in range(n):
+        im = photos[i % len(photos)]
+        r = rng.integers(0, im.shape[0] - size + 1)
+        c = rng.integers(0, im.shape[1] - size + 1)
+        out[i] = np.moveaxis(im[r : r + size, c : c + size], -1, 0)
+    return out
+
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
@@ -248,6 +285,11 @@ def load_dataset(
 
         X, labels = load_digits(return_X_y=True)
         shape, sample_shape, value_range = (1, 8, 8), (64,), (0.0, 16.0)
+    elif spec == "patches":
+        size = int(image_size)
+        X = photo_patches(int(n_points), size, int(split_seed)).reshape(int(n_points), -1)
+        shape, sample_shape, value_range = (1, size, size), (1, size, size), (0.0, 255.0)
+        source.update(n_points=int(n_points), image_size=size)
     elif spec in ("moons", "circles", "ring"):
         X, labels = _toy(spec, int(n_points), int(split_seed))
         sample_shape = (2,)

@@ -98,12 +98,15 @@ class TrainConfig:
     """Everything a training run depends on (validated by ``nonrev.config.from_dict``)."""
 
     data: str = field(
-        "digits", help="digits | moons | circles | ring | .npy/.npz file | image folder"
+        "digits",
+        help="digits | patches | moons | circles | ring | .npy/.npz file | image folder",
     )
     key: str = field("", help="array name in an .npz data file")
-    image_size: int = field(16, min=2, max=256, help="side of resized folder images")
+    image_size: int = field(16, min=2, max=256, help="side of resized folder images (and patches)")
     color: str = field("auto", choices=("auto", "gray", "rgb"), help="folder images")
-    n_points: int = field(4000, min=8, max=COUNT_MAX, help="size of a generated 2-D toy set")
+    n_points: int = field(
+        4000, min=8, max=COUNT_MAX, help="size of a generated 2-D toy set or of patches"
+    )
     test_fraction: float = field(0.2, min=0.01, max=0.9)
     n_train: int = field(
         0, min=0, max=COUNT_MAX, help="use only the first n_train training rows (0: all)"
