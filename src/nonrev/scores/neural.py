@@ -125,8 +125,10 @@ class Tables(NamedTuple):
 #: the same Gaussian core with the network's input, output and time in the data frame.
 KINDS = ("eps", "gaussian", "data_frame")
 
-#: Times per chunk when the tables are computed (bounds the float64 temporaries).
-_CHUNK = 64
+#: Float64 numbers per (times x blocks) array while the tables are computed: the
+#: times are taken in chunks so that each temporary stays near 32 MiB (64 times of
+#: a spectral kernel, a few of a dense d = 784 one).
+_CHUNK_NUMBERS = 2**22
 
 
 def _T(X: np.ndarray) -> np.ndarray:
@@ -247,6 +249,7 @@ class Parameterisation:
                 raise ValueError(f"t_range must be 0 < t_min < t_max, got {t_range}")
             M, S = process.pair_blocks(np.array(self.t_range))
             self._nu_range = tuple(float(v) for v in self._log_nu(M, S))
+        self._chunk = max(1, min(64, _CHUNK_NUMBERS // (m * g * g)))
         self._at = functools.lru_cache(maxsize=256)(self._at_uncached)
         self._den = functools.lru_cache(maxsize=256)(self._denoise_uncached)
 
@@ -294,8 +297,8 @@ class Parameterisation:
         fine = np.geomspace(t_min, t_max, max(20 * n, 400))
         log_nu = np.concatenate(
             [
-                self._log_nu(*self.process.pair_blocks(fine[lo : lo + _CHUNK]))
-                for lo in range(0, fine.size, _CHUNK)
+                self._log_nu(*self.process.pair_blocks(fine[lo : lo + self._chunk]))
+                for lo in range(0, fine.size, self._chunk)
             ]
         )
         log_nu = np.maximum.accumulate(log_nu)  # round-off only: it increases with t
@@ -333,8 +336,8 @@ class Parameterisation:
 
     def _tables(self, times: np.ndarray, device, dtype) -> Tables:
         parts = []
-        for lo in range(0, times.size, _CHUNK):
-            t = times[lo : lo + _CHUNK]
+        for lo in range(0, times.size, self._chunk):
+            t = times[lo : lo + self._chunk]
             M, S = self.process.pair_blocks(t)
             parts.append((self._cond(t, M, S), M, *self._matrices(M, S)))
         to = dict(device=device, dtype=dtype)
@@ -345,7 +348,7 @@ class Parameterisation:
     def tables(self, times, *, device=None, dtype=torch.float32) -> Tables:
         """:class:`Tables` on a strictly increasing grid of positive times (every
         time's kernel computed exactly, the rest per time, in float64; in chunks of
-        :data:`_CHUNK` times)."""
+        times that keep each temporary near 32 MiB)."""
         grid = np.asarray(times, dtype=np.float64).reshape(-1)
         if grid.size == 0 or not np.all(np.isfinite(grid)):
             raise ValueError("the training grid must be a non-empty array of finite times")
