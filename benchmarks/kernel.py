@@ -30,6 +30,7 @@ import scipy.linalg as sl
 
 from nonrev import OUProcess, optimal_q
 from nonrev.linalg import random_spd
+from nonrev.threads import limited
 
 from ._common import machine_info
 
@@ -42,10 +43,15 @@ def _problem(d: int, seed: int = 0) -> OUProcess:
 
 
 def _per_point(fn, times) -> float:
-    t0 = time.perf_counter()
-    for t in times:
-        fn(float(t))
-    return (time.perf_counter() - t0) / len(times)
+    """Seconds per call of the baseline ``fn``, under the same thread limit as nonrev's
+    own kernel (``nonrev.threads.limited``), so the ratio compares the algorithms and
+    not the thread pools (the default BLAS threads alone changed it up to 2x at d = 256
+    on a 2-core machine)."""
+    with limited():
+        t0 = time.perf_counter()
+        for t in times:
+            fn(float(t))
+        return (time.perf_counter() - t0) / len(times)
 
 
 def bench_d(d: int, n_points: int, n_sample: int, max_grid_bytes: float) -> dict:
