@@ -141,11 +141,21 @@ class MagnusProgress:
         if n > 1000:  # time one step evaluation to turn the estimate into seconds
             seconds = n * _EVALS_PER_STEP * rot.step_seconds()
             if seconds > WARN_SECONDS:
+                # a prior's frame turns at the prior's rate even without a current
+                cause = (
+                    f"the prior's frame under {_describe(process)} makes its Magnus integration"
+                    if np.any(S0)
+                    else f"the current {_describe(process)} makes the gDDIM factor's Magnus "
+                    "integration"
+                )
+                fix = (
+                    "a shorter horizon T, or no prior, avoids it"
+                    if np.any(S0)
+                    else "a weaker Q, or method 'ancestral' or 'ddim', avoids it"
+                )
                 warnings.warn(
-                    f"the current {_describe(process)} makes the gDDIM factor's Magnus "
-                    f"integration take about {n} steps up to t = {self.t_end:.4g}, "
-                    f"estimated {seconds / 60:.1f} minutes here; a weaker Q, or method "
-                    "'ancestral' or 'ddim', avoids it",
+                    f"{cause} take about {n} steps up to t = {self.t_end:.4g}, "
+                    f"estimated {seconds / 60:.1f} minutes here; {fix}",
                     StiffCurrentWarning,
                     stacklevel=_caller_level(),
                 )
