@@ -80,6 +80,12 @@ def test_designed_current_beats_the_reversible_setting_at_nfe_10(case, with_prio
         U, m, C = digits_summary()
     prior = sample_prior(m, C) if with_prior else None
     r = design_current(U, m, C, "dpmpp_2m", 10, prior=prior, **BUDGETS[case])
+    print(  # the measured numbers, shown with pytest -s
+        f"\n{case} prior={with_prior}: designed {r['w2']:.4g} (from {r['start']}, "
+        f"||Q|| {r['q_norm']:.3g}, T {r['T']:.3g}) reversible {r['w2_reversible']:.4g} "
+        f"(T {r['T_reversible']:.3g}) ratio {r['w2'] / r['w2_reversible']:.3f} "
+        f"evaluations {r['evaluations']}"
+    )
     assert r["w2"] < r["w2_reversible"]
     assert r["nfe"] == 10 and r["T"] == r["times"][-1] and r["q_norm"] <= r["q_norm_max"] + 1e-9
     again = gaussian_error(
