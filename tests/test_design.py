@@ -116,6 +116,11 @@ def test_design_current_reports_the_exact_error_and_refuses_bad_input():
     ]
     assert r["w2"] == w2 and r["w2_log_grid"] >= 0
     assert set(r["starts"]) == {"zero", "optimal", "gamma:0.3", "rate:0.1", "random:0"}
+    # the designed result is never worse than its own Q = 0 start (refined as the
+    # reversible baseline is); a current that does not pay comes back as Q = 0
+    assert r["w2"] <= r["w2_reversible"] and r["w2_searched"] >= r["w2"]
+    if r["start"] == "zero (refined)":
+        assert not np.any(Q) and np.array_equal(r["times"], r["times_reversible"])
     h = design_current(U, m, C, "heun", 4, **kw)  # 2 evaluations a step
     assert h["steps"] == 2 and h["nfe"] == 4 and len(h["times"]) == 3
     bad = [
