@@ -138,6 +138,25 @@ def test_design_current_reports_the_exact_error_and_refuses_bad_input():
             design_current(U, m, C, args.pop("method"), args.pop("nfe"), **args)
 
 
+def test_design_current_refuses_the_data_law_as_prior():
+    """A prior equal to the data law N(mean, cov) makes dpmpp_2m exact to rounding for
+    every Q, T and grid (the design objective is ~0 everywhere): refused before any
+    search, naming prior; a prior of 200 data draws is accepted."""
+    rng = np.random.default_rng(2)
+    U, _ = random_spd(np.array([0.3, 1.0, 1.6]), rng)
+    C, _ = random_spd(np.array([2.0, 0.5, 0.1]), rng)
+    m = rng.standard_normal(3)
+    kw = dict(maxiter=4, restarts=1, n_random=0, T_scan=3, grid_maxiter=2)
+    # with this prior every setting is exact: the objective is void
+    g = time_grid(6.0, 4, 1e-3, "log")
+    assert gaussian_error(OUProcess(U), m, C, "dpmpp_2m", times=g, prior=(m, C))["w2"] < 1e-6
+    for prior in ((m, C), (m * (1 + 1e-12), C * (1 + 1e-12)), (list(m), C.tolist())):
+        with pytest.raises(ValueError, match="prior equals the data law"):
+            design_current(U, m, C, "dpmpp_2m", 4, prior=prior, **kw)
+    r = design_current(U, m, C, "dpmpp_2m", 4, prior=sample_prior(m, C), refine_grid=False, **kw)
+    assert 0 < r["w2"] <= r["w2_reversible"]
+
+
 def test_optimise_grid_free_T_beats_a_brute_force_scan_of_T(rng):
     """d = 4 case, dpmpp_2m, 10 steps, started from N(0, U^{-1}): the log grid on 40
     horizons log-spaced over 0.5 / rate .. 40 / rate (a finer scan than

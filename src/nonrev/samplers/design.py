@@ -21,6 +21,7 @@ from nonrev.process.currents import fastest_q, optimal_q, project_q_norm, random
 from nonrev.process.ou import OUProcess
 from nonrev.samplers.gaussian import gaussian_error, optimise_grid
 from nonrev.samplers.grids import time_grid
+from nonrev.samplers.prior import as_prior
 from nonrev.samplers.registry import get_method
 
 __all__ = ["FULL_MAX_DIM", "design_current"]
@@ -91,7 +92,9 @@ def design_current(
     ``method`` at ``nfe`` model evaluations for data ``N(mean, cov)`` under the noise
     precision ``U`` (process ``A = (I + Q) U``), with the sampler started as ``start``
     says (``"stationary"``: from ``N(0, U^{-1})``, as a real sampler is; ``"exact"``:
-    from ``P_T``) and the Gaussian ``prior`` of :func:`gaussian_error` (None: none).
+    from ``P_T``) and the Gaussian ``prior`` of :func:`gaussian_error` (None: none; a
+    prior equal to ``N(mean, cov)`` itself, to 1e-8 relative, is refused with
+    ValueError: every setting is then exact to rounding and the objective is void).
 
     Steps: ``nfe`` divided by the method's evaluations per step (2 for ``heun``, 1
     otherwise; ValueError when it does not divide). Search, every evaluation one exact
@@ -192,6 +195,18 @@ def design_current(
     radius = 4.0 * spectral_norm(U) if q_norm_max is None else float(q_norm_max)
     if not (math.isfinite(radius) and radius >= 0.0):
         raise ValueError(f"q_norm_max must be a finite number >= 0, got {q_norm_max!r}")
+    if prior is not None:
+        prior = as_prior(prior, d)  # ValueError naming prior
+        c_norm = max(float(np.linalg.norm(C)), 1e-300)
+        if np.linalg.norm(prior[1] - C) <= 1e-8 * c_norm and np.linalg.norm(
+            prior[0] - m
+        ) <= 1e-8 * (np.linalg.norm(m) + math.sqrt(c_norm)):
+            raise ValueError(
+                "prior equals the data law N(mean, cov): with it every method with a prior "
+                "is exact to rounding for any Q, T and grid, so there is nothing to design; "
+                "pass a prior estimated from data draws (e.g. the mean and covariance of 200 "
+                "of them) or prior=None"
+            )
     steps = int(nfe) // per_step
     rng = np.random.default_rng(seed)
 
