@@ -12,8 +12,9 @@ gaussian|figure|mixture|all [--quick]``.
   sampler's clock ``lambda_t`` (docs/figures/design_mechanism.png).
 * ``mixture``: transfer to the d = 8 mixture of ``benchmarks/samplers.py`` with its
   exact score: the current designed on the mixture's mean and covariance (and its
-  grid and T) against Q = 0 with its best grid, T and prior; sliced W2 (n = 10000,
-  two sampling seeds) at NFE 5 / 10 / 20 with the Monte Carlo floor.
+  grid and T) against Q = 0 with its best grid and T, without a prior and with a
+  fair one (200 mixture draws); sliced W2 (n = 10000, two sampling seeds) at NFE
+  5 / 10 / 20 with the Monte Carlo floor.
 
 Results go to ``benchmarks/results/design_<part>.json``.
 """
@@ -91,14 +92,18 @@ BUDGETS = {
 }
 
 
-def gaussian(quick: bool = True, names=("d4", "d16", "digits")) -> dict:
-    """Designed against reversible, exact W2, per case / prior / NFE (quick: NFE 10)."""
+def gaussian(
+    quick: bool = True, names=("d4", "d16", "digits"), priors=("none", "200 draws")
+) -> dict:
+    """Designed against reversible, exact W2, per case / prior / NFE (quick: NFE 10);
+    ``priors``: which of "none" and "200 draws" to run."""
     nfes = (10,) if quick else (5, 10, 20)
     rows = {}
     all_cases = cases(quick)
     for name in names:
         U, m, C = all_cases[name]
-        for prior_name, prior in (("none", None), ("200 draws", sample_prior(m, C))):
+        for prior_name in priors:
+            prior = None if prior_name == "none" else sample_prior(m, C)
             for nfe in nfes:
                 t0 = time.perf_counter()
                 r = design_current(U, m, C, "dpmpp_2m", nfe, prior=prior, **BUDGETS[name])
@@ -232,10 +237,11 @@ def figure(quick: bool = True) -> dict:
 
 def mixture(quick: bool = True, nfes=None) -> dict:
     """Transfer to the d = 8 mixture (exact score): sliced W2 of dpmpp_2m at NFE
-    5 / 10 / 20 for the designed current (designed on the mixture's mean and
-    covariance, with and without that as prior) and for Q = 0 with its best grid,
-    T and prior found by the same search; n samples, two sampling seeds, the Monte
-    Carlo floor (sliced W2 between fresh sets of the same size)."""
+    5 / 10 / 20 (quick: 10) for the designed current (designed on the mixture's mean
+    and covariance) and for Q = 0 with its best grid and T found by the same search,
+    both without a prior and with the same fair prior (mean and covariance of 200
+    mixture draws); n samples, two sampling seeds, the Monte Carlo floor (sliced W2
+    between fresh sets of the same size)."""
     proc0, means, covs, w = mixture_problem()
     U = proc0.U
     mean = (w[:, None] * means).sum(0)
@@ -276,14 +282,14 @@ def mixture(quick: bool = True, nfes=None) -> dict:
             vals.append(sliced_wasserstein(x, ref, n_projections=500, seed=0))
         return vals
 
+    # the fair prior: mean and covariance of 200 draws of the mixture itself (the
+    # mixture's exact mean and covariance, the design's data law, would make every
+    # setting of the Gaussian surrogate exact; design_current refuses it)
+    draws = draw_mixture(means, covs, w, 200, np.random.default_rng(100))
+    fair = (draws.mean(0), np.cov(draws.T))
     rows = {}
     for nfe in nfes:
-        # quick: with the prior only (the reversible setting's best at NFE 10 in the
-        # samplers benchmark: sliced W2 0.16 with it against 0.36 without)
-        priors = (
-            (("mean/cov", (mean, cov)),) if quick else (("none", None), ("mean/cov", (mean, cov)))
-        )
-        for prior_name, prior in priors:
+        for prior_name, prior in (("none", None), ("200 draws", fair)):
             t0 = time.perf_counter()
             r = design_current(U, mean, cov, "dpmpp_2m", nfe, prior=prior, **kw)
             des = sliced(r["Q"], r["times"], prior)
@@ -292,8 +298,10 @@ def mixture(quick: bool = True, nfes=None) -> dict:
                 "designed": {
                     "sliced_w2": des,
                     "gaussian_w2": r["w2"],
+                    "gaussian_w2_searched": r["w2_searched"],
                     "T": r["T"],
                     "q_norm": r["q_norm"],
+                    "from": r["start"],
                 },
                 "reversible": {
                     "sliced_w2": rev,
@@ -303,10 +311,11 @@ def mixture(quick: bool = True, nfes=None) -> dict:
                 "seconds": time.perf_counter() - t0,
             }
             print(
-                f"NFE {nfe:3d} prior {prior_name:8s}: designed {np.round(des, 4)} "
-                f"(surrogate {r['w2']:.3g}, ||Q|| {r['q_norm']:.3g})  reversible "
-                f"{np.round(rev, 4)} (surrogate {r['w2_reversible']:.3g})  floor "
-                f"{floor:.4f}",
+                f"NFE {nfe:3d} prior {prior_name:9s}: designed {np.round(des, 4)} "
+                f"(surrogate {r['w2']:.3g}, ||Q|| {r['q_norm']:.3g}, T {r['T']:.3g}, from "
+                f"{r['start']})  reversible {np.round(rev, 4)} (surrogate "
+                f"{r['w2_reversible']:.3g}, T {r['T_reversible']:.3g})  floor {floor:.4f}  "
+                f"{time.perf_counter() - t0:.0f} s",
                 flush=True,
             )
     return {
@@ -326,17 +335,19 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="NFE 10 only, smaller budgets")
     ap.add_argument("--cases", default="d4,d16,digits", help="gaussian: which cases")
     ap.add_argument("--nfes", default=None, help="mixture: NFEs, e.g. 5,20")
+    ap.add_argument("--priors", default="none,200", help="gaussian: which priors (none, 200 draws)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     parts = ("gaussian", "figure", "mixture") if args.part == "all" else (args.part,)
     for part in parts:
-        kw = {"names": tuple(args.cases.split(","))} if part == "gaussian" else {}
+        priors = tuple({"none": "none", "200": "200 draws"}[p] for p in args.priors.split(",") if p)
+        kw = {"names": tuple(args.cases.split(",")), "priors": priors} if part == "gaussian" else {}
         if part == "mixture" and args.nfes:
             kw = {"nfes": tuple(int(x) for x in args.nfes.split(","))}
         res = globals()[part](quick=args.quick, **kw)
         RESULTS.mkdir(parents=True, exist_ok=True)
         tag = (
-            ("_" + args.cases.replace(",", "_"))
+            ("_" + args.cases.replace(",", "_") + ("" if len(priors) == 2 else "_" + args.priors))
             if part == "gaussian"
             else ("_nfe" + args.nfes.replace(",", "_"))
             if part == "mixture" and args.nfes

@@ -80,6 +80,12 @@ def test_designed_current_beats_the_reversible_setting_at_nfe_10(case, with_prio
         U, m, C = digits_summary()
     prior = sample_prior(m, C) if with_prior else None
     r = design_current(U, m, C, "dpmpp_2m", 10, prior=prior, **BUDGETS[case])
+    print(  # the measured numbers, shown with pytest -s
+        f"\n{case} prior={with_prior}: designed {r['w2']:.4g} (from {r['start']}, "
+        f"||Q|| {r['q_norm']:.3g}, T {r['T']:.3g}) reversible {r['w2_reversible']:.4g} "
+        f"(T {r['T_reversible']:.3g}) ratio {r['w2'] / r['w2_reversible']:.3f} "
+        f"evaluations {r['evaluations']}"
+    )
     assert r["w2"] < r["w2_reversible"]
     assert r["nfe"] == 10 and r["T"] == r["times"][-1] and r["q_norm"] <= r["q_norm_max"] + 1e-9
     again = gaussian_error(
@@ -110,6 +116,11 @@ def test_design_current_reports_the_exact_error_and_refuses_bad_input():
     ]
     assert r["w2"] == w2 and r["w2_log_grid"] >= 0
     assert set(r["starts"]) == {"zero", "optimal", "gamma:0.3", "rate:0.1", "random:0"}
+    # the designed result is never worse than its own Q = 0 start (refined as the
+    # reversible baseline is); a current that does not pay comes back as Q = 0
+    assert r["w2"] <= r["w2_reversible"] and r["w2_searched"] >= r["w2"]
+    if r["start"] == "zero (refined)":
+        assert not np.any(Q) and np.array_equal(r["times"], r["times_reversible"])
     h = design_current(U, m, C, "heun", 4, **kw)  # 2 evaluations a step
     assert h["steps"] == 2 and h["nfe"] == 4 and len(h["times"]) == 3
     bad = [
@@ -125,6 +136,25 @@ def test_design_current_reports_the_exact_error_and_refuses_bad_input():
         args = {"method": "dpmpp_2m", "nfe": 4, **extra}
         with pytest.raises(ValueError, match=match):
             design_current(U, m, C, args.pop("method"), args.pop("nfe"), **args)
+
+
+def test_design_current_refuses_the_data_law_as_prior():
+    """A prior equal to the data law N(mean, cov) makes dpmpp_2m exact to rounding for
+    every Q, T and grid (the design objective is ~0 everywhere): refused before any
+    search, naming prior; a prior of 200 data draws is accepted."""
+    rng = np.random.default_rng(2)
+    U, _ = random_spd(np.array([0.3, 1.0, 1.6]), rng)
+    C, _ = random_spd(np.array([2.0, 0.5, 0.1]), rng)
+    m = rng.standard_normal(3)
+    kw = dict(maxiter=4, restarts=1, n_random=0, T_scan=3, grid_maxiter=2)
+    # with this prior every setting is exact: the objective is void
+    g = time_grid(6.0, 4, 1e-3, "log")
+    assert gaussian_error(OUProcess(U), m, C, "dpmpp_2m", times=g, prior=(m, C))["w2"] < 1e-6
+    for prior in ((m, C), (m * (1 + 1e-12), C * (1 + 1e-12)), (list(m), C.tolist())):
+        with pytest.raises(ValueError, match="prior equals the data law"):
+            design_current(U, m, C, "dpmpp_2m", 4, prior=prior, **kw)
+    r = design_current(U, m, C, "dpmpp_2m", 4, prior=sample_prior(m, C), refine_grid=False, **kw)
+    assert 0 < r["w2"] <= r["w2_reversible"]
 
 
 def test_optimise_grid_free_T_beats_a_brute_force_scan_of_T(rng):

@@ -41,6 +41,10 @@ from nonrev.samplers.gridkernel import GridKernel, T, right_solve
 from nonrev.samplers.quadrature import gauss_legendre, prior_panels, variable, variable_at
 from nonrev.samplers.update import finish, second_order_step
 
+#: Quadrature points per chunk times the numbers in one matrix of blocks (``d^2`` for a
+#: dense process): each (points, d, d) float64 array of a chunk is at most 16 MB.
+_CHUNK_NUMBERS = 2**21
+
 
 def as_prior(prior, d: int):
     """Validate ``prior = (mean, cov)``: a (d,) vector and a symmetric PSD (d, d)
@@ -79,27 +83,40 @@ def prior_terms(ker: GridKernel, options: dict, second: bool) -> dict:
     W1 = np.zeros((n, *M.shape[1:]))
     lam = variable(process, desc, M, S, name) if second else np.zeros(0)
     omega = process.rotation_rate_bound()
+    block = int(np.prod(M.shape[1:]))  # numbers per matrix of blocks
+    chunk = max(6, _CHUNK_NUMBERS // block // 6 * 6)  # whole panels per chunk
     for k in range(n):
         t, s = float(desc[k]), float(desc[k + 1])
-        u, wt = gauss_legendre(prior_panels(s, t, omega))
-        tau = np.exp(u)
-        wt = wt * tau  # dtau = tau du
-        Mj, Sj = process.pair_blocks(tau)
-        G = sym(Mj @ Cp @ T(Mj) + Sj)
-        R = frame.factor(tau, G)
-        # K = R_G^{-1} Sigma^{-1} M C M^T G^{-1} M: the part of R_G^{-1} Sigma^{-1} M that
-        # is not the derivative -d/dtau (R_G^{-1} M)
-        K = np.linalg.solve(R, np.linalg.solve(Sj, Mj @ Cp @ T(Mj) @ np.linalg.solve(G, Mj)))
-        W0[k] = Ms[k] - Phi[k] @ Mt[k] + Rs[k] @ np.einsum("n,nmij->mij", wt, K)
-        if not second or not second_order_step(n, k, desc, lower_order_final):
-            continue
-        lam_tau, rate = variable_at(process, tau, Mj, Sj, name)
-        span = lam[k] - lam[k - 1]
-        phi, dphi = (lam_tau - lam[k]) / span, -rate / span
-        RinvM = np.linalg.solve(R, Mj)
-        W1[k] = Ms[k] * ((lam[k + 1] - lam[k]) / span) + Rs[k] @ (
-            np.einsum("n,nmij->mij", wt * dphi, RinvM) + np.einsum("n,nmij->mij", wt * phi, K)
-        )
+        nodes, weights = gauss_legendre(prior_panels(s, t, omega))
+        second_k = second and second_order_step(n, k, desc, lower_order_final)
+        if second_k:
+            span = lam[k] - lam[k - 1]
+        int_K = np.zeros(M.shape[1:])
+        int_1 = np.zeros(M.shape[1:])
+        # the quadrature points in chunks: a stiff current's rotation needs many panels
+        # (their number grows with T ||Omega||), and (points, d, d) arrays of all of
+        # them at once took gigabytes at d = 64
+        for a in range(0, len(nodes), chunk):
+            tau = np.exp(nodes[a : a + chunk])
+            wt = weights[a : a + chunk] * tau  # dtau = tau du
+            Mj, Sj = process.pair_blocks(tau)
+            G = sym(Mj @ Cp @ T(Mj) + Sj)
+            R = frame.factor(tau, G)
+            # K = R_G^{-1} Sigma^{-1} M C M^T G^{-1} M: the part of R_G^{-1} Sigma^{-1} M
+            # that is not the derivative -d/dtau (R_G^{-1} M)
+            K = np.linalg.solve(R, np.linalg.solve(Sj, Mj @ Cp @ T(Mj) @ np.linalg.solve(G, Mj)))
+            int_K += np.einsum("n,nmij->mij", wt, K)
+            if not second_k:
+                continue
+            lam_tau, rate = variable_at(process, tau, Mj, Sj, name)
+            phi, dphi = (lam_tau - lam[k]) / span, -rate / span
+            RinvM = np.linalg.solve(R, Mj)
+            int_1 += np.einsum("n,nmij->mij", wt * dphi, RinvM) + np.einsum(
+                "n,nmij->mij", wt * phi, K
+            )
+        W0[k] = Ms[k] - Phi[k] @ Mt[k] + Rs[k] @ int_K
+        if second_k:
+            W1[k] = Ms[k] * ((lam[k + 1] - lam[k]) / span) + Rs[k] @ int_1
     V = W0 + W1
     Bt, Bp = B[:-1], np.concatenate([np.zeros((1, *B.shape[1:])), B[:-2]])
     X = Phi - V @ Bt
