@@ -254,15 +254,22 @@ def spd_inverse(U: np.ndarray) -> np.ndarray:
 
 
 def psd_factor(S: np.ndarray) -> np.ndarray:
-    """A lower-triangular ``L`` with ``L L^T = S`` for symmetric PSD ``S``.
+    """A lower-triangular ``L`` with ``L L^T = S`` for symmetric PSD ``S`` (d, d), or for
+    every matrix of a stack (..., d, d).
 
-    Cholesky when ``S`` is numerically positive definite; otherwise (a rank-deficient
-    covariance, e.g. a point mass) a factor from the eigendecomposition followed by
-    a QR step, so that ``L`` is still lower triangular.
+    Cholesky when ``S`` is numerically positive definite (a stack: in one call when
+    every matrix is); otherwise (a rank-deficient covariance, e.g. a point mass) a
+    factor from the eigendecomposition followed by a QR step, so that ``L`` is still
+    lower triangular.
     """
     try:
         return np.linalg.cholesky(S)
     except np.linalg.LinAlgError:
+        if S.ndim > 2:  # factor the stack's matrices one by one
+            out = np.empty_like(S)
+            for idx in np.ndindex(*S.shape[:-2]):
+                out[idx] = psd_factor(S[idx])
+            return out
         lam, V = np.linalg.eigh(0.5 * (S + S.T))
         F = V * np.sqrt(np.clip(lam, 0.0, None))
         # F F^T = S; F^T = Q R  =>  S = R^T R, and R^T is lower triangular.

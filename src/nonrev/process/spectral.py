@@ -459,11 +459,7 @@ def _block_factors(S: np.ndarray) -> np.ndarray:
     flat = S.reshape(-1, *S.shape[-2:])
     out = np.zeros_like(flat)
     live = np.abs(flat).max(axis=(1, 2)) > 0
-    try:
-        out[live] = np.linalg.cholesky(flat[live])
-    except np.linalg.LinAlgError:
-        for i in np.nonzero(live)[0]:
-            out[i] = psd_factor(flat[i])
+    out[live] = psd_factor(flat[live])
     return out.reshape(S.shape)
 
 

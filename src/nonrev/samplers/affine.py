@@ -25,7 +25,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from nonrev.samplers.gridkernel import GridKernel, T, block_psd_factor
+from nonrev.linalg import psd_factor
+from nonrev.samplers.gridkernel import GridKernel, T
 from nonrev.samplers.prior import prior_terms
 from nonrev.samplers.registry import Method, register
 from nonrev.samplers.update import affine_step, finish, frame_terms
@@ -51,7 +52,7 @@ def _build_ancestral(ker: GridKernel, options: dict) -> dict:
     P = 0.5 * (P + T(P))
     C = np.empty_like(P)
     for k in range(ker.n):
-        C[k] = block_psd_factor(P[k])
+        C[k] = psd_factor(P[k])
     Mh_inv = np.linalg.inv(Mh)
     return finish(ker, X=K, X0=ker.M[1:] - K @ ker.M[:-1], F=Mh_inv, G=(Mh_inv - K) @ St, noise=C)
 

@@ -31,9 +31,8 @@ import math
 import numpy as np
 import torch
 
-from nonrev.linalg import as_count, as_psd, as_vector, check_scale, sym
+from nonrev.linalg import as_count, as_psd, as_vector, check_scale, psd_factor, sym
 from nonrev.samplers.gridkernel import T as _T
-from nonrev.samplers.gridkernel import block_psd_factor
 from nonrev.samplers.grids import default_horizon, resolve_grid, time_grid
 from nonrev.samplers.quadrature import log_snr
 from nonrev.samplers.registry import get_method
@@ -129,7 +128,7 @@ def gaussian_error(
     eye = torch.eye(d, dtype=torch.float64)
     if start == "exact":
         mu = Mm[0].clone()
-        Y = ops(block_psd_factor(G[0])[None]).apply(0, eye)
+        Y = ops(psd_factor(G[0])[None]).apply(0, eye)
     else:
         mu = torch.zeros(d, dtype=torch.float64)
         Y = ops(np.linalg.cholesky(process.stationary_cov_blocks)[None]).apply(0, eye)

@@ -15,8 +15,6 @@ import functools
 import numpy as np
 import torch
 
-from nonrev.linalg import psd_factor
-
 
 def T(a: np.ndarray) -> np.ndarray:
     """The transpose of every block."""
@@ -26,21 +24,6 @@ def T(a: np.ndarray) -> np.ndarray:
 def right_solve(B: np.ndarray, A: np.ndarray) -> np.ndarray:
     """``B A^{-1}`` for stacks (solve ``A^T Y^T = B^T``)."""
     return T(np.linalg.solve(T(A), T(B)))
-
-
-def block_psd_factor(P: np.ndarray) -> np.ndarray:
-    """A square root ``F F^T = P`` of every block of ``P`` (..., g, g), PSD blocks:
-    Cholesky where it succeeds, the eigen square root otherwise."""
-    try:
-        return np.linalg.cholesky(P)
-    except np.linalg.LinAlgError:  # a singular block (e.g. a posterior at s = 0)
-        out = np.empty_like(P)
-        for idx in np.ndindex(*P.shape[:-2]):
-            try:
-                out[idx] = np.linalg.cholesky(P[idx])
-            except np.linalg.LinAlgError:
-                out[idx] = psd_factor(P[idx])
-        return out
 
 
 def trace_sum(a: np.ndarray) -> np.ndarray:

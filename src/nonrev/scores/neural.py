@@ -135,17 +135,6 @@ def _T(X: np.ndarray) -> np.ndarray:
     return np.swapaxes(X, -1, -2)
 
 
-def _psd_factors(S: np.ndarray) -> np.ndarray:
-    """:func:`nonrev.linalg.psd_factor` of every matrix of a stack (..., g, g)."""
-    try:
-        return np.linalg.cholesky(S)
-    except np.linalg.LinAlgError:
-        out = np.empty_like(S)
-        for idx in np.ndindex(*S.shape[:-2]):
-            out[idx] = psd_factor(S[idx])
-        return out
-
-
 class Parameterisation:
     """How the raw network output ``F`` becomes the predicted noise ``eps_theta``.
 
@@ -272,7 +261,7 @@ class Parameterisation:
             R = Ch @ ((V / np.sqrt(1.0 + np.clip(w, 0.0, None))[..., None, :]) @ _T(V))
             return W, R, G_inv, Ch @ _T(M) @ G_inv
         P = C - W @ M @ C
-        return W, _psd_factors(sym(P)), G_inv, LG_inv
+        return W, psd_factor(sym(P)), G_inv, LG_inv
 
     def _snr(self, M: np.ndarray, S: np.ndarray) -> np.ndarray:
         """``S_t = C^{1/2} M^T Sigma^{-1} M C^{1/2}`` (symmetric PSD) as blocks."""
